@@ -1,0 +1,1 @@
+"""Downstream evaluation of pretrained backbones: ``python -m eval.linear_probe``."""

@@ -1,0 +1,65 @@
+"""Frozen-backbone feature extraction shared by every evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ssl_emp.config import PretrainConfig
+from ssl_emp.data import ImageBank, load_bank
+from ssl_emp.data.augment import Normalize
+from ssl_emp.engine.checkpoint import backbone_state_dict, load_checkpoint
+from ssl_emp.models import build_backbone
+
+
+@dataclass
+class PretrainedBackbone:
+    backbone: nn.Module
+    config: PretrainConfig
+    normalize: Normalize
+    data_info: dict
+    epoch: int
+
+
+def load_pretrained(checkpoint: str, device: torch.device, random_init: bool = False, seed: int = 0) -> PretrainedBackbone:
+    """The backbone of a pretraining checkpoint (or, with ``random_init``, a fresh one of the same architecture)."""
+    ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    cfg = PretrainConfig.model_validate(ckpt["config"])
+    info = ckpt["data"]
+    torch.manual_seed(seed)
+    backbone, _ = build_backbone(cfg.model.backbone, info["channels"], cfg.model.cifar_stem, cfg.model.width)
+    if not random_init:
+        backbone.load_state_dict(backbone_state_dict(ckpt["model"]))
+    return PretrainedBackbone(backbone.to(device).eval(), cfg, Normalize(info["mean"], info["std"]).to(device),
+                              info, ckpt["epoch"])
+
+
+@torch.no_grad()
+def extract_features(backbone: nn.Module, normalize: nn.Module, bank: ImageBank, device: torch.device,
+                     batch_size: int = 512, desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(features [N, D] float32, labels [N])`` on ``device``, backbone in eval mode."""
+    backbone.eval()
+    cuda = device.type == "cuda"
+    chunks = []
+    for start in tqdm(range(0, len(bank), batch_size), desc=desc, unit="batch", leave=False, disable=None):
+        images = bank.batch(torch.arange(start, min(start + batch_size, len(bank)), device=bank.device)).to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False):
+            chunks.append(backbone(normalize(images)).float())
+    return torch.cat(chunks), bank.labels.to(device)
+
+
+def load_eval_banks(cfg: PretrainConfig, data_info: dict, root: Optional[str] = None,
+                    train_subset: Optional[int] = None) -> tuple[ImageBank, ImageBank]:
+    """The labelled train and test splits of the dataset a backbone was pretrained on."""
+    root = root or cfg.data.root
+    size = data_info["image_size"] if cfg.data.image_size is not None else None
+    train = load_bank(cfg.data.name, root, "train", size, train_subset)
+    test = load_bank(cfg.data.name, root, "test", size)
+    labelled = train.labels >= 0  # STL-10's unlabeled images cannot train a classifier
+    if not bool(labelled.all()):
+        train = train.subset(labelled.nonzero().squeeze(1))
+    return train, test

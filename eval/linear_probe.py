@@ -1,0 +1,158 @@
+"""Linear probe: ``python -m eval.linear_probe --checkpoint RUN_DIR_OR_FILE``.
+
+Features are extracted once with the backbone frozen; a linear classifier is
+then trained on the cached, standardised features. (lightly's
+``LinearClassifier`` runs the backbone at every step under Lightning; on cached
+features the probe takes seconds instead.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eval.features import extract_features, load_eval_banks, load_pretrained
+from ssl_emp.data import DatasetNotFoundError
+from ssl_emp.engine.checkpoint import CheckpointError, resolve_checkpoint_path
+from ssl_emp.engine.trainer import resolve_device
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    topk = logits.topk(min(k, logits.shape[1]), dim=1).indices
+    return (topk == labels[:, None]).any(dim=1).float().mean().item()
+
+
+def train_linear_classifier(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, epochs: int = 100,
+                            lr: float = 0.01, weight_decay: float = 1e-4, batch_size: int = 256,
+                            seed: int = 0) -> nn.Module:
+    """AdamW with cosine decay on standardised features; the returned module standardises its input itself."""
+    generator = torch.Generator().manual_seed(seed)
+    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    linear = nn.Linear(train_x.shape[1], num_classes).to(train_x.device)
+    optimizer = torch.optim.AdamW(linear.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = epochs * math.ceil(len(train_x) / batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    x = (train_x - mean) / std
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=generator).to(x.device)
+        for start in range(0, len(x), batch_size):
+            idx = order[start:start + batch_size]
+            loss = F.cross_entropy(linear(x[idx]), train_y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+
+    class Standardised(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", mean)
+            self.register_buffer("std", std)
+            self.linear = linear
+
+        def forward(self, features):
+            return self.linear((features - self.mean) / self.std)
+
+    return Standardised().eval()
+
+
+def linear_probe(checkpoint: str, *, random_init: bool = False, epochs: int = 100, lr: float = 0.01,
+                 weight_decay: float = 1e-4, data_root: Optional[str] = None, device: str = "auto",
+                 train_subset: Optional[int] = None, seed: int = 0) -> dict:
+    """Probe one backbone; returns the result record (also what the CLI writes as JSON)."""
+    started = time.perf_counter()
+    dev = resolve_device(device)
+    pretrained = load_pretrained(checkpoint, dev, random_init=random_init, seed=seed)
+    train_bank, test_bank = load_eval_banks(pretrained.config, pretrained.data_info, data_root, train_subset)
+    train_x, train_y = extract_features(pretrained.backbone, pretrained.normalize, train_bank, dev, desc="train features")
+    test_x, test_y = extract_features(pretrained.backbone, pretrained.normalize, test_bank, dev, desc="test features")
+    num_classes = pretrained.data_info["num_classes"]
+    classifier = train_linear_classifier(train_x, train_y, num_classes, epochs, lr, weight_decay, seed=seed)
+    with torch.no_grad():
+        logits = classifier(test_x)
+    result = {
+        "checkpoint": str(resolve_checkpoint_path(checkpoint)),
+        "backbone": "random-init" if random_init else f"pretrained (epoch {pretrained.epoch})",
+        "dataset": pretrained.config.data.name,
+        "train_images": len(train_x), "test_images": len(test_x),
+        "feature_dim": train_x.shape[1],
+        "top1": topk_accuracy(logits, test_y, 1),
+        "seconds": round(time.perf_counter() - started, 2),
+        "probe": {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "seed": seed},
+    }
+    if num_classes >= 10:
+        result["top5"] = topk_accuracy(logits, test_y, 5)
+    return result
+
+
+def _log_to_wandb(result: dict, run_dir: Path, job_type: str) -> None:
+    """Log to the pretraining run's W&B group, so the dashboard shows them together."""
+    import yaml
+
+    from ssl_emp.tracking import Tracker
+
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    tracking = cfg.get("tracking", {})
+    tracker = Tracker(run_dir / "eval", mode=tracking.get("wandb", "auto"), project=tracking.get("project", "ssl_emp"),
+                      entity=tracking.get("entity"), name=f"{run_dir.name}-{job_type}", config=result,
+                      job_type=job_type, group=run_dir.name, metrics_file=f"{job_type}.jsonl")
+    scalars = {f"{job_type}/{k}": v for k, v in result.items() if isinstance(v, (int, float))}
+    tracker.log(scalars)
+    tracker.summary(scalars)
+    tracker.finish()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.linear_probe", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint .pt file")
+    parser.add_argument("--epochs", type=int, default=100, help="classifier epochs over the cached features")
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--data-root", help="override the dataset root stored in the checkpoint's config")
+    parser.add_argument("--train-subset", type=int, help="probe on only N labelled training images")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--random-init", action="store_true", help="probe a randomly initialised backbone instead")
+    parser.add_argument("--compare-random", action="store_true",
+                        help="also probe a randomly initialised backbone of the same architecture, as a floor")
+    parser.add_argument("--output", help="JSON file to write (default: RUN_DIR/eval/linear_probe.json)")
+    parser.add_argument("--no-wandb", action="store_true", help="do not log the result to W&B")
+    args = parser.parse_args(argv)
+    kwargs = dict(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, data_root=args.data_root,
+                  device=args.device, train_subset=args.train_subset, seed=args.seed)
+    try:
+        result = linear_probe(args.checkpoint, random_init=args.random_init, **kwargs)
+        if args.compare_random and not args.random_init:
+            result["random_init_top1"] = linear_probe(args.checkpoint, random_init=True, **kwargs)["top1"]
+    except (CheckpointError, DatasetNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    ckpt_path = Path(result["checkpoint"])
+    run_dir = ckpt_path.parent.parent
+    output = Path(args.output) if args.output else run_dir / "eval" / (
+        "linear_probe_random_init.json" if args.random_init else "linear_probe.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    if not args.no_wandb:
+        _log_to_wandb(result, run_dir, "linear_probe")
+    line = f"linear probe on {result['dataset']} ({result['backbone']}): top-1 {result['top1']:.4f}"
+    if "top5" in result:
+        line += f", top-5 {result['top5']:.4f}"
+    if "random_init_top1" in result:
+        line += f"  |  random-init backbone: top-1 {result['random_init_top1']:.4f}"
+    print(line + f"\n  written to {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

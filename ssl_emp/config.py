@@ -1,0 +1,209 @@
+"""Typed, validated run configuration.
+
+A recipe is a YAML file whose keys mirror :class:`PretrainConfig`; command-line
+overrides are ``dotted.key=value`` pairs whose values are parsed as YAML
+(``train.epochs=5``, ``augment.hflip_p=0``, ``run.name=demo``). Validation is
+done by pydantic; its errors are rewritten into one paragraph that names the
+offending key, the closest valid key and all valid keys at that level.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not describe a valid run."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    name: Literal["digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder"] = Field(
+        "digits", description="dataset to pretrain on")
+    root: Optional[str] = Field(None, description="dataset folder (not needed for digits)")
+    image_size: Optional[int] = Field(
+        None, ge=4, description="resize every image to this square size at load (required for imagefolder)")
+    subset: Optional[int] = Field(None, ge=1, description="use only the first N training images (seeded shuffle)")
+    bank_device: Literal["auto", "cpu"] = Field(
+        "auto", description="auto: keep the uint8 image bank on the training device")
+
+
+class AugmentConfig(_Section):
+    """The SimCLR view recipe; every transform is random per sample."""
+    crop_scale_min: float = Field(0.08, gt=0, le=1, description="random resized crop: smallest area fraction")
+    hflip_p: float = Field(0.5, ge=0, le=1)
+    jitter_strength: float = Field(0.5, ge=0, description="colour jitter: brightness/contrast/saturation 0.8s, hue 0.2s")
+    jitter_p: float = Field(0.8, ge=0, le=1)
+    grayscale_p: float = Field(0.2, ge=0, le=1, description="ignored for 1-channel data")
+    blur_p: Optional[float] = Field(
+        None, ge=0, le=1, description="gaussian blur probability; default 0.5 for images >= 64 px, else off")
+
+
+class ModelConfig(_Section):
+    backbone: Literal["small_cnn", "resnet18", "resnet34", "resnet50"] = "small_cnn"
+    cifar_stem: bool = Field(False, description="ResNet only: 3x3 stride-1 first conv and no max-pool")
+    width: int = Field(64, ge=8, description="small_cnn only: channels of the first block")
+    proj_hidden_dim: int = Field(512, ge=1)
+    proj_output_dim: int = Field(128, ge=1)
+
+
+class MethodConfig(_Section):
+    name: Literal["simclr"] = "simclr"
+    temperature: float = Field(0.5, gt=0)
+
+
+class OptimConfig(_Section):
+    name: Literal["sgd", "lars", "adamw"] = "sgd"
+    lr: float = Field(0.3, gt=0, description="peak learning rate (not scaled by batch size)")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    min_lr_fraction: float = Field(0.0, ge=0, le=1, description="cosine ends at lr * this")
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(256, ge=2)
+    seed: int = 0
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    amp: bool = Field(True, description="bf16 autocast (CUDA only)")
+    channels_last: bool = Field(True, description="channels_last memory format (CUDA only)")
+    compile: bool = Field(False, description="torch.compile the model")
+    checkpoint_every: int = Field(10, ge=1, description="epochs between checkpoints (one is always written at the end)")
+    log_every: int = Field(10, ge=1, description="steps between metric records (each one syncs with the device)")
+
+
+class TrackingConfig(_Section):
+    wandb: Literal["auto", "online", "offline", "disabled"] = Field(
+        "auto", description="auto: online when an API key is configured, else offline")
+    project: str = "ssl_emp"
+    entity: Optional[str] = None
+
+
+class RunConfig(_Section):
+    out_dir: str = Field("runs", description="parent folder of run directories")
+    name: Optional[str] = Field(None, description="run directory name; default <recipe>-<timestamp>")
+    resume: bool = Field(False, description="continue the run in out_dir/name from its last checkpoint")
+
+
+class PretrainConfig(_Section):
+    data: DataConfig = DataConfig()
+    augment: AugmentConfig = AugmentConfig()
+    model: ModelConfig = ModelConfig()
+    method: MethodConfig = MethodConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    run: RunConfig = RunConfig()
+
+
+# --------------------------------------------------------------------------- loading
+
+def _section_at(model: type[BaseModel], path: tuple[Union[str, int], ...]) -> Optional[type[BaseModel]]:
+    for part in path:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model
+
+
+def _explain(exc: ValidationError, model: type[BaseModel], source: str) -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc)
+        if err["type"] == "extra_forbidden":
+            section = _section_at(model, loc[:-1])
+            valid = sorted(section.model_fields) if section else []
+            prefix = ".".join(str(p) for p in loc[:-1])
+            full = [f"{prefix}.{v}" if prefix else v for v in valid]
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f" Did you mean '{(prefix + '.') if prefix else ''}{close[0]}'?" if close else ""
+            lines.append(f"unknown key '{key}'.{hint} Valid keys here: {', '.join(full)}.")
+        else:
+            given = err.get("input")
+            lines.append(f"'{key}' = {given!r}: {err['msg']}.")
+    return ConfigError(f"Invalid configuration ({source}): " + " ".join(lines))
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"Override '{dotted}': '{part}' is a value, not a section.")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    tree: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"Override '{item}' is not of the form key=value (for example train.epochs=5).")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"Override '{item}': the value is not valid YAML ({exc}).") from None
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: Union[str, Path]) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file '{path}' does not exist. Recipes live in configs/ (for example configs/default.yaml).")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Config file '{path}' is not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"Config file '{path}' must hold a mapping of sections, not {type(tree).__name__}.")
+    return tree
+
+
+def build_config(model: type[BaseModel], tree: dict, overrides: list[str] = (), source: str = "config"):
+    merged = _deep_merge(tree, parse_overrides(list(overrides)))
+    try:
+        return model.model_validate(merged)
+    except ValidationError as exc:
+        raise _explain(exc, model, source) from None
+
+
+def load_pretrain_config(path: Optional[Union[str, Path]] = None, overrides: list[str] = ()) -> PretrainConfig:
+    tree = read_yaml(path) if path else {}
+    return build_config(PretrainConfig, tree, overrides, source=str(path) if path else "defaults")
+
+
+def describe_options(model: type[BaseModel] = PretrainConfig) -> str:
+    """One line per option, for --help."""
+    rows = []
+    for section_name, section_field in model.model_fields.items():
+        section = section_field.annotation
+        for name, field in section.model_fields.items():
+            annotation = getattr(field.annotation, "__name__", None) or str(field.annotation)
+            annotation = annotation.replace("typing.", "").replace("Literal", "one of ")
+            doc = f"  {field.description}" if field.description else ""
+            rows.append(f"  {section_name}.{name} = {field.default!r}   [{annotation}]{doc}")
+    return "\n".join(rows)

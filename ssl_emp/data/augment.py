@@ -1,0 +1,67 @@
+"""Two-view SimCLR augmentation that runs on the training device, on whole batches.
+
+Every transform draws its parameters per sample (kornia's ``same_on_batch=False``),
+so one call augments a batch as a CPU DataLoader would, without the workers.
+"""
+
+from __future__ import annotations
+
+import kornia.augmentation as K
+import torch
+from torch import nn
+
+from ssl_emp.config import AugmentConfig
+
+
+def _blur_kernel(image_size: int) -> int:
+    # SimCLR uses a kernel of 10% of the image side, made odd.
+    kernel = max(3, int(0.1 * image_size))
+    return kernel if kernel % 2 == 1 else kernel + 1
+
+
+def build_view_pipeline(cfg: AugmentConfig, image_size: int, channels: int,
+                        mean: list[float], std: list[float]) -> nn.Sequential:
+    """One random view: crop, flip, colour jitter, grayscale, blur, then normalisation."""
+    s = cfg.jitter_strength
+    ops: list[nn.Module] = [
+        K.RandomResizedCrop((image_size, image_size), scale=(cfg.crop_scale_min, 1.0)),
+    ]
+    if cfg.hflip_p > 0:
+        ops.append(K.RandomHorizontalFlip(p=cfg.hflip_p))
+    if cfg.jitter_p > 0 and s > 0:
+        if channels == 3:
+            ops.append(K.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s, p=cfg.jitter_p))
+        else:
+            # Saturation and hue are undefined for one channel; brightness and contrast still apply.
+            ops.append(K.ColorJitter(0.8 * s, 0.8 * s, 0.0, 0.0, p=cfg.jitter_p))
+    if channels == 3 and cfg.grayscale_p > 0:
+        ops.append(K.RandomGrayscale(p=cfg.grayscale_p))
+    blur_p = cfg.blur_p if cfg.blur_p is not None else (0.5 if image_size >= 64 else 0.0)
+    if blur_p > 0:
+        ops.append(K.RandomGaussianBlur(_blur_kernel(image_size), sigma=(0.1, 2.0), p=blur_p))
+    ops.append(K.Normalize(mean=torch.tensor(mean), std=torch.tensor(std)))
+    return nn.Sequential(*ops)
+
+
+class TwoViews(nn.Module):
+    """``x [B, C, H, W]`` in [0, 1] -> two independently augmented, normalised views."""
+
+    def __init__(self, cfg: AugmentConfig, image_size: int, channels: int, mean: list[float], std: list[float]):
+        super().__init__()
+        self.view = build_view_pipeline(cfg, image_size, channels, mean, std)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.view(images), self.view(images)
+
+
+class Normalize(nn.Module):
+    """The evaluation-time input transform: normalisation only."""
+
+    def __init__(self, mean: list[float], std: list[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean) / self.std

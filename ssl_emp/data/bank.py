@@ -1,0 +1,66 @@
+"""In-memory uint8 image bank: the whole dataset as one tensor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class ImageBank:
+    """All images of one split as ``uint8 [N, C, H, W]`` plus ``int64 [N]`` labels.
+
+    Unlabelled images (STL-10's unlabeled split) carry label -1. Keeping uint8
+    costs a quarter of float32, so CIFAR-sized sets fit on the GPU and a batch is
+    one gather plus one cast: no DataLoader workers.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"ImageBank needs uint8 [N, C, H, W] images, got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"ImageBank: {self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[-1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def to(self, device: torch.device | str) -> "ImageBank":
+        return ImageBank(self.images.to(device), self.labels.to(device), self.num_classes, self.name)
+
+    def subset(self, indices: torch.Tensor) -> "ImageBank":
+        return ImageBank(self.images[indices], self.labels[indices], self.num_classes, self.name)
+
+    def batch(self, indices: torch.Tensor) -> torch.Tensor:
+        """Images at ``indices`` as float in [0, 1] on the bank's device."""
+        return self.images[indices].float().div_(255.0)
+
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std in [0, 1] units, computed in chunks to bound memory."""
+        total = torch.zeros(self.channels, dtype=torch.float64)
+        total_sq = torch.zeros(self.channels, dtype=torch.float64)
+        for start in range(0, len(self), 4096):
+            chunk = self.images[start:start + 4096].to(torch.float64).div_(255.0)
+            total += chunk.sum(dim=(0, 2, 3)).cpu()
+            total_sq += chunk.pow(2).sum(dim=(0, 2, 3)).cpu()
+        count = len(self) * self.image_size * self.images.shape[-2]
+        mean = total / count
+        std = (total_sq / count - mean.pow(2)).clamp_min(1e-12).sqrt()
+        return mean.tolist(), std.tolist()

@@ -1,0 +1,212 @@
+"""Dataset loaders: each returns an :class:`ImageBank` for a split ("train" or "test").
+
+The real on-disk formats are read through torchvision. torchvision verifies the
+MD5 of the official CIFAR/STL archives; we check that the files exist instead,
+so that a copy re-packed by a user (or written by our tests) loads as well.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import shutil
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torchvision
+from torchvision.transforms.v2 import functional as TF
+
+from ssl_emp.data.bank import ImageBank
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset files are not where the config says; the message says how to get them."""
+
+
+HOW_TO_GET = {
+    "fashion-mnist": (
+        "Install the Debian package (`apt-get install dataset-fashion-mnist`, files land in "
+        f"{DEBIAN_FASHION_MNIST}) and ssl_emp unpacks it into <root>/FashionMNIST/raw on first use; "
+        "or put the four IDX files (train-images-idx3-ubyte, ...; gzipped or not) in <root>/FashionMNIST/raw."),
+    "cifar10": "Download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it into <root> "
+               "(giving <root>/cifar-10-batches-py/data_batch_1 ...).",
+    "cifar100": "Download https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz and extract it into <root> "
+                "(giving <root>/cifar-100-python/train, test, meta).",
+    "stl10": "Download http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz and extract it into <root> "
+             "(giving <root>/stl10_binary/train_X.bin ...).",
+    "imagefolder": "Point data.root at a folder with train/<class>/<image> (and optionally val/ or test/) "
+                   "and set data.image_size.",
+}
+
+
+def _missing(name: str, root: Optional[str], detail: str) -> DatasetNotFoundError:
+    return DatasetNotFoundError(f"Dataset '{name}' not found at root '{root}': {detail}. {HOW_TO_GET[name]}")
+
+
+def _require_root(name: str, root: Optional[str]) -> Path:
+    if not root:
+        raise _missing(name, root, "data.root is not set")
+    return Path(root)
+
+
+# --------------------------------------------------------------------------- digits
+
+def load_digits(root: Optional[str], split: str, image_size: Optional[int] = None) -> ImageBank:
+    """scikit-learn's bundled 8x8 digits (1,797 real images), split 75/25 stratified with a fixed seed."""
+    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = sk_load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    train_idx, test_idx = train_test_split(
+        np.arange(len(images)), test_size=0.25, random_state=0, stratify=digits.target)
+    idx = train_idx if split == "train" else test_idx
+    return ImageBank(torch.from_numpy(images[idx]), torch.from_numpy(digits.target[idx]).long(), 10, "digits")
+
+
+# --------------------------------------------------------------------------- fashion-mnist
+
+FASHION_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+
+def _unpack_idx_files(raw: Path, sources: list[Path]) -> None:
+    """Un-gzip the IDX files torchvision expects into ``raw`` from the first source folder that has them."""
+    for name in FASHION_FILES:
+        if (raw / name).is_file():
+            continue
+        for folder in sources:
+            gz = folder / f"{name}.gz"
+            if gz.is_file():
+                raw.mkdir(parents=True, exist_ok=True)
+                tmp = raw / f".{name}.tmp"
+                with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                tmp.replace(raw / name)
+                break
+
+
+def load_fashion_mnist(root: Optional[str], split: str, image_size: Optional[int] = None) -> ImageBank:
+    root_path = _require_root("fashion-mnist", root)
+    raw = root_path / "FashionMNIST" / "raw"
+    _unpack_idx_files(raw, [raw, root_path, DEBIAN_FASHION_MNIST])
+    missing = [n for n in FASHION_FILES if not (raw / n).is_file()]
+    if missing:
+        raise _missing("fashion-mnist", root, f"missing {', '.join(missing)} in {raw}")
+    ds = torchvision.datasets.FashionMNIST(str(root_path), train=(split == "train"), download=False)
+    return ImageBank(ds.data[:, None].contiguous(), ds.targets.long(), 10, "fashion-mnist")
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+class _CIFAR10Files(torchvision.datasets.CIFAR10):
+    def _check_integrity(self) -> bool:
+        folder = Path(self.root) / self.base_folder
+        return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+    def _load_meta(self) -> None:
+        # Class names are not needed for the image bank; skip the meta file's MD5 check with it.
+        self.classes = []
+
+
+class _CIFAR100Files(_CIFAR10Files, torchvision.datasets.CIFAR100):
+    pass
+
+
+def _load_cifar(cls, name: str, num_classes: int, root: Optional[str], split: str) -> ImageBank:
+    root_path = _require_root(name, root)
+    try:
+        ds = cls(str(root_path), train=(split == "train"), download=False)
+    except RuntimeError as exc:
+        raise _missing(name, root, f"expected {root_path / cls.base_folder}") from exc
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as exc:
+        raise ValueError(f"Dataset '{name}' at '{root}' is not in the CIFAR python format ({exc!r}). {HOW_TO_GET[name]}") from None
+    images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+    return ImageBank(images, torch.as_tensor(ds.targets).long(), num_classes, name)
+
+
+def load_cifar10(root, split, image_size=None) -> ImageBank:
+    return _load_cifar(_CIFAR10Files, "cifar10", 10, root, split)
+
+
+def load_cifar100(root, split, image_size=None) -> ImageBank:
+    return _load_cifar(_CIFAR100Files, "cifar100", 100, root, split)
+
+
+# --------------------------------------------------------------------------- STL-10
+
+class _STL10Files(torchvision.datasets.STL10):
+    def _check_integrity(self) -> bool:
+        folder = Path(self.root) / self.base_folder
+        return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+
+def load_stl10(root: Optional[str], split: str, image_size: Optional[int] = None) -> ImageBank:
+    """Pretraining ("train") uses STL-10's train+unlabeled images, as is standard; "test" is the test split."""
+    root_path = _require_root("stl10", root)
+    stl_split = "train+unlabeled" if split == "train" else "test"
+    folder = root_path / _STL10Files.base_folder
+    if stl_split == "train+unlabeled" and not (folder / "unlabeled_X.bin").is_file():
+        stl_split = "train"  # a labelled-only copy still pretrains; the unlabeled 100k images are optional
+    try:
+        ds = _STL10Files(str(root_path), split=stl_split, download=False)
+    except RuntimeError as exc:
+        raise _missing("stl10", root, f"expected {folder}") from exc
+    labels = torch.from_numpy(ds.labels.astype(np.int64))
+    return ImageBank(torch.from_numpy(ds.data).contiguous(), labels, 10, "stl10")
+
+
+# --------------------------------------------------------------------------- image folders
+
+def load_imagefolder(root: Optional[str], split: str, image_size: Optional[int] = None) -> ImageBank:
+    """``root/train/<class>/*`` (and ``root/val`` or ``root/test``), resized (shorter side) and centre-cropped at load."""
+    from tqdm import tqdm
+
+    root_path = _require_root("imagefolder", root)
+    if image_size is None:
+        raise ValueError("Dataset 'imagefolder' needs data.image_size: images are resized to one square size at load.")
+    candidates = ["train"] if split == "train" else ["val", "test"]
+    folder = next((root_path / c for c in candidates if (root_path / c).is_dir()), None)
+    if folder is None:
+        raise _missing("imagefolder", root, f"no {' or '.join(candidates)}/ folder")
+    try:
+        ds = torchvision.datasets.ImageFolder(str(folder))
+    except FileNotFoundError as exc:
+        raise _missing("imagefolder", root, str(exc)) from None
+    images = torch.empty(len(ds), 3, image_size, image_size, dtype=torch.uint8)
+    for i, (path, _) in enumerate(tqdm(ds.samples, desc=f"loading {folder}", unit="img", leave=False)):
+        img = torchvision.io.decode_image(path, mode=torchvision.io.ImageReadMode.RGB)
+        img = TF.resize(img, [image_size], antialias=True)
+        images[i] = TF.center_crop(img, [image_size, image_size])
+    return ImageBank(images, torch.as_tensor(ds.targets).long(), len(ds.classes), "imagefolder")
+
+
+LOADERS: dict[str, Callable[..., ImageBank]] = {
+    "digits": load_digits,
+    "fashion-mnist": load_fashion_mnist,
+    "cifar10": load_cifar10,
+    "cifar100": load_cifar100,
+    "stl10": load_stl10,
+    "imagefolder": load_imagefolder,
+}
+
+
+def load_bank(name: str, root: Optional[str], split: str, image_size: Optional[int] = None,
+              subset: Optional[int] = None) -> ImageBank:
+    """Load one split as an image bank, optionally resized and cut to a fixed random subset."""
+    if name not in LOADERS:
+        raise ValueError(f"Unknown dataset '{name}'. Known: {', '.join(LOADERS)}.")
+    if split not in ("train", "test"):
+        raise ValueError(f"Unknown split '{split}': use 'train' or 'test'.")
+    bank = LOADERS[name](root, split, image_size)
+    if image_size is not None and bank.image_size != image_size:
+        images = TF.resize(bank.images, [image_size, image_size], antialias=True)
+        bank = ImageBank(images, bank.labels, bank.num_classes, bank.name)
+    if subset is not None and subset < len(bank):
+        # Fixed generator: the same subset for every run and seed, so results compare.
+        keep = torch.randperm(len(bank), generator=torch.Generator().manual_seed(0))[:subset]
+        bank = bank.subset(keep.sort().values)
+    return bank

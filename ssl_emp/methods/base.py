@@ -1,0 +1,40 @@
+"""What every contrastive method returns, and how its training loss is formed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+@dataclass
+class MethodOutput:
+    """Per-sample results of one forward pass over B samples (two views each).
+
+    ``per_sample_loss`` carries the graph; ``agreement`` (cosine of the two views'
+    embeddings) is detached. Both stay on the device: a scorer reads them without
+    a host round trip.
+    """
+
+    per_sample_loss: torch.Tensor  # [B]
+    agreement: torch.Tensor  # [B]
+
+    def training_loss(self, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``mean(w_i * loss_i)``; pruning selectors use the weights to keep the loss unbiased."""
+        if weights is None:
+            return self.per_sample_loss.mean()
+        return (weights.to(self.per_sample_loss.dtype) * self.per_sample_loss).mean()
+
+
+class ContrastiveMethod(nn.Module):
+    """A backbone plus whatever the method trains on top of it."""
+
+    backbone: nn.Module
+
+    def forward(self, view0: torch.Tensor, view1: torch.Tensor) -> MethodOutput:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def on_step_end(self) -> None:
+        """Hook after each optimizer step (momentum encoders update here)."""

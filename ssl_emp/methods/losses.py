@@ -1,0 +1,32 @@
+"""Per-sample contrastive losses.
+
+lightly's losses return the batch mean; pruning needs one loss per sample from
+the same forward pass, so the NT-Xent computation is written out here and tested
+to agree with ``lightly.loss.NTXentLoss`` on the mean.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def per_sample_ntxent(z0: torch.Tensor, z1: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent (SimCLR) loss of each of the B samples: the mean of its two anchor rows.
+
+    Row ``i`` of view 0 has its positive at ``i`` of view 1 and the other 2B-2
+    embeddings as negatives (self-similarity excluded), and symmetrically for
+    view 1. The mean of the returned vector is lightly's ``NTXentLoss(z0, z1)``.
+    """
+    batch = z0.shape[0]
+    z = F.normalize(torch.cat([z0, z1]), dim=1)
+    logits = (z @ z.T).float() / temperature
+    logits.fill_diagonal_(float("-inf"))
+    positives = torch.cat([torch.arange(batch, 2 * batch), torch.arange(batch)]).to(z.device)
+    row_loss = F.cross_entropy(logits, positives, reduction="none")
+    return row_loss.view(2, batch).mean(dim=0)
+
+
+def view_agreement(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of each sample's two view embeddings, detached: a statistic, not a loss."""
+    return F.cosine_similarity(z0.detach().float(), z1.detach().float(), dim=1)

@@ -1,0 +1,24 @@
+"""SimCLR (Chen et al., 2020): one encoder, a projection head, NT-Xent over in-batch negatives."""
+
+from __future__ import annotations
+
+import torch
+from lightly.models.modules.heads import SimCLRProjectionHead
+from torch import nn
+
+from ssl_emp.config import MethodConfig, ModelConfig
+from ssl_emp.methods.base import ContrastiveMethod, MethodOutput
+from ssl_emp.methods.losses import per_sample_ntxent, view_agreement
+
+
+class SimCLR(ContrastiveMethod):
+    def __init__(self, backbone: nn.Module, feature_dim: int, method_cfg: MethodConfig, model_cfg: ModelConfig):
+        super().__init__()
+        self.backbone = backbone
+        self.projection_head = SimCLRProjectionHead(feature_dim, model_cfg.proj_hidden_dim, model_cfg.proj_output_dim)
+        self.temperature = method_cfg.temperature
+
+    def forward(self, view0: torch.Tensor, view1: torch.Tensor) -> MethodOutput:
+        # Both views in one pass: one kernel launch per layer, and BatchNorm sees all 2B images as in SimCLR.
+        z0, z1 = self.projection_head(self.backbone(torch.cat([view0, view1]))).chunk(2)
+        return MethodOutput(per_sample_ntxent(z0, z1, self.temperature), view_agreement(z0, z1))

@@ -1,0 +1,61 @@
+"""``python -m ssl_emp.pretrain --config configs/NAME.yaml key=value ...``"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from ssl_emp.config import ConfigError, build_config, describe_options, load_pretrain_config, PretrainConfig
+from ssl_emp.data import DatasetNotFoundError
+from ssl_emp.engine import CheckpointError, RunDirError, pretrain
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ssl_emp.pretrain",
+        description="Contrastive self-supervised pretraining. Options are set in a YAML recipe and/or as "
+                    "key=value overrides (values parsed as YAML).",
+        epilog="options (key = default [type]):\n" + describe_options()
+               + "\n\nexamples:\n  python -m ssl_emp.pretrain --config configs/default.yaml train.epochs=5"
+                 "\n  python -m ssl_emp.pretrain --resume runs/default-20261124-101500",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML recipe (see configs/); defaults apply to keys it leaves out")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue this run from its last checkpoint, with its saved config plus any overrides")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.resume:
+            run_dir = Path(args.resume)
+            saved = run_dir / "config.yaml"
+            if not saved.is_file():
+                raise RunDirError(f"--resume {run_dir}: no config.yaml there; is it a run directory?")
+            tree = yaml.safe_load(saved.read_text())
+            overrides = [*args.overrides, f"run.out_dir={run_dir.parent}", f"run.name={run_dir.name}", "run.resume=true"]
+            cfg = build_config(PretrainConfig, tree, overrides, source=str(saved))
+        else:
+            cfg = load_pretrain_config(args.config, args.overrides)
+        recipe = Path(args.config).stem if args.config else "run"
+        result = pretrain(cfg, recipe=recipe)
+    except (ConfigError, DatasetNotFoundError, CheckpointError, RunDirError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"\nDone: {result.epochs_done} epochs, {result.global_step} steps in {result.seconds:.1f} s "
+        f"({result.images_per_second:.0f} images/s), final loss {result.final_loss:.4f}.\n"
+        f"  run directory: {result.run_dir}\n"
+        f"  checkpoint:    {result.checkpoint}\n"
+        f"  metrics:       {result.run_dir / 'metrics.jsonl'}\n"
+        f"  next:          python -m eval.linear_probe --checkpoint {result.run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Each real loader on small files written here in the dataset's real on-disk format."""
+
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from ssl_emp.data import DatasetNotFoundError, ImageBank, load_bank
+
+
+def _write_idx(path, array, gz):
+    magic = {3: 0x0803, 1: 0x0801}[array.ndim]
+    payload = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape) + array.tobytes()
+    opener = gzip.open if gz else open
+    with opener(str(path) + (".gz" if gz else ""), "wb") as f:
+        f.write(payload)
+
+
+def test_digits_is_the_bundled_dataset_split_75_25():
+    train, test = load_bank("digits", None, "train"), load_bank("digits", None, "test")
+    assert len(train) + len(test) == 1797 and len(test) == 450
+    assert train.images.shape[1:] == (1, 8, 8) and train.images.dtype == torch.uint8
+    assert int(train.images.max()) == 255 and set(train.labels.tolist()) == set(range(10))
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_reads_idx_files(tmp_path, gz):
+    rng = np.random.default_rng(0)
+    images = {"train": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
+              "t10k": rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)}
+    labels = {"train": np.array([0, 1, 2, 3, 9], np.uint8), "t10k": np.array([4, 5, 6], np.uint8)}
+    folder = tmp_path if gz else tmp_path / "FashionMNIST" / "raw"  # gzipped files are unpacked from the root
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix in ("train", "t10k"):
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte", images[prefix], gz)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels[prefix], gz)
+    train = load_bank("fashion-mnist", str(tmp_path), "train")
+    test = load_bank("fashion-mnist", str(tmp_path), "test")
+    assert train.images.shape == (5, 1, 28, 28) and test.images.shape == (3, 1, 28, 28)
+    assert torch.equal(train.images[:, 0], torch.from_numpy(images["train"]))
+    assert train.labels.tolist() == [0, 1, 2, 3, 9] and test.labels.tolist() == [4, 5, 6]
+
+
+def _cifar_entry(rng, n, label_key, num_classes):
+    data = rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8)
+    return {"data": data, label_key: rng.integers(0, num_classes, n).tolist()}
+
+
+def test_cifar10_reads_python_pickles(tmp_path):
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batches[name] = _cifar_entry(rng, 2, "labels", 10)
+        (folder / name).write_bytes(pickle.dumps(batches[name], protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(i) for i in range(10)]}, protocol=2))
+    train = load_bank("cifar10", str(tmp_path), "train")
+    test = load_bank("cifar10", str(tmp_path), "test")
+    assert train.images.shape == (10, 3, 32, 32) and len(test) == 2 and train.num_classes == 10
+    first = torch.from_numpy(batches["data_batch_1"]["data"][0].reshape(3, 32, 32))
+    assert torch.equal(train.images[0], first)  # channel-first, same pixels
+    assert test.labels.tolist() == batches["test_batch"]["labels"]
+
+
+def test_cifar100_reads_fine_labels(tmp_path):
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    for name, n in (("train", 4), ("test", 3)):
+        entry = _cifar_entry(rng, n, "fine_labels", 100)
+        entry["coarse_labels"] = [0] * n
+        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
+    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [str(i) for i in range(100)]}, protocol=2))
+    train = load_bank("cifar100", str(tmp_path), "train")
+    assert train.images.shape == (4, 3, 32, 32) and train.num_classes == 100
+    assert len(load_bank("cifar100", str(tmp_path), "test")) == 3
+
+
+def test_stl10_reads_binary_files_and_pretrains_on_train_plus_unlabeled(tmp_path):
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "stl10_binary"
+    folder.mkdir()
+    arrays = {}
+    for name, n in (("train", 3), ("test", 2), ("unlabeled", 4)):
+        # STL-10 stores each image column-major: [N, C, W, H].
+        arrays[name] = rng.integers(0, 256, (n, 3, 96, 96), dtype=np.uint8)
+        arrays[name].tofile(folder / f"{name}_X.bin")
+        if name != "unlabeled":
+            np.arange(1, n + 1, dtype=np.uint8).tofile(folder / f"{name}_y.bin")
+    train = load_bank("stl10", str(tmp_path), "train")
+    test = load_bank("stl10", str(tmp_path), "test")
+    assert train.images.shape == (7, 3, 96, 96)
+    assert train.labels.tolist() == [0, 1, 2, -1, -1, -1, -1]  # 1-based on disk, -1 for unlabeled
+    assert torch.equal(test.images[1], torch.from_numpy(arrays["test"][1]).transpose(1, 2))
+
+
+def test_imagefolder_resizes_to_a_fixed_size(tmp_path):
+    for split, count in (("train", 3), ("val", 1)):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(count):
+                img = torch.randint(0, 256, (3, 20 + 7 * i, 30), dtype=torch.uint8)
+                torchvision.io.write_png(img, str(tmp_path / split / cls / f"{i}.png"))
+    train = load_bank("imagefolder", str(tmp_path), "train", image_size=16)
+    test = load_bank("imagefolder", str(tmp_path), "test", image_size=16)
+    assert train.images.shape == (6, 3, 16, 16) and test.images.shape == (2, 3, 16, 16)
+    assert train.labels.tolist() == [0, 0, 0, 1, 1, 1] and train.num_classes == 2
+
+
+def test_imagefolder_needs_an_image_size(tmp_path):
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    with pytest.raises(ValueError, match="data.image_size"):
+        load_bank("imagefolder", str(tmp_path), "train")
+
+
+@pytest.mark.parametrize("name,hint", [("fashion-mnist", "apt-get install dataset-fashion-mnist"),
+                                       ("cifar10", "cifar-10-python.tar.gz"), ("cifar100", "cifar-100-python.tar.gz"),
+                                       ("stl10", "stl10_binary.tar.gz"), ("imagefolder", "train/<class>")])
+def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch, name, hint):
+    # Hide the Debian package so the Fashion-MNIST case is missing even where it is installed.
+    monkeypatch.setattr("ssl_emp.data.datasets.DEBIAN_FASHION_MNIST", tmp_path / "none")
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_bank(name, str(tmp_path / "empty"), "train", image_size=8)
+    assert hint in str(info.value) and name in str(info.value)
+
+
+def test_missing_root_is_explained():
+    with pytest.raises(DatasetNotFoundError, match="data.root is not set"):
+        load_bank("cifar10", None, "train")
+
+
+def test_subset_is_fixed_and_resize_applies():
+    a = load_bank("digits", None, "train", image_size=16, subset=100)
+    b = load_bank("digits", None, "train", image_size=16, subset=100)
+    assert a.images.shape == (100, 1, 16, 16) and torch.equal(a.labels, b.labels)
+
+
+def test_bank_rejects_float_images():
+    with pytest.raises(ValueError, match="uint8"):
+        ImageBank(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long), 2, "x")
