@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class ConfigError(ValueError):
@@ -69,9 +69,35 @@ class OptimConfig(_Section):
     min_lr_fraction: float = Field(0.0, ge=0, le=1, description="cosine ends at lr * this")
 
 
+class PruningConfig(_Section):
+    """Dynamic data pruning; see ssl_emp/pruning and DESIGN.md. rate 0 or selector full: no pruning."""
+    scorer: str = Field("loss", description="loss | emp | ucb")
+    selector: str = Field("full", description="full | random | infobatch | topk | eps_greedy")
+    rate: float = Field(0.0, ge=0, lt=1, description="fraction of sample-forwards skipped over the whole run")
+    beta: float = Field(1.0, ge=0, allow_inf_nan=False, description="emp: weight of the memory term")
+    memory: str = Field("disagreement", description="emp memory form: disagreement | entropy | forgetting | agreement")
+    warmup_epochs: int = Field(1, ge=0, description="full-data epochs at the start (fill the score table)")
+    anneal: float = Field(0.125, ge=0, lt=1, description="final fraction of epochs on full data (InfoBatch)")
+    eps: float = Field(0.1, ge=0, le=1, description="eps_greedy: random share of the kept budget")
+    ucb_c: float = Field(1.0, ge=0, allow_inf_nan=False, description="ucb: weight of the loss spread")
+    history: int = Field(5, ge=1, description="losses remembered per sample (ucb)")
+    infobatch_r: Optional[float] = Field(
+        None, ge=0, le=1, description="InfoBatch drop probability; unset: chosen per epoch to match rate")
+
+    @field_validator("scorer", "selector", "memory")
+    @classmethod
+    def _registered(cls, value: str, info):
+        from ssl_emp import pruning  # the registries; imported late because they import this module
+
+        known = {"scorer": pruning.SCORERS, "selector": pruning.SELECTORS, "memory": pruning.MEMORY_FORMS}[info.field_name]
+        if value not in known:
+            raise ValueError(f"unknown {info.field_name} '{value}'; known: {', '.join(known)}")
+        return value
+
+
 class TrainConfig(_Section):
     epochs: int = Field(100, ge=1)
-    batch_size: int = Field(256, ge=2)
+    batch_size: int = Field(256, ge=2, description="target batch size; each epoch is split into near-equal batches close to it")
     seed: int = 0
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     amp: bool = Field(True, description="bf16 autocast (CUDA only)")
@@ -100,6 +126,7 @@ class PretrainConfig(_Section):
     model: ModelConfig = ModelConfig()
     method: MethodConfig = MethodConfig()
     optim: OptimConfig = OptimConfig()
+    pruning: PruningConfig = PruningConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
     run: RunConfig = RunConfig()

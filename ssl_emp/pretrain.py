@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nDone: {result.epochs_done} epochs, {result.global_step} steps in {result.seconds:.1f} s "
         f"({result.images_per_second:.0f} images/s), final loss {result.final_loss:.4f}.\n"
+        f"  pruning:       requested rate {result.requested_rate:.3f}, achieved {result.achieved_rate:.3f} "
+        f"({result.sample_forwards} of {result.full_data_forwards} sample-forwards)\n"
         f"  run directory: {result.run_dir}\n"
         f"  checkpoint:    {result.checkpoint}\n"
         f"  metrics:       {result.run_dir / 'metrics.jsonl'}\n"

@@ -78,9 +78,23 @@ class Tracker:
         self._metrics.write(json.dumps({"time": round(time.time(), 3), "step": step, **record}) + "\n")
         if self.wandb_run is not None:
             try:
-                self.wandb_run.log(metrics, step=step)
+                self.wandb_run.log(self._for_wandb(metrics), step=step)
             except Exception as exc:  # noqa: BLE001
                 warnings.warn(f"W&B log failed ({exc}); continuing.", stacklevel=2)
+
+    @staticmethod
+    def _for_wandb(metrics: dict[str, Any]) -> dict[str, Any]:
+        """Count lists become W&B histograms (``hist[k]`` = how many samples have value k)."""
+        import wandb
+
+        out = {}
+        for key, value in metrics.items():
+            if isinstance(value, list):
+                edges = [k - 0.5 for k in range(len(value) + 1)]
+                value = wandb.Histogram(np_histogram=(value, edges)) if value else None
+            if value is not None:
+                out[key] = value
+        return out
 
     def summary(self, values: dict[str, Any]) -> None:
         if self.wandb_run is not None:

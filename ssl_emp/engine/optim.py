@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from lightly.utils.lars import LARS
-from lightly.utils.scheduler import cosine_warmup_schedule
 from torch import nn
 
 from ssl_emp.config import OptimConfig
@@ -33,9 +34,17 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     raise ValueError(f"Unknown optimizer '{cfg.name}'. Known: sgd, lars, adamw.")
 
 
-def learning_rate(cfg: OptimConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
-    """Linear warm-up then cosine decay, a pure function of the step so a resumed run continues it exactly."""
-    warmup_steps = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps)
-    return cosine_warmup_schedule(
-        step=min(step, total_steps), max_steps=total_steps, start_value=cfg.lr,
-        end_value=cfg.lr * cfg.min_lr_fraction, warmup_steps=warmup_steps, warmup_start_value=0.0)
+def learning_rate(cfg: OptimConfig, progress: float, total_epochs: int) -> float:
+    """Linear warm-up then cosine decay over training progress measured in epochs (a float).
+
+    Progress rather than step count: a pruned epoch has fewer steps, and the schedule must still span the
+    run. A pure function of progress, so a resumed run continues it exactly.
+    """
+    progress = min(progress, float(total_epochs))
+    warmup = min(cfg.warmup_epochs, float(total_epochs))
+    if progress < warmup:
+        return cfg.lr * progress / warmup
+    span = max(total_epochs - warmup, 1e-12)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * (progress - warmup) / span))
+    end = cfg.lr * cfg.min_lr_fraction
+    return end + (cfg.lr - end) * cosine

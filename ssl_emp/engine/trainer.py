@@ -19,7 +19,8 @@ from ssl_emp.data import ImageBank, load_bank
 from ssl_emp.data.augment import TwoViews
 from ssl_emp.engine.checkpoint import FORMAT, atomic_save, load_checkpoint
 from ssl_emp.engine.optim import build_optimizer, learning_rate
-from ssl_emp.methods import ContrastiveMethod, build_method
+from ssl_emp.methods import ContrastiveMethod, MethodOutput, build_method
+from ssl_emp.pruning import Pruner
 from ssl_emp.tracking import Tracker
 
 
@@ -36,6 +37,10 @@ class PretrainResult:
     final_loss: float
     seconds: float
     images_per_second: float
+    requested_rate: float
+    achieved_rate: float
+    sample_forwards: int
+    full_data_forwards: int
     history: list[dict] = field(default_factory=list)
 
 
@@ -46,11 +51,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"train.device={name} but CUDA is not available here; use train.device=cpu or auto.")
     return device
-
-
-def epoch_order(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
-    """The epoch's sample order, a function of (seed, epoch) alone, so a resumed run replays it."""
-    return torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
 def prepare_run_dir(cfg: PretrainConfig, recipe: str) -> Path:
@@ -91,8 +91,7 @@ class Pretrainer:
         self.forward = torch.compile(self.model) if cfg.train.compile else self.model
         self.optimizer = build_optimizer(self.model, cfg.optim)
 
-        self.steps_per_epoch = math.ceil(len(self.bank) / cfg.train.batch_size)
-        self.total_steps = cfg.train.epochs * self.steps_per_epoch
+        self.pruner = Pruner(cfg.pruning, len(self.bank), cfg.train.epochs, cfg.train.seed, self.device)
         self.epoch = 0
         self.global_step = 0
         self.samples_seen = 0
@@ -108,6 +107,7 @@ class Pretrainer:
             "config": self.cfg.model_dump(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "pruning": self.pruner.state_dict(),
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if self.cuda else []},
             "data": {"name": self.cfg.data.name, "channels": self.bank.channels, "image_size": self.bank.image_size,
@@ -117,6 +117,7 @@ class Pretrainer:
     def load_state_dict(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.pruner.load_state_dict(ckpt["pruning"])
         self.epoch = ckpt["epoch"]
         self.global_step = ckpt["global_step"]
         self.samples_seen = ckpt["samples_seen"]
@@ -141,7 +142,8 @@ class Pretrainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
-    def train_step(self, indices: torch.Tensor, lr: float, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def train_step(self, indices: torch.Tensor, lr: float, weights: Optional[torch.Tensor] = None) -> MethodOutput:
+        """One optimizer step on the samples at ``indices`` (on the training device); the pruner observes it."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         images = self.bank.batch(indices.to(self.bank.device)).to(self.device, non_blocking=True)
@@ -155,44 +157,56 @@ class Pretrainer:
         loss.backward()
         self.optimizer.step()
         self.model.on_step_end()
-        return loss.detach()
+        self.pruner.observe(indices, output, self.epoch)
+        return output
 
     def run(self, tracker: Tracker, show_progress: Optional[bool] = None) -> PretrainResult:
         cfg = self.cfg
         batch = cfg.train.batch_size
+        epochs = cfg.train.epochs
         history: list[dict] = []
         started = time.perf_counter()
         images_trained = 0
         last_epoch_loss = float("nan")
         checkpoint = self.run_dir / "checkpoints" / "last.pt"
-        bar = tqdm(total=self.total_steps, initial=self.global_step, unit="step", dynamic_ncols=True,
+        expected_forwards = round((1.0 - self.pruner.cfg.rate if self.pruner.active else 1.0) * epochs * len(self.bank))
+        bar = tqdm(total=expected_forwards, initial=min(self.samples_seen, expected_forwards), unit="img",
+                   unit_scale=True, dynamic_ncols=True,
                    disable=(not show_progress) if show_progress is not None else None)
         self.model.train()
-        while self.epoch < cfg.train.epochs:
+        while self.epoch < epochs:
             epoch_start = time.perf_counter()
-            order = epoch_order(len(self.bank), cfg.train.seed, self.epoch)
+            plan = self.pruner.plan(self.epoch)
+            indices = plan.indices.to(self.device)
+            weights = plan.weights.to(self.device) if plan.weights is not None else None
+            # Near-equal batches close to batch_size: a pruned epoch's remainder would otherwise be a
+            # tail batch of a few samples taking a full-size step, which derails contrastive training.
+            num_batches = max(1, round(len(plan) / batch))
+            batch_indices = indices.tensor_split(num_batches)
+            batch_weights = weights.tensor_split(num_batches) if weights is not None else [None] * num_batches
             loss_sum = torch.zeros((), device=self.device)
-            for start in range(0, len(order), batch):
-                indices = order[start:start + batch]
-                lr = learning_rate(cfg.optim, self.global_step, self.total_steps, self.steps_per_epoch)
-                loss = self.train_step(indices, lr)
-                loss_sum += loss * len(indices)  # stays on the device: no per-step sync
+            for b in range(num_batches):
+                lr = learning_rate(cfg.optim, self.epoch + b / num_batches, epochs)
+                output = self.train_step(batch_indices[b], lr, batch_weights[b])
+                loss = output.per_sample_loss.detach()
+                loss_sum += loss.sum()  # stays on the device: no per-step sync
                 self.global_step += 1
-                self.samples_seen += len(indices)
-                bar.update(1)
+                self.samples_seen += loss.numel()
+                bar.update(loss.numel())
                 if self.global_step % cfg.train.log_every == 0:
-                    step_loss = loss.item()
+                    step_loss = loss.mean().item()
                     bar.set_postfix(epoch=self.epoch + 1, loss=f"{step_loss:.4f}", lr=f"{lr:.3g}")
                     tracker.log({"train/loss": step_loss, "train/lr": lr}, step=self.global_step)
             if self.cuda:
                 torch.cuda.synchronize()
             epoch_seconds = time.perf_counter() - epoch_start
-            last_epoch_loss = (loss_sum / len(order)).item()
-            images_trained += len(order)
+            last_epoch_loss = (loss_sum / len(plan)).item()
+            images_trained += len(plan)
             self.epoch += 1
             record = {"epoch": self.epoch, "train/epoch_loss": last_epoch_loss, "train/epoch_seconds": epoch_seconds,
-                      "train/images_per_second": len(order) / epoch_seconds, "train/samples_seen": self.samples_seen,
-                      "train/lr": learning_rate(cfg.optim, self.global_step, self.total_steps, self.steps_per_epoch)}
+                      "train/images_per_second": len(plan) / epoch_seconds, "train/samples_seen": self.samples_seen,
+                      "train/lr": learning_rate(cfg.optim, self.epoch, epochs),
+                      **self.pruner.epoch_metrics(plan, self.epoch, self.samples_seen)}
             history.append(record)
             tracker.log(record, step=self.global_step)
             if not math.isfinite(last_epoch_loss):
@@ -200,16 +214,20 @@ class Pretrainer:
                 raise FloatingPointError(
                     f"Loss became {last_epoch_loss} in epoch {self.epoch} (step {self.global_step}); stopping. "
                     f"The last good checkpoint is {checkpoint}. Lower optim.lr or check the data.")
-            if self.epoch % cfg.train.checkpoint_every == 0 or self.epoch == cfg.train.epochs:
+            if self.epoch % cfg.train.checkpoint_every == 0 or self.epoch == epochs:
                 checkpoint = self.save_checkpoint()
-                bar.write(f"epoch {self.epoch}/{cfg.train.epochs}  loss {last_epoch_loss:.4f}  "
-                          f"{record['train/images_per_second']:.0f} img/s  checkpoint {checkpoint}")
+                bar.write(f"epoch {self.epoch}/{epochs}  loss {last_epoch_loss:.4f}  "
+                          f"{record['train/images_per_second']:.0f} img/s  kept {len(plan)}/{len(self.bank)}  "
+                          f"checkpoint {checkpoint}")
         bar.close()
         seconds = time.perf_counter() - started
         return PretrainResult(
             run_dir=self.run_dir, checkpoint=checkpoint, epochs_done=self.epoch, global_step=self.global_step,
             final_loss=last_epoch_loss, seconds=seconds,
-            images_per_second=images_trained / seconds if seconds > 0 else float("nan"), history=history)
+            images_per_second=images_trained / seconds if seconds > 0 else float("nan"),
+            requested_rate=self.pruner.cfg.rate if self.pruner.active else 0.0,
+            achieved_rate=1.0 - self.samples_seen / (self.epoch * len(self.bank)),
+            sample_forwards=self.samples_seen, full_data_forwards=self.epoch * len(self.bank), history=history)
 
 
 def pretrain(cfg: PretrainConfig, recipe: str = "run", show_progress: Optional[bool] = None,
@@ -231,7 +249,9 @@ def pretrain(cfg: PretrainConfig, recipe: str = "run", show_progress: Optional[b
     try:
         result = trainer.run(tracker, show_progress)
         tracker.summary({"final_loss": result.final_loss, "images_per_second": result.images_per_second,
-                         "seconds": result.seconds, "epochs": result.epochs_done})
+                         "seconds": result.seconds, "epochs": result.epochs_done,
+                         "pruning/requested_rate": result.requested_rate, "pruning/achieved_rate": result.achieved_rate,
+                         "pruning/sample_forwards": result.sample_forwards})
     finally:
         tracker.finish()
     return result

@@ -20,6 +20,8 @@ class MethodOutput:
 
     per_sample_loss: torch.Tensor  # [B]
     agreement: torch.Tensor  # [B]
+    softmax_entropy: Optional[torch.Tensor] = None  # [B] entropy of the sample's contrastive softmax rows
+    positive_prob: Optional[torch.Tensor] = None  # [B] probability those rows give the sample's positive
 
     def training_loss(self, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``mean(w_i * loss_i)``; pruning selectors use the weights to keep the loss unbiased."""

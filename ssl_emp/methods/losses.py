@@ -27,6 +27,22 @@ def per_sample_ntxent(z0: torch.Tensor, z1: torch.Tensor, temperature: float) ->
     return row_loss.view(2, batch).mean(dim=0)
 
 
+def ntxent_row_stats(z0: torch.Tensor, z1: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, detached: the entropy of its contrastive softmax rows and the probability they give its
+    positive, each averaged over the sample's two anchor rows. Inputs for the EMP memory term."""
+    batch = z0.shape[0]
+    with torch.no_grad():
+        z = F.normalize(torch.cat([z0, z1]).float(), dim=1)
+        logits = (z @ z.T) / temperature
+        logits.fill_diagonal_(float("-inf"))
+        log_p = logits.log_softmax(dim=1)
+        p = log_p.exp()
+        entropy = -(p * log_p.nan_to_num(neginf=0.0)).sum(dim=1)
+        positives = torch.cat([torch.arange(batch, 2 * batch), torch.arange(batch)]).to(z.device)
+        positive_prob = p.gather(1, positives[:, None]).squeeze(1)
+    return entropy.view(2, batch).mean(dim=0), positive_prob.view(2, batch).mean(dim=0)
+
+
 def view_agreement(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of each sample's two view embeddings, detached: a statistic, not a loss."""
     return F.cosine_similarity(z0.detach().float(), z1.detach().float(), dim=1)

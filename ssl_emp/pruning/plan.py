@@ -1,0 +1,23 @@
+"""An epoch plan: which samples are trained on this epoch, with what loss weight."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+
+@dataclass
+class EpochPlan:
+    indices: torch.Tensor  # int64 [K], global indices, on the CPU
+    weights: Optional[torch.Tensor] = None  # float [K] aligned with indices; None means all 1
+    info: dict = field(default_factory=dict)  # selector-specific numbers to log (InfoBatch's r, ...)
+
+    def __len__(self) -> int:
+        return self.indices.numel()
+
+    def shuffled(self, generator: torch.Generator) -> "EpochPlan":
+        order = torch.randperm(len(self), generator=generator)
+        weights = self.weights[order] if self.weights is not None else None
+        return EpochPlan(self.indices[order], weights, self.info)

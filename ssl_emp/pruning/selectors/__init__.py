@@ -1,0 +1,18 @@
+"""Selectors by name. A new selector is one file plus one line here."""
+
+from ssl_emp.pruning.selectors.base import Selector
+from ssl_emp.pruning.selectors.eps_greedy import EpsGreedySelector
+from ssl_emp.pruning.selectors.full import FullSelector
+from ssl_emp.pruning.selectors.infobatch import InfoBatchSelector
+from ssl_emp.pruning.selectors.random import RandomSelector
+from ssl_emp.pruning.selectors.topk import TopKSelector
+
+SELECTORS: dict[str, type[Selector]] = {
+    "full": FullSelector,
+    "random": RandomSelector,
+    "infobatch": InfoBatchSelector,
+    "topk": TopKSelector,
+    "eps_greedy": EpsGreedySelector,
+}
+
+__all__ = ["SELECTORS", "Selector"]

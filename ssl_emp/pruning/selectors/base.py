@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import torch
+
+from ssl_emp.pruning.plan import EpochPlan
+from ssl_emp.pruning.table import ScoreTable
+
+
+class Selector:
+    """Builds a pruned epoch's plan from the score table (a CPU copy), skipping about ``rate`` of the samples."""
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+
+    def select(self, table: ScoreTable, rate: float, generator: torch.Generator) -> EpochPlan:
+        raise NotImplementedError
+
+
+def budget(num_samples: int, rate: float) -> int:
+    """How many samples a pruned epoch keeps: at least one."""
+    return max(1, int(round((1.0 - rate) * num_samples)))
+
+
+def top_by_score(scores: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices of the k highest scores; ties (unseen samples) are broken at random, not by index."""
+    shuffle = torch.randperm(scores.numel(), generator=generator)
+    return shuffle[scores[shuffle].topk(k).indices]

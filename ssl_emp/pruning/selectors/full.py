@@ -1,0 +1,11 @@
+"""``full``: every sample, every epoch (no pruning)."""
+
+import torch
+
+from ssl_emp.pruning.plan import EpochPlan
+from ssl_emp.pruning.selectors.base import Selector
+
+
+class FullSelector(Selector):
+    def select(self, table, rate, generator):
+        return EpochPlan(torch.arange(table.num_samples))
