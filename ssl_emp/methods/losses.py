@@ -11,6 +11,25 @@ import torch
 import torch.nn.functional as F
 
 
+def _ntxent_logits(z0: torch.Tensor, z1: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The [2B, 2B] logits (self-similarity masked) and each row's positive column."""
+    batch = z0.shape[0]
+    z = F.normalize(torch.cat([z0, z1]), dim=1)
+    logits = (z @ z.T).float() / temperature
+    logits.fill_diagonal_(float("-inf"))
+    positives = torch.cat([torch.arange(batch, 2 * batch), torch.arange(batch)]).to(z.device)
+    return logits, positives
+
+
+def _row_stats(logits: torch.Tensor, positives: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        log_p = logits.detach().log_softmax(dim=1)
+        p = log_p.exp()
+        entropy = -(p * log_p.nan_to_num(neginf=0.0)).sum(dim=1)
+        positive_prob = p.gather(1, positives[:, None]).squeeze(1)
+    return entropy.view(2, batch).mean(dim=0), positive_prob.view(2, batch).mean(dim=0)
+
+
 def per_sample_ntxent(z0: torch.Tensor, z1: torch.Tensor, temperature: float) -> torch.Tensor:
     """NT-Xent (SimCLR) loss of each of the B samples: the mean of its two anchor rows.
 
@@ -18,29 +37,23 @@ def per_sample_ntxent(z0: torch.Tensor, z1: torch.Tensor, temperature: float) ->
     embeddings as negatives (self-similarity excluded), and symmetrically for
     view 1. The mean of the returned vector is lightly's ``NTXentLoss(z0, z1)``.
     """
-    batch = z0.shape[0]
-    z = F.normalize(torch.cat([z0, z1]), dim=1)
-    logits = (z @ z.T).float() / temperature
-    logits.fill_diagonal_(float("-inf"))
-    positives = torch.cat([torch.arange(batch, 2 * batch), torch.arange(batch)]).to(z.device)
-    row_loss = F.cross_entropy(logits, positives, reduction="none")
-    return row_loss.view(2, batch).mean(dim=0)
+    return per_sample_ntxent_with_stats(z0, z1, temperature)[0]
 
 
 def ntxent_row_stats(z0: torch.Tensor, z1: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per sample, detached: the entropy of its contrastive softmax rows and the probability they give its
     positive, each averaged over the sample's two anchor rows. Inputs for the EMP memory term."""
-    batch = z0.shape[0]
     with torch.no_grad():
-        z = F.normalize(torch.cat([z0, z1]).float(), dim=1)
-        logits = (z @ z.T) / temperature
-        logits.fill_diagonal_(float("-inf"))
-        log_p = logits.log_softmax(dim=1)
-        p = log_p.exp()
-        entropy = -(p * log_p.nan_to_num(neginf=0.0)).sum(dim=1)
-        positives = torch.cat([torch.arange(batch, 2 * batch), torch.arange(batch)]).to(z.device)
-        positive_prob = p.gather(1, positives[:, None]).squeeze(1)
-    return entropy.view(2, batch).mean(dim=0), positive_prob.view(2, batch).mean(dim=0)
+        logits, positives = _ntxent_logits(z0, z1, temperature)
+    return _row_stats(logits, positives, z0.shape[0])
+
+
+def per_sample_ntxent_with_stats(z0: torch.Tensor, z1: torch.Tensor, temperature: float):
+    """``(loss [B], entropy [B], positive_prob [B])`` from one similarity matrix: the training hot path."""
+    batch = z0.shape[0]
+    logits, positives = _ntxent_logits(z0, z1, temperature)
+    row_loss = F.cross_entropy(logits, positives, reduction="none")
+    return (row_loss.view(2, batch).mean(dim=0), *_row_stats(logits, positives, batch))
 
 
 def view_agreement(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:

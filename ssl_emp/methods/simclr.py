@@ -8,7 +8,7 @@ from torch import nn
 
 from ssl_emp.config import MethodConfig, ModelConfig
 from ssl_emp.methods.base import ContrastiveMethod, MethodOutput
-from ssl_emp.methods.losses import ntxent_row_stats, per_sample_ntxent, view_agreement
+from ssl_emp.methods.losses import per_sample_ntxent_with_stats, view_agreement
 
 
 class SimCLR(ContrastiveMethod):
@@ -21,5 +21,5 @@ class SimCLR(ContrastiveMethod):
     def forward(self, view0: torch.Tensor, view1: torch.Tensor) -> MethodOutput:
         # Both views in one pass: one kernel launch per layer, and BatchNorm sees all 2B images as in SimCLR.
         z0, z1 = self.projection_head(self.backbone(torch.cat([view0, view1]))).chunk(2)
-        entropy, positive_prob = ntxent_row_stats(z0, z1, self.temperature)
-        return MethodOutput(per_sample_ntxent(z0, z1, self.temperature), view_agreement(z0, z1), entropy, positive_prob)
+        loss, entropy, positive_prob = per_sample_ntxent_with_stats(z0, z1, self.temperature)
+        return MethodOutput(loss, view_agreement(z0, z1), entropy, positive_prob)
