@@ -23,6 +23,7 @@ class PretrainedBackbone:
     normalize: Normalize
     data_info: dict
     epoch: int
+    feature_dim: int
 
 
 def load_pretrained(checkpoint: str, device: torch.device, random_init: bool = False, seed: int = 0) -> PretrainedBackbone:
@@ -31,11 +32,11 @@ def load_pretrained(checkpoint: str, device: torch.device, random_init: bool = F
     cfg = PretrainConfig.model_validate(ckpt["config"])
     info = ckpt["data"]
     torch.manual_seed(seed)
-    backbone, _ = build_backbone(cfg.model.backbone, info["channels"], cfg.model.cifar_stem, cfg.model.width)
+    backbone, feature_dim = build_backbone(cfg.model.backbone, info["channels"], cfg.model.cifar_stem, cfg.model.width)
     if not random_init:
         backbone.load_state_dict(backbone_state_dict(ckpt["model"]))
     return PretrainedBackbone(backbone.to(device).eval(), cfg, Normalize(info["mean"], info["std"]).to(device),
-                              info, ckpt["epoch"])
+                              info, ckpt["epoch"], feature_dim)
 
 
 @torch.no_grad()
@@ -53,12 +54,13 @@ def extract_features(backbone: nn.Module, normalize: nn.Module, bank: ImageBank,
 
 
 def load_eval_banks(cfg: PretrainConfig, data_info: dict, root: Optional[str] = None,
-                    train_subset: Optional[int] = None) -> tuple[ImageBank, ImageBank]:
+                    train_subset: Optional[int] = None,
+                    test_subset: Optional[int] = None) -> tuple[ImageBank, ImageBank]:
     """The labelled train and test splits of the dataset a backbone was pretrained on."""
     root = root or cfg.data.root
     size = data_info["image_size"] if cfg.data.image_size is not None else None
     train = load_bank(cfg.data.name, root, "train", size, train_subset)
-    test = load_bank(cfg.data.name, root, "test", size)
+    test = load_bank(cfg.data.name, root, "test", size, test_subset)
     labelled = train.labels >= 0  # STL-10's unlabeled images cannot train a classifier
     if not bool(labelled.all()):
         train = train.subset(labelled.nonzero().squeeze(1))

@@ -9,11 +9,9 @@ features the probe takes seconds instead.)
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -21,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eval.features import extract_features, load_eval_banks, load_pretrained
+from eval.report import add_common_args, headline, write_result
 from ssl_emp.data import DatasetNotFoundError
 from ssl_emp.engine.checkpoint import CheckpointError, resolve_checkpoint_path
 from ssl_emp.engine.trainer import resolve_device
@@ -94,39 +93,13 @@ def linear_probe(checkpoint: str, *, random_init: bool = False, epochs: int = 10
     return result
 
 
-def _log_to_wandb(result: dict, run_dir: Path, job_type: str) -> None:
-    """Log to the pretraining run's W&B group, so the dashboard shows them together."""
-    import yaml
-
-    from ssl_emp.tracking import Tracker
-
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
-    tracking = cfg.get("tracking", {})
-    tracker = Tracker(run_dir / "eval", mode=tracking.get("wandb", "auto"), project=tracking.get("project", "ssl_emp"),
-                      entity=tracking.get("entity"), name=f"{run_dir.name}-{job_type}", config=result,
-                      job_type=job_type, group=run_dir.name, metrics_file=f"{job_type}.jsonl")
-    scalars = {f"{job_type}/{k}": v for k, v in result.items() if isinstance(v, (int, float))}
-    tracker.log(scalars)
-    tracker.summary(scalars)
-    tracker.finish()
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.linear_probe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint .pt file")
+    add_common_args(parser)
     parser.add_argument("--epochs", type=int, default=100, help="classifier epochs over the cached features")
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--data-root", help="override the dataset root stored in the checkpoint's config")
-    parser.add_argument("--train-subset", type=int, help="probe on only N labelled training images")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--random-init", action="store_true", help="probe a randomly initialised backbone instead")
-    parser.add_argument("--compare-random", action="store_true",
-                        help="also probe a randomly initialised backbone of the same architecture, as a floor")
-    parser.add_argument("--output", help="JSON file to write (default: RUN_DIR/eval/linear_probe.json)")
-    parser.add_argument("--no-wandb", action="store_true", help="do not log the result to W&B")
     args = parser.parse_args(argv)
     kwargs = dict(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, data_root=args.data_root,
                   device=args.device, train_subset=args.train_subset, seed=args.seed)
@@ -137,20 +110,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (CheckpointError, DatasetNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    ckpt_path = Path(result["checkpoint"])
-    run_dir = ckpt_path.parent.parent
-    output = Path(args.output) if args.output else run_dir / "eval" / (
-        "linear_probe_random_init.json" if args.random_init else "linear_probe.json")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
-    if not args.no_wandb:
-        _log_to_wandb(result, run_dir, "linear_probe")
-    line = f"linear probe on {result['dataset']} ({result['backbone']}): top-1 {result['top1']:.4f}"
-    if "top5" in result:
-        line += f", top-5 {result['top5']:.4f}"
-    if "random_init_top1" in result:
-        line += f"  |  random-init backbone: top-1 {result['random_init_top1']:.4f}"
-    print(line + f"\n  written to {output}")
+    output = write_result(result, args, "linear_probe")
+    print(headline("linear probe", result) + f"\n  written to {output}")
     return 0
 
 

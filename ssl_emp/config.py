@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -56,8 +56,10 @@ class ModelConfig(_Section):
 
 
 class MethodConfig(_Section):
-    name: Literal["simclr"] = "simclr"
+    name: Literal["simclr", "moco"] = "simclr"
     temperature: float = Field(0.5, gt=0)
+    momentum: float = Field(0.99, ge=0, le=1, description="moco: EMA weight of the key encoder")
+    queue_size: int = Field(4096, ge=1, description="moco: negatives kept in the queue")
 
 
 class OptimConfig(_Section):
@@ -75,7 +77,8 @@ class PruningConfig(_Section):
     selector: str = Field("full", description="full | random | infobatch | topk | eps_greedy")
     rate: float = Field(0.0, ge=0, lt=1, description="fraction of sample-forwards skipped over the whole run")
     beta: float = Field(1.0, ge=0, allow_inf_nan=False, description="emp: weight of the memory term")
-    memory: str = Field("disagreement", description="emp memory form: disagreement | entropy | forgetting | agreement")
+    memory: str = Field("agreement", description="emp memory form: agreement | disagreement | entropy | forgetting "
+                        "(default chosen by benchmarks/pruning_quality.py; see README)")
     warmup_epochs: int = Field(1, ge=0, description="full-data epochs at the start (fill the score table)")
     anneal: float = Field(0.125, ge=0, lt=1, description="final fraction of epochs on full data (InfoBatch)")
     eps: float = Field(0.1, ge=0, le=1, description="eps_greedy: random share of the kept budget")
@@ -83,6 +86,7 @@ class PruningConfig(_Section):
     history: int = Field(5, ge=1, description="losses remembered per sample (ucb)")
     infobatch_r: Optional[float] = Field(
         None, ge=0, le=1, description="InfoBatch drop probability; unset: chosen per epoch to match rate")
+    infobatch_rescale: bool = Field(True, description="InfoBatch: weight kept below-threshold samples 1/(1-r)")
 
     @field_validator("scorer", "selector", "memory")
     @classmethod
@@ -107,6 +111,15 @@ class TrainConfig(_Section):
     log_every: int = Field(10, ge=1, description="steps between metric records (each one syncs with the device)")
 
 
+class MonitorConfig(_Section):
+    """Online kNN accuracy on held-out data during pretraining: quality against compute spent."""
+    every: int = Field(0, ge=0, description="epochs between kNN checks (0: off; the last epoch is always checked)")
+    k: int = Field(200, ge=1)
+    temperature: float = Field(0.1, gt=0)
+    train_subset: Optional[int] = Field(None, ge=1, description="labelled training images in the kNN bank")
+    test_subset: Optional[int] = Field(None, ge=1, description="held-out images classified")
+
+
 class TrackingConfig(_Section):
     wandb: Literal["auto", "online", "offline", "disabled"] = Field(
         "auto", description="auto: online when an API key is configured, else offline")
@@ -128,6 +141,7 @@ class PretrainConfig(_Section):
     optim: OptimConfig = OptimConfig()
     pruning: PruningConfig = PruningConfig()
     train: TrainConfig = TrainConfig()
+    monitor: MonitorConfig = MonitorConfig()
     tracking: TrackingConfig = TrackingConfig()
     run: RunConfig = RunConfig()
 
@@ -229,8 +243,13 @@ def describe_options(model: type[BaseModel] = PretrainConfig) -> str:
     for section_name, section_field in model.model_fields.items():
         section = section_field.annotation
         for name, field in section.model_fields.items():
-            annotation = getattr(field.annotation, "__name__", None) or str(field.annotation)
-            annotation = annotation.replace("typing.", "").replace("Literal", "one of ")
+            choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+            if choices:
+                annotation = "one of " + " | ".join(map(str, choices))
+            elif get_origin(field.annotation) is Union:
+                annotation = " or ".join(getattr(a, "__name__", str(a)) for a in get_args(field.annotation))
+            else:
+                annotation = getattr(field.annotation, "__name__", str(field.annotation))
             doc = f"  {field.description}" if field.description else ""
             rows.append(f"  {section_name}.{name} = {field.default!r}   [{annotation}]{doc}")
     return "\n".join(rows)

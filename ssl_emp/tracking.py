@@ -64,6 +64,9 @@ class Tracker:
                     project=project, entity=entity, name=name, config=config, job_type=job_type,
                     group=group, id=run_id, resume="allow" if run_id else None, mode=self.mode,
                     dir=str(self.run_dir), settings=wandb.Settings(silent=True, console="off"))
+                # Representation quality against compute: the monitor's x-axis is sample-forwards, not steps.
+                self.wandb_run.define_metric("pruning/sample_forwards")
+                self.wandb_run.define_metric("monitor/*", step_metric="pruning/sample_forwards")
             except Exception as exc:  # noqa: BLE001 - W&B trouble must never stop training
                 warnings.warn(f"W&B could not start ({type(exc).__name__}: {exc}); continuing without it. "
                               "Metrics are still written to " + str(self.metrics_path), stacklevel=2)

@@ -32,8 +32,10 @@ def test_tiny_pretrain_then_probe_end_to_end(tiny_overrides):
     assert probe["top5"] >= probe["top1"] and probe["train_images"] == 1347 and probe["test_images"] == 450
 
 
-def test_resume_continues_step_count_schedule_and_weights(tiny_overrides, tmp_path):
-    overrides = [*tiny_overrides, "train.epochs=4", "train.checkpoint_every=2"]
+@pytest.mark.parametrize("method", ["simclr", "moco"])
+def test_resume_continues_step_count_schedule_and_weights(tiny_overrides, tmp_path, method):
+    overrides = [*tiny_overrides, "train.epochs=4", "train.checkpoint_every=2", f"method.name={method}",
+                 "method.queue_size=256"]
     full = pretrain(_cfg(overrides), show_progress=False)
     final = load_checkpoint(full.checkpoint)
 
@@ -50,7 +52,11 @@ def test_resume_continues_step_count_schedule_and_weights(tiny_overrides, tmp_pa
     assert resumed.history[-1]["train/epoch_loss"] == pytest.approx(full.history[-1]["train/epoch_loss"], rel=1e-5)
     assert resumed.history[-1]["train/lr"] == pytest.approx(full.history[-1]["train/lr"])
     for key, value in final["model"].items():
-        assert torch.allclose(after["model"][key].float(), value.float(), atol=1e-5), key
+        if key.endswith("_extra_state"):  # MoCo's queue: the negatives a resumed run trains against
+            for name, tensor in value.items():
+                assert torch.allclose(after["model"][key][name].float(), tensor.float(), atol=1e-5), name
+        else:
+            assert torch.allclose(after["model"][key].float(), value.float(), atol=1e-5), key
 
 
 def test_lr_schedule_warms_up_then_decays():
@@ -122,3 +128,17 @@ def test_default_recipe_reaches_090_and_beats_random_backbone(tmp_path):
     random_init = linear_probe(str(result.run_dir), random_init=True)["top1"]
     assert pretrained >= 0.90
     assert pretrained - random_init >= 0.05, (pretrained, random_init)
+
+
+@pytest.mark.slow
+def test_moco_with_emp_at_rate_half_beats_random_backbone(tmp_path):
+    """Issue 4's claim: MoCo + EMP at rate 0.5 on the embedded default probes clearly above a random backbone
+    (measured: 0.9489 against 0.8800)."""
+    cfg = load_pretrain_config("configs/moco_digits.yaml", [
+        "pruning.scorer=emp", "pruning.selector=infobatch", "pruning.rate=0.5", "monitor.every=0",
+        "tracking.wandb=disabled", f"run.out_dir={tmp_path}", "run.name=moco"])
+    result = pretrain(cfg, show_progress=False)
+    assert result.achieved_rate == pytest.approx(0.5, abs=0.005)
+    pretrained = linear_probe(str(result.run_dir))["top1"]
+    random_init = linear_probe(str(result.run_dir), random_init=True)["top1"]
+    assert pretrained >= 0.92 and pretrained - random_init >= 0.04, (pretrained, random_init)

@@ -174,3 +174,23 @@ def test_resumed_run_builds_the_same_plans(tiny_overrides, tmp_path):
     assert torch.allclose(a["scores"], b["scores"], atol=1e-5)
     assert [h["pruning/epoch_kept"] for h in resumed.history] == [h["pruning/epoch_kept"] for h in full.history[2:]]
     assert resumed.sample_forwards == full.sample_forwards
+
+
+@pytest.mark.parametrize("scorer", ["loss", "emp", "ucb"])
+def test_observing_a_step_reads_nothing_back_to_the_host(scorer, monkeypatch):
+    """Per-step scoring must stay on the device: any host read (.item(), .tolist(), bool(), .cpu()) would be a
+    GPU sync every step. On CPU there is no sync to see, so the test forbids the reads themselves."""
+    cfg = load_pretrain_config(None, [f"pruning.scorer={scorer}", "pruning.selector=infobatch",
+                                      "pruning.rate=0.3"]).pruning
+    pruner = Pruner(cfg, num_samples=32, epochs=4, seed=0)
+    output = MethodOutput(torch.rand(8), torch.rand(8), torch.rand(8), torch.rand(8))
+    pruner.observe(torch.arange(8), output, epoch=0)  # first touch may initialise lazily
+
+    def host_read(*args, **kwargs):
+        raise AssertionError("host read during observe()")
+
+    for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__"):
+        monkeypatch.setattr(torch.Tensor, name, host_read)
+    pruner.observe(torch.arange(8, 16), output, epoch=0)
+    monkeypatch.undo()
+    assert bool(torch.isfinite(pruner.table.scores[:16]).all())

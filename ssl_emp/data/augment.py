@@ -65,3 +65,13 @@ class Normalize(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.mean) / self.std
+
+
+def build_finetune_pipeline(image_size: int, mean: list[float], std: list[float], crop_scale_min: float = 0.5,
+                            hflip_p: float = 0.5) -> nn.Sequential:
+    """Supervised fine-tuning's lighter augmentation, on the device: crop, flip, normalisation."""
+    ops: list[nn.Module] = [K.RandomResizedCrop((image_size, image_size), scale=(crop_scale_min, 1.0))]
+    if hflip_p > 0:
+        ops.append(K.RandomHorizontalFlip(p=hflip_p))
+    ops.append(K.Normalize(mean=torch.tensor(mean), std=torch.tensor(std)))
+    return nn.Sequential(*ops)

@@ -18,9 +18,10 @@ from ssl_emp.config import PretrainConfig
 from ssl_emp.data import ImageBank, load_bank
 from ssl_emp.data.augment import TwoViews
 from ssl_emp.engine.checkpoint import FORMAT, atomic_save, load_checkpoint
+from ssl_emp.engine.monitor import KNNMonitor
 from ssl_emp.engine.optim import build_optimizer, learning_rate
 from ssl_emp.methods import ContrastiveMethod, MethodOutput, build_method
-from ssl_emp.pruning import Pruner
+from ssl_emp.pruning import EpochPlan, Pruner
 from ssl_emp.tracking import Tracker
 
 
@@ -91,6 +92,8 @@ class Pretrainer:
         self.forward = torch.compile(self.model) if cfg.train.compile else self.model
         self.optimizer = build_optimizer(self.model, cfg.optim)
 
+        self.monitor = (KNNMonitor(cfg, bank.image_size, self.mean, self.std, self.device)
+                        if cfg.monitor.every else None)
         self.pruner = Pruner(cfg.pruning, len(self.bank), cfg.train.epochs, cfg.train.seed, self.device)
         self.epoch = 0
         self.global_step = 0
@@ -160,9 +163,35 @@ class Pretrainer:
         self.pruner.observe(indices, output, self.epoch)
         return output
 
+    def train_epoch(self, plan: EpochPlan, bar: Optional[tqdm] = None, tracker: Optional[Tracker] = None) -> torch.Tensor:
+        """Train on one epoch's plan; returns the summed per-sample loss, still on the device."""
+        cfg = self.cfg
+        indices = plan.indices.to(self.device)
+        weights = plan.weights.to(self.device) if plan.weights is not None else None
+        # Near-equal batches close to batch_size: a pruned epoch's remainder would otherwise be a
+        # tail batch of a few samples taking a full-size step, which derails contrastive training.
+        num_batches = max(1, round(len(plan) / cfg.train.batch_size))
+        batch_indices = indices.tensor_split(num_batches)
+        batch_weights = weights.tensor_split(num_batches) if weights is not None else [None] * num_batches
+        loss_sum = torch.zeros((), device=self.device)
+        for b in range(num_batches):
+            lr = learning_rate(cfg.optim, self.epoch + b / num_batches, cfg.train.epochs)
+            output = self.train_step(batch_indices[b], lr, batch_weights[b])
+            loss = output.per_sample_loss.detach()
+            loss_sum += loss.sum()  # stays on the device: no per-step sync
+            self.global_step += 1
+            self.samples_seen += loss.numel()
+            if bar is not None:
+                bar.update(loss.numel())
+            if tracker is not None and self.global_step % cfg.train.log_every == 0:
+                step_loss = loss.mean().item()
+                if bar is not None:
+                    bar.set_postfix(epoch=self.epoch + 1, loss=f"{step_loss:.4f}", lr=f"{lr:.3g}")
+                tracker.log({"train/loss": step_loss, "train/lr": lr}, step=self.global_step)
+        return loss_sum
+
     def run(self, tracker: Tracker, show_progress: Optional[bool] = None) -> PretrainResult:
         cfg = self.cfg
-        batch = cfg.train.batch_size
         epochs = cfg.train.epochs
         history: list[dict] = []
         started = time.perf_counter()
@@ -177,26 +206,7 @@ class Pretrainer:
         while self.epoch < epochs:
             epoch_start = time.perf_counter()
             plan = self.pruner.plan(self.epoch)
-            indices = plan.indices.to(self.device)
-            weights = plan.weights.to(self.device) if plan.weights is not None else None
-            # Near-equal batches close to batch_size: a pruned epoch's remainder would otherwise be a
-            # tail batch of a few samples taking a full-size step, which derails contrastive training.
-            num_batches = max(1, round(len(plan) / batch))
-            batch_indices = indices.tensor_split(num_batches)
-            batch_weights = weights.tensor_split(num_batches) if weights is not None else [None] * num_batches
-            loss_sum = torch.zeros((), device=self.device)
-            for b in range(num_batches):
-                lr = learning_rate(cfg.optim, self.epoch + b / num_batches, epochs)
-                output = self.train_step(batch_indices[b], lr, batch_weights[b])
-                loss = output.per_sample_loss.detach()
-                loss_sum += loss.sum()  # stays on the device: no per-step sync
-                self.global_step += 1
-                self.samples_seen += loss.numel()
-                bar.update(loss.numel())
-                if self.global_step % cfg.train.log_every == 0:
-                    step_loss = loss.mean().item()
-                    bar.set_postfix(epoch=self.epoch + 1, loss=f"{step_loss:.4f}", lr=f"{lr:.3g}")
-                    tracker.log({"train/loss": step_loss, "train/lr": lr}, step=self.global_step)
+            loss_sum = self.train_epoch(plan, bar, tracker)
             if self.cuda:
                 torch.cuda.synchronize()
             epoch_seconds = time.perf_counter() - epoch_start
@@ -207,6 +217,8 @@ class Pretrainer:
                       "train/images_per_second": len(plan) / epoch_seconds, "train/samples_seen": self.samples_seen,
                       "train/lr": learning_rate(cfg.optim, self.epoch, epochs),
                       **self.pruner.epoch_metrics(plan, self.epoch, self.samples_seen)}
+            if self.monitor is not None and self.monitor.due(self.epoch, epochs) and math.isfinite(last_epoch_loss):
+                record.update(self.monitor(self.model.backbone))
             history.append(record)
             tracker.log(record, step=self.global_step)
             if not math.isfinite(last_epoch_loss):
@@ -214,11 +226,14 @@ class Pretrainer:
                 raise FloatingPointError(
                     f"Loss became {last_epoch_loss} in epoch {self.epoch} (step {self.global_step}); stopping. "
                     f"The last good checkpoint is {checkpoint}. Lower optim.lr or check the data.")
-            if self.epoch % cfg.train.checkpoint_every == 0 or self.epoch == epochs:
+            saving = self.epoch % cfg.train.checkpoint_every == 0 or self.epoch == epochs
+            if saving:
                 checkpoint = self.save_checkpoint()
-                bar.write(f"epoch {self.epoch}/{epochs}  loss {last_epoch_loss:.4f}  "
-                          f"{record['train/images_per_second']:.0f} img/s  kept {len(plan)}/{len(self.bank)}  "
-                          f"checkpoint {checkpoint}")
+            if saving or "monitor/knn_top1" in record:
+                knn = f"  kNN top-1 {record['monitor/knn_top1']:.4f}" if "monitor/knn_top1" in record else ""
+                saved = f"  checkpoint {checkpoint}" if saving else ""
+                bar.write(f"epoch {self.epoch}/{epochs}  loss {last_epoch_loss:.4f}{knn}  "
+                          f"{record['train/images_per_second']:.0f} img/s  kept {len(plan)}/{len(self.bank)}{saved}")
         bar.close()
         seconds = time.perf_counter() - started
         return PretrainResult(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from ssl_emp.config import MethodConfig, ModelConfig
 from ssl_emp.methods.base import ContrastiveMethod, MethodOutput
+from ssl_emp.methods.moco import MoCo
 from ssl_emp.methods.simclr import SimCLR
 from ssl_emp.models import build_backbone
 
 METHODS: dict[str, type[ContrastiveMethod]] = {
     "simclr": SimCLR,
+    "moco": MoCo,
 }
 
 
@@ -17,4 +19,4 @@ def build_method(method_cfg: MethodConfig, model_cfg: ModelConfig, in_channels: 
     return METHODS[method_cfg.name](backbone, feature_dim, method_cfg, model_cfg)
 
 
-__all__ = ["METHODS", "ContrastiveMethod", "MethodOutput", "SimCLR", "build_method"]
+__all__ = ["METHODS", "ContrastiveMethod", "MethodOutput", "MoCo", "SimCLR", "build_method"]

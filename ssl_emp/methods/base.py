@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -22,6 +23,21 @@ class MethodOutput:
     agreement: torch.Tensor  # [B]
     softmax_entropy: Optional[torch.Tensor] = None  # [B] entropy of the sample's contrastive softmax rows
     positive_prob: Optional[torch.Tensor] = None  # [B] probability those rows give the sample's positive
+
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor, labels: torch.Tensor) -> "MethodOutput":
+        """Supervised training seen through the same interface, so the pruning engine can score it.
+
+        ``per_sample_loss`` is the cross-entropy, ``softmax_entropy`` the prediction entropy (so EMP with
+        ``memory=entropy`` is the paper's supervised ``CE + beta * H``), and ``agreement`` and
+        ``positive_prob`` the probability given to the true label.
+        """
+        loss = F.cross_entropy(logits.float(), labels, reduction="none")
+        with torch.no_grad():
+            log_p = logits.detach().float().log_softmax(dim=1)
+            entropy = -(log_p.exp() * log_p).sum(dim=1)
+            true_prob = log_p.gather(1, labels[:, None]).squeeze(1).exp()
+        return cls(loss, true_prob, entropy, true_prob)
 
     def training_loss(self, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``mean(w_i * loss_i)``; pruning selectors use the weights to keep the loss unbiased."""

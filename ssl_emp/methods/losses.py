@@ -59,3 +59,22 @@ def per_sample_ntxent_with_stats(z0: torch.Tensor, z1: torch.Tensor, temperature
 def view_agreement(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of each sample's two view embeddings, detached: a statistic, not a loss."""
     return F.cosine_similarity(z0.detach().float(), z1.detach().float(), dim=1)
+
+
+def per_sample_infonce_with_stats(q0: torch.Tensor, q1: torch.Tensor, k0: torch.Tensor, k1: torch.Tensor,
+                                  negatives: torch.Tensor, temperature: float):
+    """Symmetric MoCo InfoNCE per sample: ``(loss [B], entropy [B], positive_prob [B])``.
+
+    Query ``q0_i`` has its positive in key ``k1_i`` and the ``negatives`` [K, D] (the queue) as negatives;
+    symmetrically ``q1_i`` with ``k0_i``. A sample's loss is the mean of its two rows, so the batch mean is
+    ``0.5 * (InfoNCE(q0, k1) + InfoNCE(q1, k0))``, lightly's ``NTXentLoss(memory_bank_size=K)`` on each pair.
+    Keys and negatives carry no gradient.
+    """
+    batch = q0.shape[0]
+    q = F.normalize(torch.cat([q0, q1]), dim=1)
+    k = F.normalize(torch.cat([k1, k0]), dim=1).detach()
+    negatives = F.normalize(negatives.detach().to(q.dtype), dim=1)
+    logits = torch.cat([(q * k).sum(dim=1, keepdim=True), q @ negatives.T], dim=1).float() / temperature
+    positives = torch.zeros(2 * batch, dtype=torch.long, device=q.device)  # column 0 holds the positive
+    row_loss = F.cross_entropy(logits, positives, reduction="none")
+    return (row_loss.view(2, batch).mean(dim=0), *_row_stats(logits, positives, batch))

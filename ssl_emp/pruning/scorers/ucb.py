@@ -1,6 +1,5 @@
 """``ucb``: mean of the sample's recent losses + c * their spread (Raju et al., 2021)."""
 
-import torch
 
 from ssl_emp.pruning.scorers.base import Scorer
 

@@ -7,7 +7,8 @@ so that the expected skipped fraction equals the epoch's rate: ``r = rate / frac
 Only below-mean samples can be dropped, so when that fraction is too small (``r`` would exceed
 ``MAX_MATCHED_R``) the threshold rises from the mean to the score quantile ``rate / MAX_MATCHED_R``,
 and r stays at ``MAX_MATCHED_R``. Both the threshold quantile and r are logged.
-The full-data annealing epochs at the end are the pruning schedule's ``anneal`` option.
+``infobatch_rescale=false`` keeps every weight at 1 (an ablation: is the 1 / (1 - r) rescaling what hurts
+at high rates?). The full-data annealing epochs at the end are the pruning schedule's ``anneal`` option.
 """
 
 import torch
@@ -40,6 +41,6 @@ class InfoBatchSelector(Selector):
         dropped = candidates & (torch.rand(table.num_samples, generator=generator) < r)
         kept = (~dropped).nonzero().squeeze(1)
         weights = torch.ones(kept.numel())
-        if r < 1.0:
+        if r < 1.0 and self.cfg.infobatch_rescale:
             weights[candidates[kept]] = 1.0 / (1.0 - r)
         return EpochPlan(kept, weights, {"infobatch_r": r, "infobatch_candidate_fraction": fraction_below})

@@ -1,0 +1,137 @@
+"""Fine-tuning: ``python -m eval.finetune --checkpoint RUN_DIR_OR_FILE``.
+
+The pretrained backbone plus a linear head, trained end to end on the labelled training split with
+augmentation on the device (random resized crop, flip where the pretraining used it), SGD with cosine
+decay; top-1 on the test split. With ``--prune-rate`` it prunes its own training data with the same
+engine as pretraining, scored by the paper's supervised EMP form (cross-entropy + beta x prediction
+entropy, i.e. scorer ``emp`` with ``memory=entropy``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from eval.features import load_eval_banks, load_pretrained
+from eval.linear_probe import topk_accuracy
+from eval.report import add_common_args, headline, write_result
+from ssl_emp.config import PruningConfig, build_config
+from ssl_emp.data import DatasetNotFoundError
+from ssl_emp.data.augment import build_finetune_pipeline
+from ssl_emp.engine.checkpoint import CheckpointError, resolve_checkpoint_path
+from ssl_emp.engine.trainer import resolve_device
+from ssl_emp.methods import MethodOutput
+from ssl_emp.pruning import Pruner
+
+
+def finetune(checkpoint: str, *, epochs: int = 30, lr: float = 0.05, weight_decay: float = 5e-4,
+             batch_size: int = 256, prune_rate: float = 0.0, prune_selector: str = "infobatch",
+             prune_beta: float = 1.0, random_init: bool = False, data_root: Optional[str] = None,
+             device: str = "auto", train_subset: Optional[int] = None, seed: int = 0,
+             show_progress: Optional[bool] = None) -> dict:
+    started = time.perf_counter()
+    dev = resolve_device(device)
+    pretrained = load_pretrained(checkpoint, dev, random_init=random_init, seed=seed)
+    train_bank, test_bank = load_eval_banks(pretrained.config, pretrained.data_info, data_root, train_subset)
+    train_bank, test_bank = train_bank.to(dev), test_bank.to(dev)
+    if batch_size > len(train_bank):
+        raise ValueError(f"--batch-size {batch_size} is larger than the training split ({len(train_bank)} images).")
+    num_classes = pretrained.data_info["num_classes"]
+    info, aug_cfg = pretrained.data_info, pretrained.config.augment
+    augment = build_finetune_pipeline(train_bank.image_size, info["mean"], info["std"],
+                                      crop_scale_min=max(0.5, aug_cfg.crop_scale_min), hflip_p=aug_cfg.hflip_p).to(dev)
+    torch.manual_seed(seed)
+    model = nn.Sequential(pretrained.backbone, nn.Linear(pretrained.feature_dim, num_classes)).to(dev)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    pruning = build_config(PruningConfig, {"scorer": "emp", "memory": "entropy", "beta": prune_beta,
+                                           "selector": prune_selector if prune_rate > 0 else "full",
+                                           "rate": prune_rate}, source="fine-tuning pruning options")
+    pruner = Pruner(pruning, len(train_bank), epochs, seed, dev)
+    cuda = dev.type == "cuda"
+    sample_forwards = 0
+    for epoch in tqdm(range(epochs), desc="fine-tune", unit="epoch", disable=None if show_progress is None
+                      else not show_progress):
+        model.train()
+        plan = pruner.plan(epoch)
+        indices = plan.indices.to(dev)
+        weights = plan.weights.to(dev) if plan.weights is not None else None
+        num_batches = max(1, round(len(plan) / batch_size))
+        for b, batch_idx in enumerate(indices.tensor_split(num_batches)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (epoch + b / num_batches) / epochs))
+            batch = train_bank.batch(batch_idx)
+            with torch.no_grad():
+                images = augment(batch)
+            with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False):
+                logits = model(images)
+            output = MethodOutput.from_logits(logits, train_bank.labels[batch_idx])
+            batch_weights = weights.tensor_split(num_batches)[b] if weights is not None else None
+            optimizer.zero_grad(set_to_none=True)
+            output.training_loss(batch_weights).backward()
+            optimizer.step()
+            pruner.observe(batch_idx, output, epoch)
+            sample_forwards += len(batch_idx)
+    model.eval()
+    with torch.no_grad():
+        normalize = pretrained.normalize
+        logits = torch.cat([model(normalize(test_bank.batch(torch.arange(s, min(s + 512, len(test_bank)), device=dev))))
+                            for s in range(0, len(test_bank), 512)]).float()
+    test_y = test_bank.labels
+    result = {
+        "checkpoint": str(resolve_checkpoint_path(checkpoint)),
+        "backbone": "random-init" if random_init else f"pretrained (epoch {pretrained.epoch})",
+        "dataset": pretrained.config.data.name,
+        "train_images": len(train_bank), "test_images": len(test_bank),
+        "top1": topk_accuracy(logits, test_y, 1),
+        "pruning/requested_rate": pruning.rate if pruner.active else 0.0,
+        "pruning/achieved_rate": 1.0 - sample_forwards / (epochs * len(train_bank)),
+        "pruning/sample_forwards": sample_forwards,
+        "seconds": round(time.perf_counter() - started, 2),
+        "finetune": {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size,
+                     "seed": seed, "prune_selector": pruning.selector, "prune_beta": prune_beta},
+    }
+    if num_classes >= 10:
+        result["top5"] = topk_accuracy(logits, test_y, 5)
+    return result
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.finetune", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate (backbone and head)")
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--prune-rate", type=float, default=0.0,
+                        help="fraction of sample-forwards to skip over the run (0: no pruning)")
+    parser.add_argument("--prune-selector", default="infobatch", help="selector for the pruned epochs")
+    parser.add_argument("--prune-beta", type=float, default=1.0, help="weight of the prediction-entropy term")
+    args = parser.parse_args(argv)
+    kwargs = dict(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
+                  prune_rate=args.prune_rate, prune_selector=args.prune_selector, prune_beta=args.prune_beta,
+                  data_root=args.data_root, device=args.device, train_subset=args.train_subset, seed=args.seed)
+    try:
+        result = finetune(args.checkpoint, random_init=args.random_init, **kwargs)
+        if args.compare_random and not args.random_init:
+            result["random_init_top1"] = finetune(args.checkpoint, random_init=True, **kwargs)["top1"]
+    except (CheckpointError, DatasetNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    output = write_result(result, args, "finetune")
+    rate = (f"  |  pruning: requested {result['pruning/requested_rate']:.3f}, "
+            f"achieved {result['pruning/achieved_rate']:.3f}" if result["pruning/requested_rate"] else "")
+    print(headline("fine-tune", result) + rate + f"\n  written to {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""What every evaluation command shares: its common options, where its result goes, its W&B run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import yaml
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint .pt file")
+    parser.add_argument("--data-root", help="override the dataset root stored in the checkpoint's config")
+    parser.add_argument("--train-subset", type=int, help="use only N labelled training images")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--random-init", action="store_true", help="evaluate a randomly initialised backbone instead")
+    parser.add_argument("--compare-random", action="store_true",
+                        help="also evaluate a randomly initialised backbone of the same architecture, as a floor")
+    parser.add_argument("--output", help="JSON file to write (default: RUN_DIR/eval/<command>.json)")
+    parser.add_argument("--no-wandb", action="store_true", help="do not log the result to W&B")
+
+
+def log_to_wandb(result: dict, run_dir: Path, job_type: str) -> None:
+    """Log to the pretraining run's W&B project and group, so the dashboard shows them together."""
+    from ssl_emp.tracking import Tracker
+
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    tracking = cfg.get("tracking", {})
+    tracker = Tracker(run_dir / "eval", mode=tracking.get("wandb", "auto"), project=tracking.get("project", "ssl_emp"),
+                      entity=tracking.get("entity"), name=f"{run_dir.name}-{job_type}", config=result,
+                      job_type=job_type, group=run_dir.name, metrics_file=f"{job_type}.jsonl")
+    scalars = {f"{job_type}/{k}": v for k, v in result.items() if isinstance(v, (int, float))}
+    tracker.log(scalars)
+    tracker.summary(scalars)
+    tracker.finish()
+
+
+def write_result(result: dict, args: argparse.Namespace, job_type: str) -> Path:
+    """Write the JSON record beside the run it evaluates (and to W&B unless --no-wandb); returns the file."""
+    run_dir = Path(result["checkpoint"]).parent.parent
+    suffix = "_random_init" if args.random_init else ""
+    output = Path(args.output) if args.output else run_dir / "eval" / f"{job_type}{suffix}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    if not args.no_wandb:
+        log_to_wandb(result, run_dir, job_type)
+    return output
+
+
+def headline(command: str, result: dict) -> str:
+    line = f"{command} on {result['dataset']} ({result['backbone']}): top-1 {result['top1']:.4f}"
+    if "top5" in result:
+        line += f", top-5 {result['top5']:.4f}"
+    if "random_init_top1" in result:
+        line += f"  |  random-init backbone: top-1 {result['random_init_top1']:.4f}"
+    return line

@@ -1,0 +1,34 @@
+"""Fine-tune an ssl_emp backbone in plain PyTorch.
+
+    python examples/finetune_pretrained_backbone.py runs/moco-emp50   # a run dir, checkpoint or exported .pt
+"""
+
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ssl_emp
+from ssl_emp.data import load_bank
+
+backbone = ssl_emp.load_backbone(sys.argv[1])  # a torchvision ResNet (fc removed) or the small CNN, eval mode
+train, test = load_bank("digits", None, "train"), load_bank("digits", None, "test")
+mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in train.channel_stats())
+with torch.no_grad():
+    feature_dim = backbone(torch.zeros(2, train.channels, train.image_size, train.image_size)).shape[1]
+model = nn.Sequential(backbone, nn.Linear(feature_dim, train.num_classes)).train()
+
+optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+torch.manual_seed(0)
+for epoch in range(int(sys.argv[2]) if len(sys.argv) > 2 else 20):
+    for idx in torch.randperm(len(train)).split(128):
+        loss = F.cross_entropy(model((train.batch(idx) - mean) / std), train.labels[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+model.eval()
+with torch.no_grad():
+    predictions = model((test.batch(torch.arange(len(test))) - mean) / std).argmax(dim=1)
+print(f"fine-tuned top-1 on digits: {(predictions == test.labels).float().mean():.4f}")

@@ -1,0 +1,60 @@
+"""MoCo v2 (Chen et al., 2020): a momentum key encoder, a queue of negatives, symmetric InfoNCE.
+
+lightly provides the pieces: the projection head, the momentum update and the queue
+(``MemoryBankModule``). The loss is written out per sample (``losses.per_sample_infonce_with_stats``)
+because pruning needs one loss per sample, which lightly's ``NTXentLoss`` averages away.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from lightly.models.modules.heads import MoCoProjectionHead
+from lightly.models.modules.memory_bank import MemoryBankModule
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from torch import nn
+
+from ssl_emp.config import MethodConfig, ModelConfig
+from ssl_emp.methods.base import ContrastiveMethod, MethodOutput
+from ssl_emp.methods.losses import per_sample_infonce_with_stats, view_agreement
+
+
+class MoCo(ContrastiveMethod):
+    def __init__(self, backbone: nn.Module, feature_dim: int, method_cfg: MethodConfig, model_cfg: ModelConfig):
+        super().__init__()
+        self.backbone = backbone
+        self.projection_head = MoCoProjectionHead(feature_dim, model_cfg.proj_hidden_dim, model_cfg.proj_output_dim)
+        # The key encoder: same architecture, no gradients, an exponential moving average of the query encoder.
+        self.backbone_momentum = copy.deepcopy(backbone)
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
+        deactivate_requires_grad(self.backbone_momentum)
+        deactivate_requires_grad(self.projection_head_momentum)
+        self.queue = MemoryBankModule(size=(method_cfg.queue_size, model_cfg.proj_output_dim),
+                                      gather_distributed=True, feature_dim_first=False)
+        self.temperature = method_cfg.temperature
+        self.momentum = method_cfg.momentum
+
+    def forward(self, view0: torch.Tensor, view1: torch.Tensor) -> MethodOutput:
+        q0, q1 = self.projection_head(self.backbone(torch.cat([view0, view1]))).chunk(2)
+        with torch.no_grad():
+            # Both views go through the key encoder in one batch. (MoCo's shuffled BN counters a BN shortcut
+            # across GPUs; with one batch per device and an EMA key encoder it is left out, as in lightly.)
+            k0, k1 = self.projection_head_momentum(self.backbone_momentum(torch.cat([view0, view1]))).chunk(2)
+            # Negatives are the queue as it was before this batch; then this batch's keys are enqueued.
+            _, negatives = self.queue(torch.cat([k0, k1]).float(), update=self.training)
+        loss, entropy, positive_prob = per_sample_infonce_with_stats(q0, q1, k0, k1, negatives, self.temperature)
+        return MethodOutput(loss, view_agreement(q0, q1), entropy, positive_prob)
+
+    # lightly registers the queue as non-persistent buffers; saving it keeps a resumed run on the same course.
+    def get_extra_state(self) -> dict:
+        return {"queue": self.queue.bank.clone(), "queue_ptr": self.queue.bank_ptr.clone()}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.queue.bank.copy_(state["queue"])
+        self.queue.bank_ptr.copy_(state["queue_ptr"])
+
+    @torch.no_grad()
+    def on_step_end(self) -> None:
+        update_momentum(self.backbone, self.backbone_momentum, self.momentum)
+        update_momentum(self.projection_head, self.projection_head_momentum, self.momentum)

@@ -1,0 +1,89 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from eval.finetune import finetune
+from eval.finetune import main as finetune_main
+from eval.knn import knn_accuracy, knn_eval, knn_rankings
+from eval.knn import main as knn_main
+from eval.linear_probe import main as probe_main
+from ssl_emp.config import load_pretrain_config
+from ssl_emp.engine import pretrain
+from ssl_emp.methods import MethodOutput
+from ssl_emp.pruning import Pruner
+from ssl_emp.pruning.scorers import supervised_emp_score
+
+
+def test_knn_votes_are_weighted_by_similarity():
+    train_x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    train_y = torch.tensor([0, 0, 1])
+    query = torch.tensor([[1.0, 0.05], [0.1, 1.0]])
+    assert knn_rankings(train_x, train_y, query, num_classes=2, k=3, temperature=0.1)[:, 0].tolist() == [0, 1]
+    # With k=1 only the nearest neighbour votes, whatever the temperature.
+    assert knn_rankings(train_x, train_y, query, 2, k=1, temperature=100.0)[:, 0].tolist() == [0, 1]
+
+
+def test_knn_matches_a_brute_force_weighted_vote():
+    torch.manual_seed(0)
+    train_x, train_y = torch.randn(50, 6), torch.randint(0, 4, (50,))
+    query = torch.randn(7, 6)
+    sims = F.normalize(query, dim=1) @ F.normalize(train_x, dim=1).T
+    top = sims.topk(10, dim=1)
+    votes = torch.zeros(7, 4).scatter_add_(1, train_y[top.indices], (top.values / 0.1).exp())
+    ranked = knn_rankings(train_x, train_y, query, 4, k=10, temperature=0.1, chunk=3)
+    assert torch.equal(ranked[:, 0], votes.argmax(dim=1))
+
+
+def test_knn_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="k >= 1"):
+        knn_accuracy(torch.randn(4, 2), torch.zeros(4, dtype=torch.long), torch.randn(2, 2), torch.zeros(2), 2, k=0)
+
+
+def test_three_evaluations_run_on_the_same_checkpoint(tiny_run, capsys):
+    for command, name in ((probe_main, "linear_probe"), (knn_main, "knn"), (finetune_main, "finetune")):
+        extra = ["--epochs", "2"] if name != "knn" else []
+        assert command(["--checkpoint", str(tiny_run), "--no-wandb", *extra]) == 0
+        result = json.loads((tiny_run / "eval" / f"{name}.json").read_text())
+        assert result["test_images"] == 450 and 0.1 < result["top1"] <= 1.0, (name, result)
+    assert "kNN (k=200" in capsys.readouterr().out
+
+
+def test_knn_of_a_trained_backbone_beats_chance_and_reports_top5(tiny_run):
+    result = knn_eval(str(tiny_run), k=20)
+    assert result["top1"] > 0.3 and result["top5"] >= result["top1"] and result["knn"] == {"k": 20, "temperature": 0.1}
+
+
+def test_finetune_prunes_its_data_at_the_requested_rate(tiny_run):
+    result = finetune(str(tiny_run), epochs=8, prune_rate=0.5, batch_size=128, show_progress=False)
+    assert result["pruning/achieved_rate"] == pytest.approx(0.5, abs=0.01)
+    assert result["pruning/sample_forwards"] == pytest.approx(0.5 * 8 * 1347, rel=0.02)
+    assert result["top1"] > 0.3
+
+
+def test_finetune_explains_an_unreachable_rate(tiny_run):
+    with pytest.raises(ValueError, match="cannot be reached"):
+        finetune(str(tiny_run), epochs=2, prune_rate=0.9)
+
+
+def test_supervised_output_makes_emp_the_papers_supervised_score():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(10, 5), torch.randint(0, 5, (10,))
+    cfg = load_pretrain_config(None, ["pruning.scorer=emp", "pruning.memory=entropy", "pruning.beta=0.7"]).pruning
+    pruner = Pruner(cfg, num_samples=10, epochs=4, seed=0)
+    pruner.observe(torch.arange(10), MethodOutput.from_logits(logits, labels), epoch=0)
+    assert torch.allclose(pruner.table.scores, supervised_emp_score(logits, labels, beta=0.7), atol=1e-6)
+
+
+def test_online_monitor_logs_knn_and_does_not_change_training(tiny_overrides, tmp_path):
+    plain = pretrain(load_pretrain_config("configs/default.yaml", [*tiny_overrides, "monitor.every=0",
+                                                                   "run.name=plain"]), show_progress=False)
+    watched = pretrain(load_pretrain_config("configs/default.yaml", [*tiny_overrides, "monitor.every=1",
+                                                                     "monitor.k=20", "run.name=watched"]),
+                       show_progress=False)
+    assert [r["train/epoch_loss"] for r in watched.history] == [r["train/epoch_loss"] for r in plain.history]
+    assert all(0.0 < r["monitor/knn_top1"] <= 1.0 for r in watched.history)
+    assert all("monitor/knn_top1" not in r for r in plain.history)
+    logged = [json.loads(line) for line in (watched.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sum("monitor/knn_top1" in r and "pruning/sample_forwards" in r for r in logged) == 2

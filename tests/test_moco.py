@@ -1,0 +1,78 @@
+import pytest
+import torch
+from lightly.loss import NTXentLoss
+
+from ssl_emp.config import load_pretrain_config
+from ssl_emp.methods import MoCo, build_method
+from ssl_emp.methods.losses import per_sample_infonce_with_stats
+from ssl_emp.pruning import Pruner
+from ssl_emp.pruning.scorers import MEMORY_FORMS
+
+
+def _moco(queue_size=64, momentum=0.9):
+    cfg = load_pretrain_config("configs/moco_digits.yaml", [
+        "model.width=8", "model.proj_hidden_dim=32", "model.proj_output_dim=16",
+        f"method.queue_size={queue_size}", f"method.momentum={momentum}"])
+    torch.manual_seed(0)
+    return build_method(cfg.method, cfg.model, in_channels=1), cfg
+
+
+def test_per_sample_infonce_mean_matches_lightly_with_a_memory_bank():
+    torch.manual_seed(0)
+    q0, q1, k0, k1 = (torch.randn(6, 8) for _ in range(4))
+    queue = torch.nn.functional.normalize(torch.randn(20, 8), dim=1)
+    loss, entropy, positive_prob = per_sample_infonce_with_stats(q0, q1, k0, k1, queue, temperature=0.2)
+    expected = []
+    for query, key in ((q0, k1), (q1, k0)):
+        criterion = NTXentLoss(temperature=0.2, memory_bank_size=(20, 8))
+        criterion.memory_bank.bank.copy_(queue)  # lightly reads the bank before enqueuing the keys
+        expected.append(criterion(query, key))
+    assert loss.shape == entropy.shape == positive_prob.shape == (6,)
+    assert loss.mean().item() == pytest.approx(0.5 * (expected[0] + expected[1]).item(), rel=1e-5)
+    assert bool(((positive_prob > 0) & (positive_prob < 1)).all())
+    assert bool((entropy > 0).all()) and bool((entropy <= torch.log(torch.tensor(21.0)) + 1e-5).all())
+
+
+def test_moco_outputs_train_only_the_query_encoder_and_fill_the_queue():
+    model, _ = _moco()
+    x = torch.rand(8, 1, 8, 8)
+    out = model(x, x.flip(-1))
+    assert out.per_sample_loss.shape == out.agreement.shape == (8,)
+    out.training_loss().backward()
+    assert all(p.grad is not None for p in model.backbone.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in model.backbone_momentum.parameters())
+    assert int(model.queue.bank_ptr) == 16  # both views' keys were enqueued
+
+
+def test_momentum_encoder_follows_the_query_encoder():
+    model, _ = _moco(momentum=0.5)
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in model.backbone_momentum.parameters()]
+    model.on_step_end()
+    for old, new, online in zip(before, model.backbone_momentum.parameters(), model.backbone.parameters()):
+        assert torch.allclose(new, 0.5 * old + 0.5 * online)
+
+
+def test_queue_is_part_of_the_state_dict():
+    model, cfg = _moco()
+    model(torch.rand(8, 1, 8, 8), torch.rand(8, 1, 8, 8))
+    state = model.state_dict()
+    fresh = build_method(cfg.method, cfg.model, in_channels=1)
+    assert not torch.equal(fresh.queue.bank, model.queue.bank)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.queue.bank, model.queue.bank) and int(fresh.queue.bank_ptr) == 16
+
+
+@pytest.mark.parametrize("memory", list(MEMORY_FORMS))
+@pytest.mark.parametrize("scorer", ["loss", "emp", "ucb"])
+def test_every_scorer_works_with_moco_unchanged(scorer, memory):
+    model, cfg = _moco()
+    assert isinstance(model, MoCo)
+    pruning = cfg.pruning.model_copy(update={"scorer": scorer, "memory": memory, "selector": "infobatch", "rate": 0.3})
+    pruner = Pruner(pruning, num_samples=20, epochs=4, seed=0)
+    indices = torch.arange(4, 12)
+    pruner.observe(indices, model(torch.rand(8, 1, 8, 8), torch.rand(8, 1, 8, 8)), epoch=0)
+    scores = pruner.table.scores[indices]
+    assert bool(torch.isfinite(scores).all())
