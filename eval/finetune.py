@@ -16,7 +16,6 @@ import time
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 

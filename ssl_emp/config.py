@@ -60,6 +60,7 @@ class MethodConfig(_Section):
     temperature: float = Field(0.5, gt=0)
     momentum: float = Field(0.99, ge=0, le=1, description="moco: EMA weight of the key encoder")
     queue_size: int = Field(4096, ge=1, description="moco: negatives kept in the queue")
+    gather_negatives: bool = Field(True, description="simclr under DDP: use every rank's embeddings as negatives")
 
 
 class OptimConfig(_Section):
@@ -107,7 +108,11 @@ class TrainConfig(_Section):
     amp: bool = Field(True, description="bf16 autocast (CUDA only)")
     channels_last: bool = Field(True, description="channels_last memory format (CUDA only)")
     compile: bool = Field(False, description="torch.compile the model")
+    sync_batchnorm: bool = Field(False, description="DDP: BatchNorm statistics over the global batch (SyncBatchNorm)")
     checkpoint_every: int = Field(10, ge=1, description="epochs between checkpoints (one is always written at the end)")
+    nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="non-finite loss: stop (keep the last good checkpoint) or skip the step and count it "
+        "(skip costs one host sync per step)")
     log_every: int = Field(10, ge=1, description="steps between metric records (each one syncs with the device)")
 
 

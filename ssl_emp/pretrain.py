@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetNotFoundError, CheckpointError, RunDirError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not result.is_main:
+        return 0
     print(
         f"\nDone: {result.epochs_done} epochs, {result.global_step} steps in {result.seconds:.1f} s "
         f"({result.images_per_second:.0f} images/s), final loss {result.final_loss:.4f}.\n"

@@ -111,3 +111,18 @@ class Tracker:
                 self.wandb_run.finish()
             except Exception as exc:  # noqa: BLE001
                 warnings.warn(f"W&B finish failed ({exc}).", stacklevel=2)
+
+
+class NullTracker:
+    """What ranks other than 0 log to under DDP: nothing."""
+
+    wandb_run = None
+
+    def log(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:
+        pass
+
+    def summary(self, values: dict[str, Any]) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass

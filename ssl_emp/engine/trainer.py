@@ -11,18 +11,22 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ssl_emp.config import PretrainConfig
 from ssl_emp.data import ImageBank, load_bank
 from ssl_emp.data.augment import TwoViews
-from ssl_emp.engine.checkpoint import FORMAT, atomic_save, load_checkpoint
+from ssl_emp.distributed import DistContext, Shard, init_distributed, split_sizes
+from ssl_emp.engine.checkpoint import FORMAT, CheckpointError, atomic_save, load_checkpoint
 from ssl_emp.engine.monitor import KNNMonitor
 from ssl_emp.engine.optim import build_optimizer, learning_rate
 from ssl_emp.methods import ContrastiveMethod, MethodOutput, build_method
 from ssl_emp.pruning import EpochPlan, Pruner
-from ssl_emp.tracking import Tracker
+from ssl_emp.tracking import NullTracker, Tracker
 
 
 class RunDirError(RuntimeError):
@@ -42,19 +46,26 @@ class PretrainResult:
     achieved_rate: float
     sample_forwards: int
     full_data_forwards: int
+    is_main: bool = True  # False on DDP ranks other than 0, which print nothing
     history: list[dict] = field(default_factory=list)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto``: CUDA if available, else CPU; under torchrun each process takes the GPU of its local rank."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
+    if device.type == "cuda" and local_rank and device.index is None:
+        device = torch.device(f"cuda:{local_rank}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"train.device={name} but CUDA is not available here; use train.device=cpu or auto.")
     return device
 
 
-def prepare_run_dir(cfg: PretrainConfig, recipe: str) -> Path:
+def prepare_run_dir(cfg: PretrainConfig, recipe: str, ctx: DistContext = DistContext()) -> Path:
+    """Check the run directory against ``run.resume`` on every rank (so all fail alike); rank 0 creates it."""
+    if ctx.enabled and not cfg.run.name:
+        raise RunDirError("Under torchrun set run.name: ranks would otherwise each pick a timestamped directory.")
     name = cfg.run.name or f"{recipe}-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir = Path(cfg.run.out_dir) / name
     has_checkpoint = (run_dir / "checkpoints" / "last.pt").is_file()
@@ -63,24 +74,66 @@ def prepare_run_dir(cfg: PretrainConfig, recipe: str) -> Path:
     if not cfg.run.resume and has_checkpoint:
         raise RunDirError(f"Run directory '{run_dir}' already holds a run. Resume it with run.resume=true, "
                           "or pick another run.name.")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    ctx.barrier()  # every rank has looked before rank 0 writes anything
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    ctx.barrier()
     return run_dir
+
+
+# Settings a run cannot change when it resumes: they fix the shapes of the saved state or the dataset it indexes.
+RESUME_FIXED = ("data.name", "data.subset", "data.image_size", "model", "method.name", "method.queue_size")
+
+
+def check_resume_compatible(saved: dict, cfg: PretrainConfig, run_dir: Path) -> None:
+    current = cfg.model_dump()
+
+    def flat(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                yield from flat(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    before, now = dict(flat(saved)), dict(flat(current))
+    changed = [f"{key}: {before.get(key)!r} -> {now.get(key)!r}" for key in sorted(now)
+               if any(key == fixed or key.startswith(fixed + ".") for fixed in RESUME_FIXED)
+               and before.get(key) != now.get(key)]
+    if changed:
+        raise RunDirError(f"Cannot resume '{run_dir}' with this config: it changes settings fixed for the life of a "
+                          f"run ({'; '.join(changed)}). Resume with the run's own config.yaml, or start a new run.")
+
+
+def gather_output(output: MethodOutput, shard: Shard) -> MethodOutput:
+    """The whole global batch's per-sample outputs on every rank: one all-gather of a [4, n] block."""
+    n = output.per_sample_loss.shape[0]
+    missing = torch.full((n,), float("nan"), device=output.per_sample_loss.device)
+    fields = [output.per_sample_loss, output.agreement, output.softmax_entropy, output.positive_prob]
+    block = torch.stack([(f if f is not None else missing).detach().float() for f in fields], dim=1)
+    loss, agreement, entropy, positive_prob = shard.gather_detached(block).unbind(dim=1)
+    return MethodOutput(loss, agreement, None if fields[2] is None else entropy,
+                        None if fields[3] is None else positive_prob)
 
 
 class Pretrainer:
     """Owns the model, optimizer and data of one pretraining run."""
 
-    def __init__(self, cfg: PretrainConfig, run_dir: Path, train_bank: Optional[ImageBank] = None):
+    def __init__(self, cfg: PretrainConfig, run_dir: Path, train_bank: Optional[ImageBank] = None,
+                 ctx: Optional[DistContext] = None):
         self.cfg = cfg
         self.run_dir = run_dir
-        self.device = resolve_device(cfg.train.device)
-        torch.manual_seed(cfg.train.seed)
+        self.ctx = ctx or DistContext()
+        self.device = resolve_device(cfg.train.device, self.ctx.local_rank)
+        torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
 
         bank = train_bank if train_bank is not None else load_bank(
             cfg.data.name, cfg.data.root, "train", cfg.data.image_size, cfg.data.subset)
         if cfg.train.batch_size > len(bank):
             raise ValueError(f"train.batch_size={cfg.train.batch_size} is larger than the dataset "
                              f"({len(bank)} images); lower it.")
+        if cfg.train.batch_size < 2 * self.ctx.world_size:
+            raise ValueError(f"train.batch_size={cfg.train.batch_size} is the global batch; with "
+                             f"{self.ctx.world_size} processes each needs at least 2 samples.")
         self.mean, self.std = bank.channel_stats()
         self.bank = bank.to(self.device if cfg.data.bank_device == "auto" else "cpu")
         self.views = TwoViews(cfg.augment, bank.image_size, bank.channels, self.mean, self.std).to(self.device)
@@ -89,15 +142,28 @@ class Pretrainer:
         self.cuda = self.device.type == "cuda"
         self.memory_format = torch.channels_last if (self.cuda and cfg.train.channels_last) else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
-        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
+        self.forward = self.model
+        if self.ctx.enabled:
+            if cfg.train.sync_batchnorm:
+                if not self.cuda:
+                    raise ValueError("train.sync_batchnorm=true needs CUDA: PyTorch's SyncBatchNorm has no CPU "
+                                     "implementation. Leave it off for CPU (gloo) runs.")
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.forward = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.cuda else None)
+            # Augmentations differ per rank (as with per-rank data loaders); weights were seeded identically above.
+            torch.manual_seed(cfg.train.seed + 1_000_003 * self.ctx.rank)
+        if cfg.train.compile:
+            self.forward = torch.compile(self.forward)
         self.optimizer = build_optimizer(self.model, cfg.optim)
 
         self.monitor = (KNNMonitor(cfg, bank.image_size, self.mean, self.std, self.device)
-                        if cfg.monitor.every else None)
+                        if cfg.monitor.every and self.ctx.is_main else None)
         self.pruner = Pruner(cfg.pruning, len(self.bank), cfg.train.epochs, cfg.train.seed, self.device)
         self.epoch = 0
         self.global_step = 0
         self.samples_seen = 0
+        self.skipped_steps = 0
+        self.first_nonfinite_step = torch.full((), -1, dtype=torch.long, device=self.device)
 
     # ------------------------------------------------------------------ state
 
@@ -107,31 +173,64 @@ class Pretrainer:
             "epoch": self.epoch,
             "global_step": self.global_step,
             "samples_seen": self.samples_seen,
+            "skipped_steps": self.skipped_steps,
             "config": self.cfg.model_dump(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "pruning": self.pruner.state_dict(),
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if self.cuda else []},
+            "rng": self._rng_states(),
+            "world_size": self.ctx.world_size,
             "data": {"name": self.cfg.data.name, "channels": self.bank.channels, "image_size": self.bank.image_size,
                      "num_classes": self.bank.num_classes, "mean": self.mean, "std": self.std},
         }
 
     def load_state_dict(self, ckpt: dict) -> None:
-        self.model.load_state_dict(ckpt["model"])
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"The checkpoint's weights do not fit this run's model "
+                                  f"({self.cfg.model.backbone}, {self.cfg.method.name}): {str(exc)[:600]}") from None
+        if ckpt["pruning"]["table"]["scores"].numel() != self.pruner.num_samples:
+            raise CheckpointError(f"The checkpoint's score table covers {ckpt['pruning']['table']['scores'].numel()} "
+                                  f"samples but this run's dataset has {self.pruner.num_samples}.")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.pruner.load_state_dict(ckpt["pruning"])
         self.epoch = ckpt["epoch"]
         self.global_step = ckpt["global_step"]
         self.samples_seen = ckpt["samples_seen"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if self.cuda and ckpt["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        self.skipped_steps = ckpt.get("skipped_steps", 0)
+        rng = ckpt["rng"]
+        if ckpt.get("world_size", 1) == self.ctx.world_size:
+            torch.set_rng_state(rng["torch"][self.ctx.rank])
+            if self.cuda and rng["cuda"]:
+                torch.cuda.set_rng_state(rng["cuda"][self.ctx.rank], self.device)
+        else:  # resumed with another process count: plans and weights carry over, augmentation streams cannot
+            torch.manual_seed(self.cfg.train.seed + 1_000_003 * self.ctx.rank + self.epoch)
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """One host sync (and, under DDP, one all-reduce) per step: the price of train.nonfinite=skip."""
+        finite = torch.isfinite(loss.detach()).float()
+        if self.ctx.enabled:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return bool(finite.item())
+
+    def _rng_states(self) -> dict:
+        """Every rank's generator states (collective under DDP), so each rank resumes its own stream."""
+        states = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.device) if self.cuda else None}
+        gathered = [states]
+        if self.ctx.enabled:
+            gathered = [None] * self.ctx.world_size
+            dist.all_gather_object(gathered, states)
+        return {"torch": [g["torch"] for g in gathered],
+                "cuda": [g["cuda"] for g in gathered] if self.cuda else []}
 
     def save_checkpoint(self) -> Path:
+        """Rank 0 writes; every rank takes part in gathering the RNG states."""
         folder = self.run_dir / "checkpoints"
         state = self.state_dict()
         last = folder / "last.pt"
+        if not self.ctx.is_main:
+            return last
         atomic_save(state, last)
         if self.epoch % self.cfg.train.checkpoint_every == 0:
             # A kept copy per checkpoint interval, should last.pt ever be damaged.
@@ -146,25 +245,43 @@ class Pretrainer:
         return nullcontext()
 
     def train_step(self, indices: torch.Tensor, lr: float, weights: Optional[torch.Tensor] = None) -> MethodOutput:
-        """One optimizer step on the samples at ``indices`` (on the training device); the pruner observes it."""
+        """One optimizer step on the global batch at ``indices``; the pruner observes every sample of it.
+
+        Under DDP this rank trains its contiguous shard of ``indices``; the per-sample outputs are then
+        gathered so every rank's pruner records the whole batch and the score tables stay identical.
+        Returns the outputs for the whole batch (detached under DDP).
+        """
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        shard = None
+        global_indices = indices
+        if self.ctx.enabled:
+            shard = Shard(split_sizes(len(indices), self.ctx.world_size), self.ctx.rank)
+            indices = indices[shard.local]
+            weights = weights[shard.local] if weights is not None else None
         images = self.bank.batch(indices.to(self.bank.device)).to(self.device, non_blocking=True)
         view0, view1 = self.views(images)
         view0 = view0.contiguous(memory_format=self.memory_format)
         view1 = view1.contiguous(memory_format=self.memory_format)
         with self._autocast():
-            output = self.forward(view0, view1)
-        loss = output.training_loss(weights)
+            output = self.forward(view0, view1, shard=shard) if shard is not None else self.forward(view0, view1)
+        count = len(global_indices) / self.ctx.world_size if shard is not None else None
+        loss = output.training_loss(weights, count)
+        if self.cfg.train.nonfinite == "skip" and not self._all_finite(loss):
+            self.skipped_steps += 1
+            return None
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.model.on_step_end()
-        self.pruner.observe(indices, output, self.epoch)
+        if shard is not None:
+            output = gather_output(output, shard)
+        self.pruner.observe(global_indices, output, self.epoch)
         return output
 
-    def train_epoch(self, plan: EpochPlan, bar: Optional[tqdm] = None, tracker: Optional[Tracker] = None) -> torch.Tensor:
-        """Train on one epoch's plan; returns the summed per-sample loss, still on the device."""
+    def train_epoch(self, plan: EpochPlan, bar: Optional[tqdm] = None,
+                    tracker: Optional[Tracker] = None) -> tuple[torch.Tensor, int]:
+        """Train on one epoch's plan; returns the summed per-sample loss (on the device) and the samples it sums."""
         cfg = self.cfg
         indices = plan.indices.to(self.device)
         weights = plan.weights.to(self.device) if plan.weights is not None else None
@@ -174,21 +291,29 @@ class Pretrainer:
         batch_indices = indices.tensor_split(num_batches)
         batch_weights = weights.tensor_split(num_batches) if weights is not None else [None] * num_batches
         loss_sum = torch.zeros((), device=self.device)
+        trained = 0
         for b in range(num_batches):
             lr = learning_rate(cfg.optim, self.epoch + b / num_batches, cfg.train.epochs)
             output = self.train_step(batch_indices[b], lr, batch_weights[b])
-            loss = output.per_sample_loss.detach()
-            loss_sum += loss.sum()  # stays on the device: no per-step sync
             self.global_step += 1
-            self.samples_seen += loss.numel()
+            self.samples_seen += len(batch_indices[b])
             if bar is not None:
-                bar.update(loss.numel())
+                bar.update(len(batch_indices[b]))
+            if output is None:  # a non-finite step skipped (train.nonfinite=skip)
+                continue
+            loss = output.per_sample_loss.detach()
+            trained += loss.numel()
+            step_sum = loss.sum()
+            loss_sum += step_sum  # stays on the device: no per-step sync
+            # Remember the first step whose loss went non-finite, still without a sync, to name it later.
+            first_bad = (~torch.isfinite(step_sum)) & (self.first_nonfinite_step < 0)
+            self.first_nonfinite_step = torch.where(first_bad, self.global_step, self.first_nonfinite_step)
             if tracker is not None and self.global_step % cfg.train.log_every == 0:
                 step_loss = loss.mean().item()
                 if bar is not None:
                     bar.set_postfix(epoch=self.epoch + 1, loss=f"{step_loss:.4f}", lr=f"{lr:.3g}")
                 tracker.log({"train/loss": step_loss, "train/lr": lr}, step=self.global_step)
-        return loss_sum
+        return loss_sum, trained
 
     def run(self, tracker: Tracker, show_progress: Optional[bool] = None) -> PretrainResult:
         cfg = self.cfg
@@ -199,18 +324,18 @@ class Pretrainer:
         last_epoch_loss = float("nan")
         checkpoint = self.run_dir / "checkpoints" / "last.pt"
         expected_forwards = round((1.0 - self.pruner.cfg.rate if self.pruner.active else 1.0) * epochs * len(self.bank))
+        quiet = not self.ctx.is_main or show_progress is False
         bar = tqdm(total=expected_forwards, initial=min(self.samples_seen, expected_forwards), unit="img",
-                   unit_scale=True, dynamic_ncols=True,
-                   disable=(not show_progress) if show_progress is not None else None)
+                   unit_scale=True, dynamic_ncols=True, disable=True if quiet else None)
         self.model.train()
         while self.epoch < epochs:
             epoch_start = time.perf_counter()
             plan = self.pruner.plan(self.epoch)
-            loss_sum = self.train_epoch(plan, bar, tracker)
+            loss_sum, trained = self.train_epoch(plan, bar, tracker)
             if self.cuda:
                 torch.cuda.synchronize()
             epoch_seconds = time.perf_counter() - epoch_start
-            last_epoch_loss = (loss_sum / len(plan)).item()
+            last_epoch_loss = (loss_sum / max(trained, 1)).item()
             images_trained += len(plan)
             self.epoch += 1
             record = {"epoch": self.epoch, "train/epoch_loss": last_epoch_loss, "train/epoch_seconds": epoch_seconds,
@@ -221,15 +346,19 @@ class Pretrainer:
                 record.update(self.monitor(self.model.backbone))
             history.append(record)
             tracker.log(record, step=self.global_step)
+            if self.skipped_steps:
+                record["train/skipped_steps"] = self.skipped_steps
             if not math.isfinite(last_epoch_loss):
                 bar.close()
+                step = int(self.first_nonfinite_step)
                 raise FloatingPointError(
-                    f"Loss became {last_epoch_loss} in epoch {self.epoch} (step {self.global_step}); stopping. "
-                    f"The last good checkpoint is {checkpoint}. Lower optim.lr or check the data.")
+                    f"The training loss became {last_epoch_loss} at step {step} (epoch {self.epoch}); the run stopped "
+                    f"without saving, so the last good checkpoint is {checkpoint}. Lower optim.lr, check the data, "
+                    "or set train.nonfinite=skip to skip such steps (they are counted as train/skipped_steps).")
             saving = self.epoch % cfg.train.checkpoint_every == 0 or self.epoch == epochs
             if saving:
                 checkpoint = self.save_checkpoint()
-            if saving or "monitor/knn_top1" in record:
+            if (saving or "monitor/knn_top1" in record) and self.ctx.is_main:
                 knn = f"  kNN top-1 {record['monitor/knn_top1']:.4f}" if "monitor/knn_top1" in record else ""
                 saved = f"  checkpoint {checkpoint}" if saving else ""
                 bar.write(f"epoch {self.epoch}/{epochs}  loss {last_epoch_loss:.4f}{knn}  "
@@ -242,18 +371,37 @@ class Pretrainer:
             images_per_second=images_trained / seconds if seconds > 0 else float("nan"),
             requested_rate=self.pruner.cfg.rate if self.pruner.active else 0.0,
             achieved_rate=1.0 - self.samples_seen / (self.epoch * len(self.bank)),
-            sample_forwards=self.samples_seen, full_data_forwards=self.epoch * len(self.bank), history=history)
+            sample_forwards=self.samples_seen, full_data_forwards=self.epoch * len(self.bank), history=history,
+            is_main=self.ctx.is_main)
 
 
 def pretrain(cfg: PretrainConfig, recipe: str = "run", show_progress: Optional[bool] = None,
              train_bank: Optional[ImageBank] = None) -> PretrainResult:
-    """Run (or resume) one pretraining job; returns where it wrote things and how it went."""
-    run_dir = prepare_run_dir(cfg, recipe)
-    trainer = Pretrainer(cfg, run_dir, train_bank)
+    """Run (or resume) one pretraining job; returns where it wrote things and how it went.
+
+    Under torchrun every process calls this; rank 0 alone writes the config, metrics, W&B and checkpoints.
+    """
+    owns_group = not (dist.is_available() and dist.is_initialized())
+    ctx = init_distributed(cfg.train.device)
+    try:
+        return _pretrain(cfg, recipe, show_progress, train_bank, ctx)
+    finally:
+        if ctx.enabled and owns_group:
+            dist.destroy_process_group()
+
+
+def _pretrain(cfg, recipe, show_progress, train_bank, ctx: DistContext) -> PretrainResult:
+    run_dir = prepare_run_dir(cfg, recipe, ctx)
+    trainer = Pretrainer(cfg, run_dir, train_bank, ctx)
     run_id_file = run_dir / "wandb_run_id"
     if cfg.run.resume:
-        trainer.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=trainer.device))
-        print(f"Resuming {run_dir} at epoch {trainer.epoch} (step {trainer.global_step}).")
+        ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=trainer.device)
+        check_resume_compatible(ckpt["config"], cfg, run_dir)
+        trainer.load_state_dict(ckpt)
+        if ctx.is_main:
+            print(f"Resuming {run_dir} at epoch {trainer.epoch} (step {trainer.global_step}).")
+    if not ctx.is_main:
+        return trainer.run(NullTracker(), show_progress=False)
     run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     tracker = Tracker(run_dir, mode=cfg.tracking.wandb, project=cfg.tracking.project, entity=cfg.tracking.entity,
@@ -266,7 +414,8 @@ def pretrain(cfg: PretrainConfig, recipe: str = "run", show_progress: Optional[b
         tracker.summary({"final_loss": result.final_loss, "images_per_second": result.images_per_second,
                          "seconds": result.seconds, "epochs": result.epochs_done,
                          "pruning/requested_rate": result.requested_rate, "pruning/achieved_rate": result.achieved_rate,
-                         "pruning/sample_forwards": result.sample_forwards})
+                         "pruning/sample_forwards": result.sample_forwards, "train/skipped_steps": trainer.skipped_steps,
+                         "world_size": ctx.world_size})
     finally:
         tracker.finish()
     return result

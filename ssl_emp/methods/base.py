@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssl_emp.distributed import Shard
+
 
 @dataclass
 class MethodOutput:
@@ -39,11 +41,14 @@ class MethodOutput:
             true_prob = log_p.gather(1, labels[:, None]).squeeze(1).exp()
         return cls(loss, true_prob, entropy, true_prob)
 
-    def training_loss(self, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``mean(w_i * loss_i)``; pruning selectors use the weights to keep the loss unbiased."""
-        if weights is None:
-            return self.per_sample_loss.mean()
-        return (weights.to(self.per_sample_loss.dtype) * self.per_sample_loss).mean()
+    def training_loss(self, weights: Optional[torch.Tensor] = None, count: Optional[float] = None) -> torch.Tensor:
+        """``sum(w_i * loss_i) / count`` (count defaults to the batch size: the weighted mean).
+
+        Pruning selectors use the weights to keep the loss unbiased. Under DDP each rank passes
+        ``count = global batch / world size``, so that DDP's gradient average is the global batch mean.
+        """
+        loss = self.per_sample_loss if weights is None else weights.to(self.per_sample_loss.dtype) * self.per_sample_loss
+        return loss.mean() if count is None else loss.sum() / count
 
 
 class ContrastiveMethod(nn.Module):
@@ -51,8 +56,10 @@ class ContrastiveMethod(nn.Module):
 
     backbone: nn.Module
 
-    def forward(self, view0: torch.Tensor, view1: torch.Tensor) -> MethodOutput:  # pragma: no cover - interface
-        raise NotImplementedError
+    def forward(self, view0: torch.Tensor, view1: torch.Tensor, shard: Optional[Shard] = None) -> MethodOutput:
+        """Per-sample outputs for this rank's samples. ``shard`` (DDP only) says where they sit in the global
+        batch, so a method can gather embeddings across ranks."""
+        raise NotImplementedError  # pragma: no cover - interface
 
     def on_step_end(self) -> None:
         """Hook after each optimizer step (momentum encoders update here)."""

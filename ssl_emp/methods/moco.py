@@ -8,6 +8,7 @@ because pruning needs one loss per sample, which lightly's ``NTXentLoss`` averag
 from __future__ import annotations
 
 import copy
+from typing import Optional
 
 import torch
 from lightly.models.modules.heads import MoCoProjectionHead
@@ -16,6 +17,7 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from torch import nn
 
 from ssl_emp.config import MethodConfig, ModelConfig
+from ssl_emp.distributed import Shard
 from ssl_emp.methods.base import ContrastiveMethod, MethodOutput
 from ssl_emp.methods.losses import per_sample_infonce_with_stats, view_agreement
 
@@ -31,18 +33,22 @@ class MoCo(ContrastiveMethod):
         deactivate_requires_grad(self.backbone_momentum)
         deactivate_requires_grad(self.projection_head_momentum)
         self.queue = MemoryBankModule(size=(method_cfg.queue_size, model_cfg.proj_output_dim),
-                                      gather_distributed=True, feature_dim_first=False)
+                                      gather_distributed=False, feature_dim_first=False)
         self.temperature = method_cfg.temperature
         self.momentum = method_cfg.momentum
 
-    def forward(self, view0: torch.Tensor, view1: torch.Tensor) -> MethodOutput:
+    def forward(self, view0: torch.Tensor, view1: torch.Tensor, shard: Optional[Shard] = None) -> MethodOutput:
         q0, q1 = self.projection_head(self.backbone(torch.cat([view0, view1]))).chunk(2)
         with torch.no_grad():
             # Both views go through the key encoder in one batch. (MoCo's shuffled BN counters a BN shortcut
             # across GPUs; with one batch per device and an EMA key encoder it is left out, as in lightly.)
             k0, k1 = self.projection_head_momentum(self.backbone_momentum(torch.cat([view0, view1]))).chunk(2)
-            # Negatives are the queue as it was before this batch; then this batch's keys are enqueued.
-            _, negatives = self.queue(torch.cat([k0, k1]).float(), update=self.training)
+            # Negatives are the queue as it was before this batch; then this batch's keys are enqueued: under
+            # DDP every rank's keys, in global batch order, so the queue stays identical on all ranks.
+            keys = torch.cat([k0, k1]).float()
+            if shard is not None:
+                keys = torch.cat([shard.gather_detached(k0.float()), shard.gather_detached(k1.float())])
+            _, negatives = self.queue(keys, update=self.training)
         loss, entropy, positive_prob = per_sample_infonce_with_stats(q0, q1, k0, k1, negatives, self.temperature)
         return MethodOutput(loss, view_agreement(q0, q1), entropy, positive_prob)
 

@@ -1,0 +1,91 @@
+"""torch.distributed for the pretraining loop: process group set-up and this step's shard of the batch.
+
+Every rank builds the same epoch plan (a function of seed, epoch and the score table, which is kept
+identical on all ranks), so every rank also knows, without communicating, how many samples each rank
+trains in each step: the step's global batch is cut into ``world_size`` contiguous, near-equal shards.
+Gathers pad each shard to the largest one and cut the padding off again, so unequal shards work with
+collectives that need equal shapes, and nothing is read back to the host.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from lightly.utils.dist import gather as differentiable_gather
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def init_distributed(device_name: str) -> DistContext:
+    """Join the process group torchrun describes in the environment; a plain run is world size 1."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistContext()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30))
+    return DistContext(rank, world_size, local_rank)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This rank's part of one step's global batch: ``sizes[r]`` samples on rank r, in rank order."""
+
+    sizes: tuple[int, ...]
+    rank: int
+
+    @property
+    def offset(self) -> int:
+        return sum(self.sizes[: self.rank])
+
+    @property
+    def local(self) -> slice:
+        return slice(self.offset, self.offset + self.sizes[self.rank])
+
+    def _padded(self, x: torch.Tensor) -> torch.Tensor:
+        pad = max(self.sizes) - x.shape[0]
+        return torch.cat([x, x.new_zeros((pad, *x.shape[1:]))]) if pad else x
+
+    def _cut(self, parts) -> torch.Tensor:
+        return torch.cat([part[:n] for part, n in zip(parts, self.sizes)])
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """All ranks' rows in global batch order, differentiable: gradients flow back to the owning rank."""
+        return self._cut(differentiable_gather(self._padded(x).contiguous()))
+
+    @torch.no_grad()
+    def gather_detached(self, x: torch.Tensor) -> torch.Tensor:
+        padded = self._padded(x.detach()).contiguous()
+        parts = [torch.empty_like(padded) for _ in self.sizes]
+        dist.all_gather(parts, padded)
+        return self._cut(parts)
+
+
+def split_sizes(total: int, world_size: int) -> tuple[int, ...]:
+    """Shard sizes of ``tensor_split(world_size)`` on ``total`` rows, without touching the tensor."""
+    base, extra = divmod(total, world_size)
+    return tuple(base + (1 if r < extra else 0) for r in range(world_size))

@@ -1,0 +1,130 @@
+"""DDP on CPU with the gloo backend, 2 processes: the engine as torchrun runs it."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from ssl_emp.config import load_pretrain_config
+from ssl_emp.data.bank import ImageBank
+from ssl_emp.engine import Pretrainer, pretrain
+from ssl_emp.pruning import Pruner
+
+TINY = ["model.width=8", "model.proj_hidden_dim=32", "model.proj_output_dim=16", "train.batch_size=128",
+        "train.checkpoint_every=1", "tracking.wandb=disabled", "monitor.every=0", "train.device=cpu",
+        "pruning.anneal=0"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world_size, port, overrides, out_dir):
+    """One rank: pretrain while recording which images it trained on (by reading the image bank) in which
+    epoch, the plans it built, and its score table at the end."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    trained, plans, final = [], [], {}
+    original_batch, original_plan, original_run = ImageBank.batch, Pruner.plan, Pretrainer.run
+
+    def recording_batch(self, indices):
+        trained.append((len(plans) - 1, indices.clone()))
+        return original_batch(self, indices)
+
+    def recording_plan(self, epoch):
+        plan = original_plan(self, epoch)
+        plans.append(plan.indices.clone())
+        return plan
+
+    def recording_run(self, tracker, show_progress=None):
+        result = original_run(self, tracker, show_progress)
+        final["table"] = self.pruner.table.state_dict()
+        return result
+
+    ImageBank.batch, Pruner.plan, Pretrainer.run = recording_batch, recording_plan, recording_run
+    try:
+        result = pretrain(load_pretrain_config("configs/default.yaml", overrides), show_progress=False)
+    finally:
+        ImageBank.batch, Pruner.plan, Pretrainer.run = original_batch, original_plan, original_run
+    per_epoch = [torch.cat([idx for e, idx in trained if e == epoch]) for epoch in range(len(plans))]
+    torch.save({"trained": per_epoch, "plans": plans, "table": final["table"],
+                "achieved_rate": result.achieved_rate, "sample_forwards": result.sample_forwards},
+               os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+def _run(world_size, overrides, tmp_path, name):
+    out = tmp_path / f"record-{name}"
+    out.mkdir()
+    args = (world_size, _free_port(), [*overrides, f"run.out_dir={tmp_path / 'runs'}", f"run.name={name}"], str(out))
+    if world_size == 1:
+        _worker(0, *args)
+    else:
+        mp.start_processes(_worker, args=args, nprocs=world_size, start_method="spawn")
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(world_size)]
+
+
+@pytest.fixture(autouse=True)
+def _single_process_env(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["simclr", "moco"])
+def test_two_ranks_train_each_planned_index_once_and_keep_identical_score_tables(tmp_path, method):
+    r0, r1 = _run(2, [*TINY, "train.epochs=3", "pruning.scorer=emp", "pruning.selector=infobatch",
+                      "pruning.rate=0.5", f"method.name={method}", "method.queue_size=256"], tmp_path, "ddp")
+    assert len(r0["plans"]) == len(r1["plans"]) == 3
+    for epoch, plan in enumerate(r0["plans"]):
+        assert torch.equal(plan, r1["plans"][epoch])  # every rank builds the same plan
+        together = torch.cat([r0["trained"][epoch], r1["trained"][epoch]])
+        # The two ranks' shards, together, are exactly the plan: each planned index once, nothing else.
+        assert torch.equal(together.sort().values, plan.sort().values)
+        assert r0["trained"][epoch].numel() == pytest.approx(plan.numel() / 2, abs=len(plan) // 128 + 1)
+    assert len(r0["plans"][1]) < len(r0["plans"][0])  # the pruned epochs really are pruned
+    for key, value in r0["table"].items():
+        # Identical score tables on both ranks (NaN marks loss-history slots not yet filled, on both alike).
+        torch.testing.assert_close(value, r1["table"][key], rtol=0, atol=0, equal_nan=True, msg=key)
+    assert r0["achieved_rate"] == pytest.approx(0.5, abs=0.01) and r0["sample_forwards"] == r1["sample_forwards"]
+
+
+@pytest.mark.slow
+def test_two_process_and_one_process_runs_build_the_same_plans(tmp_path):
+    """Same seed, same global batch: the plans match. The random selector is used because its plans depend on
+    (seed, epoch) only; score-driven plans also depend on the scores, which differ slightly between the two
+    runs (each rank augments with its own random stream), so there the guarantee is the one above: identical
+    tables, hence identical plans, on every rank of one run."""
+    overrides = [*TINY, "train.epochs=3", "pruning.scorer=loss", "pruning.selector=random", "pruning.rate=0.5"]
+    single, = _run(1, overrides, tmp_path, "one")
+    double = _run(2, overrides, tmp_path, "two")
+    for plan_single, plan_double in zip(single["plans"], double[0]["plans"], strict=True):
+        assert torch.equal(plan_single, plan_double)
+    assert single["sample_forwards"] == double[0]["sample_forwards"]
+
+
+@pytest.mark.slow
+def test_torchrun_launch_writes_once_from_rank_zero(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
+         "-m", "ssl_emp.pretrain", "--config", "configs/default.yaml", *TINY, "train.epochs=3", "pruning.scorer=emp",
+         "pruning.selector=infobatch", "pruning.rate=0.3",
+         f"run.out_dir={tmp_path}", "run.name=torchrun"],
+        capture_output=True, text=True, timeout=300, env={**env, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("Done: 3 epochs") == 1  # one summary, from rank 0
+    assert "achieved 0.30" in done.stdout
+    run_dir = tmp_path / "torchrun"
+    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+              if "train/epoch_loss" in line]
+    assert [r["epoch"] for r in epochs] == [1, 2, 3]  # written once, not once per rank
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []  # no temporary files left
