@@ -69,3 +69,14 @@ def test_cli_reports_a_bad_key_without_a_traceback(capsys):
     assert main(["train.epohcs=2"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "train.epochs" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("override, key", [
+    ("pruning.rate=1.0", "pruning.rate"), ("pruning.rate=-0.1", "pruning.rate"),
+    ("pruning.beta=-1", "pruning.beta"), ("pruning.beta=.nan", "pruning.beta"), ("pruning.beta=.inf", "pruning.beta"),
+    ("pruning.scorer=emq", "pruning.scorer"), ("train.nonfinite=ignore", "train.nonfinite"),
+])
+def test_pruning_and_fault_options_out_of_range_are_named(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as error:
+        load_pretrain_config(None, [override])
+    assert "Traceback" not in str(error.value)

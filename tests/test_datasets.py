@@ -143,3 +143,18 @@ def test_subset_is_fixed_and_resize_applies():
 def test_bank_rejects_float_images():
     with pytest.raises(ValueError, match="uint8"):
         ImageBank(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long), 2, "x")
+
+
+@pytest.mark.parametrize("name, layout", [
+    ("cifar10", {"cifar-10-batches-py": ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+                                         "data_batch_5", "test_batch", "batches.meta"]}),
+    ("fashion-mnist", {"FashionMNIST/raw": ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                            "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]}),
+])
+def test_dataset_in_the_wrong_format_is_explained(tmp_path, name, layout):
+    for folder, files in layout.items():
+        (tmp_path / folder).mkdir(parents=True)
+        for file in files:
+            (tmp_path / folder / file).write_bytes(b"not a dataset file\n")
+    with pytest.raises(ValueError, match=f"Dataset '{name}'.* is not in the .* format"):
+        load_bank(name, str(tmp_path), "train")

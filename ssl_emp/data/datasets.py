@@ -96,7 +96,11 @@ def load_fashion_mnist(root: Optional[str], split: str, image_size: Optional[int
     missing = [n for n in FASHION_FILES if not (raw / n).is_file()]
     if missing:
         raise _missing("fashion-mnist", root, f"missing {', '.join(missing)} in {raw}")
-    ds = torchvision.datasets.FashionMNIST(str(root_path), train=(split == "train"), download=False)
+    try:
+        ds = torchvision.datasets.FashionMNIST(str(root_path), train=(split == "train"), download=False)
+    except (AssertionError, ValueError, RuntimeError, EOFError, OSError) as exc:
+        raise ValueError(f"Dataset 'fashion-mnist' in '{raw}' is not in the IDX format "
+                         f"({type(exc).__name__}: {exc}). {HOW_TO_GET['fashion-mnist']}") from None
     return ImageBank(ds.data[:, None].contiguous(), ds.targets.long(), 10, "fashion-mnist")
 
 
