@@ -121,6 +121,8 @@ def test_nonfinite_step_can_be_skipped_and_counted(tiny_overrides, monkeypatch):
                                                         "train.nonfinite=skip"])
     result = pretrain(cfg, show_progress=False)
     assert result.history[-1]["train/skipped_steps"] == 1
+    logged = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("train/skipped_steps") for r in logged if "train/epoch_loss" in r] == [None, 1, 1]
     assert all(r["train/epoch_loss"] == r["train/epoch_loss"] for r in result.history)  # no NaN epoch loss
     final = load_checkpoint(result.checkpoint)
     assert final["skipped_steps"] == 1

@@ -244,12 +244,13 @@ class Pretrainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
-    def train_step(self, indices: torch.Tensor, lr: float, weights: Optional[torch.Tensor] = None) -> MethodOutput:
+    def train_step(self, indices: torch.Tensor, lr: float,
+                   weights: Optional[torch.Tensor] = None) -> Optional[MethodOutput]:
         """One optimizer step on the global batch at ``indices``; the pruner observes every sample of it.
 
         Under DDP this rank trains its contiguous shard of ``indices``; the per-sample outputs are then
         gathered so every rank's pruner records the whole batch and the score tables stay identical.
-        Returns the outputs for the whole batch (detached under DDP).
+        Returns the outputs for the whole batch (detached under DDP), or None for a skipped non-finite step.
         """
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -269,6 +270,9 @@ class Pretrainer:
         loss = output.training_loss(weights, count)
         if self.cfg.train.nonfinite == "skip" and not self._all_finite(loss):
             self.skipped_steps += 1
+            if self.ctx.enabled:
+                loss.backward()  # DDP expects a backward after each forward; the gradients are then discarded
+            self.optimizer.zero_grad(set_to_none=True)
             return None
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -344,10 +348,10 @@ class Pretrainer:
                       **self.pruner.epoch_metrics(plan, self.epoch, self.samples_seen)}
             if self.monitor is not None and self.monitor.due(self.epoch, epochs) and math.isfinite(last_epoch_loss):
                 record.update(self.monitor(self.model.backbone))
-            history.append(record)
-            tracker.log(record, step=self.global_step)
             if self.skipped_steps:
                 record["train/skipped_steps"] = self.skipped_steps
+            history.append(record)
+            tracker.log(record, step=self.global_step)
             if not math.isfinite(last_epoch_loss):
                 bar.close()
                 step = int(self.first_nonfinite_step)
