@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -98,6 +98,15 @@ class PruningConfig(_Section):
         if value not in known:
             raise ValueError(f"unknown {info.field_name} '{value}'; known: {', '.join(known)}")
         return value
+
+    @model_validator(mode="after")
+    def _scores_exist_before_score_driven_pruning(self):
+        # With no warm-up every score is still 'unseen' in the first epoch; matched InfoBatch then cannot
+        # drop anything, and the run would silently fall short of the requested rate.
+        if self.rate > 0 and self.selector == "infobatch" and self.infobatch_r is None and self.warmup_epochs == 0:
+            raise ValueError("the matched-budget infobatch selector needs pruning.warmup_epochs >= 1 (a full epoch "
+                             "that scores every sample); with 0 the first epoch cannot prune and the rate is missed")
+        return self
 
 
 class TrainConfig(_Section):

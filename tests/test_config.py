@@ -80,3 +80,9 @@ def test_pruning_and_fault_options_out_of_range_are_named(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as error:
         load_pretrain_config(None, [override])
     assert "Traceback" not in str(error.value)
+
+
+def test_matched_infobatch_without_warmup_is_refused_rather_than_missing_its_rate():
+    with pytest.raises(ConfigError, match="warmup_epochs >= 1"):
+        load_pretrain_config(None, ["pruning.selector=infobatch", "pruning.rate=0.3", "pruning.warmup_epochs=0"])
+    load_pretrain_config(None, ["pruning.selector=random", "pruning.rate=0.3", "pruning.warmup_epochs=0"])
