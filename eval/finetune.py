@@ -21,11 +21,9 @@ from tqdm import tqdm
 
 from eval.features import load_eval_banks, load_pretrained
 from eval.linear_probe import topk_accuracy
-from eval.report import add_common_args, headline, write_result
+from eval.report import add_common_args, result_header, run_evaluation
 from ssl_emp.config import PruningConfig, build_config
-from ssl_emp.data import DatasetNotFoundError
 from ssl_emp.data.augment import build_finetune_pipeline
-from ssl_emp.engine.checkpoint import CheckpointError, resolve_checkpoint_path
 from ssl_emp.engine.trainer import resolve_device
 from ssl_emp.methods import MethodOutput
 from ssl_emp.pruning import Pruner
@@ -85,9 +83,7 @@ def finetune(checkpoint: str, *, epochs: int = 30, lr: float = 0.05, weight_deca
                             for s in range(0, len(test_bank), 512)]).float()
     test_y = test_bank.labels
     result = {
-        "checkpoint": str(resolve_checkpoint_path(checkpoint)),
-        "backbone": "random-init" if random_init else f"pretrained (epoch {pretrained.epoch})",
-        "dataset": pretrained.config.data.name,
+        **result_header(checkpoint, pretrained, random_init),
         "train_images": len(train_bank), "test_images": len(test_bank),
         "top1": topk_accuracy(logits, test_y, 1),
         "pruning/requested_rate": pruning.rate if pruner.active else 0.0,
@@ -118,18 +114,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     kwargs = dict(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
                   prune_rate=args.prune_rate, prune_selector=args.prune_selector, prune_beta=args.prune_beta,
                   data_root=args.data_root, device=args.device, train_subset=args.train_subset, seed=args.seed)
-    try:
-        result = finetune(args.checkpoint, random_init=args.random_init, **kwargs)
-        if args.compare_random and not args.random_init:
-            result["random_init_top1"] = finetune(args.checkpoint, random_init=True, **kwargs)["top1"]
-    except (CheckpointError, DatasetNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    output = write_result(result, args, "finetune")
-    rate = (f"  |  pruning: requested {result['pruning/requested_rate']:.3f}, "
-            f"achieved {result['pruning/achieved_rate']:.3f}" if result["pruning/requested_rate"] else "")
-    print(headline("fine-tune", result) + rate + f"\n  written to {output}")
-    return 0
+    return run_evaluation(finetune, args, kwargs, "finetune", "fine-tune", extra_line=_pruning_line)
+
+
+def _pruning_line(result: dict) -> str:
+    if not result["pruning/requested_rate"]:
+        return ""
+    return (f"  |  pruning: requested {result['pruning/requested_rate']:.3f}, "
+            f"achieved {result['pruning/achieved_rate']:.3f}")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,7 @@ import torch.nn.functional as F
 from lightly.utils.benchmarking import knn_predict
 
 from eval.features import extract_features, load_eval_banks, load_pretrained
-from eval.report import add_common_args, headline, write_result
-from ssl_emp.data import DatasetNotFoundError
-from ssl_emp.engine.checkpoint import CheckpointError, resolve_checkpoint_path
+from eval.report import add_common_args, result_header, run_evaluation
 from ssl_emp.engine.trainer import resolve_device
 
 
@@ -57,9 +55,7 @@ def knn_eval(checkpoint: str, *, k: int = 200, temperature: float = 0.1, random_
     test_x, test_y = extract_features(pretrained.backbone, pretrained.normalize, test_bank, dev, desc="test features")
     accuracy = knn_accuracy(train_x, train_y, test_x, test_y, pretrained.data_info["num_classes"], k, temperature)
     return {
-        "checkpoint": str(resolve_checkpoint_path(checkpoint)),
-        "backbone": "random-init" if random_init else f"pretrained (epoch {pretrained.epoch})",
-        "dataset": pretrained.config.data.name,
+        **result_header(checkpoint, pretrained, random_init),
         "train_images": len(train_x), "test_images": len(test_x), "feature_dim": train_x.shape[1],
         **accuracy,
         "seconds": round(time.perf_counter() - started, 2),
@@ -76,16 +72,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     kwargs = dict(k=args.k, temperature=args.temperature, data_root=args.data_root, device=args.device,
                   train_subset=args.train_subset, seed=args.seed)
-    try:
-        result = knn_eval(args.checkpoint, random_init=args.random_init, **kwargs)
-        if args.compare_random and not args.random_init:
-            result["random_init_top1"] = knn_eval(args.checkpoint, random_init=True, **kwargs)["top1"]
-    except (CheckpointError, DatasetNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    output = write_result(result, args, "knn")
-    print(headline(f"kNN (k={args.k}, t={args.temperature})", result) + f"\n  written to {output}")
-    return 0
+    return run_evaluation(knn_eval, args, kwargs, "knn", f"kNN (k={args.k}, t={args.temperature})")
 
 
 if __name__ == "__main__":

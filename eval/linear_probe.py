@@ -19,9 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eval.features import extract_features, load_eval_banks, load_pretrained
-from eval.report import add_common_args, headline, write_result
-from ssl_emp.data import DatasetNotFoundError
-from ssl_emp.engine.checkpoint import CheckpointError, resolve_checkpoint_path
+from eval.report import add_common_args, result_header, run_evaluation
 from ssl_emp.engine.trainer import resolve_device
 
 
@@ -79,9 +77,7 @@ def linear_probe(checkpoint: str, *, random_init: bool = False, epochs: int = 10
     with torch.no_grad():
         logits = classifier(test_x)
     result = {
-        "checkpoint": str(resolve_checkpoint_path(checkpoint)),
-        "backbone": "random-init" if random_init else f"pretrained (epoch {pretrained.epoch})",
-        "dataset": pretrained.config.data.name,
+        **result_header(checkpoint, pretrained, random_init),
         "train_images": len(train_x), "test_images": len(test_x),
         "feature_dim": train_x.shape[1],
         "top1": topk_accuracy(logits, test_y, 1),
@@ -103,16 +99,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     kwargs = dict(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, data_root=args.data_root,
                   device=args.device, train_subset=args.train_subset, seed=args.seed)
-    try:
-        result = linear_probe(args.checkpoint, random_init=args.random_init, **kwargs)
-        if args.compare_random and not args.random_init:
-            result["random_init_top1"] = linear_probe(args.checkpoint, random_init=True, **kwargs)["top1"]
-    except (CheckpointError, DatasetNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    output = write_result(result, args, "linear_probe")
-    print(headline("linear probe", result) + f"\n  written to {output}")
-    return 0
+    return run_evaluation(linear_probe, args, kwargs, "linear_probe", "linear probe")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -56,3 +58,31 @@ def headline(command: str, result: dict) -> str:
     if "random_init_top1" in result:
         line += f"  |  random-init backbone: top-1 {result['random_init_top1']:.4f}"
     return line
+
+
+def result_header(checkpoint: str, pretrained, random_init: bool) -> dict:
+    """The fields every evaluation record starts with: what was evaluated, on which data."""
+    from ssl_emp.engine.checkpoint import resolve_checkpoint_path
+
+    return {"checkpoint": str(resolve_checkpoint_path(checkpoint)),
+            "backbone": "random-init" if random_init else f"pretrained (epoch {pretrained.epoch})",
+            "dataset": pretrained.config.data.name}
+
+
+def run_evaluation(evaluate: Callable[..., dict], args: argparse.Namespace, kwargs: dict, job_type: str,
+                   label: str, extra_line: Callable[[dict], str] = lambda result: "") -> int:
+    """The CLI flow the three commands share: evaluate (and the random-init floor if asked), report bad input
+    as one line, write and log the result, print the headline. Returns the exit status."""
+    from ssl_emp.data import DatasetNotFoundError
+    from ssl_emp.engine.checkpoint import CheckpointError
+
+    try:
+        result = evaluate(args.checkpoint, random_init=args.random_init, **kwargs)
+        if args.compare_random and not args.random_init:
+            result["random_init_top1"] = evaluate(args.checkpoint, random_init=True, **kwargs)["top1"]
+    except (CheckpointError, DatasetNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    output = write_result(result, args, job_type)
+    print(headline(label, result) + extra_line(result) + f"\n  written to {output}")
+    return 0
