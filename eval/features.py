@@ -65,3 +65,26 @@ def load_eval_banks(cfg: PretrainConfig, data_info: dict, root: Optional[str] = 
     if not bool(labelled.all()):
         train = train.subset(labelled.nonzero().squeeze(1))
     return train, test
+
+
+@dataclass
+class FrozenFeatures:
+    """A backbone's frozen features on the labelled train split and the held-out test split."""
+
+    pretrained: PretrainedBackbone
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+def frozen_features(checkpoint: str, device: torch.device, *, random_init: bool = False, seed: int = 0,
+                    data_root: Optional[str] = None, train_subset: Optional[int] = None) -> FrozenFeatures:
+    """Load a checkpoint's backbone (or a random one like it) and extract train and test features once."""
+    pretrained = load_pretrained(checkpoint, device, random_init=random_init, seed=seed)
+    train_bank, test_bank = load_eval_banks(pretrained.config, pretrained.data_info, data_root, train_subset)
+    train_x, train_y = extract_features(pretrained.backbone, pretrained.normalize, train_bank, device,
+                                        desc="train features")
+    test_x, test_y = extract_features(pretrained.backbone, pretrained.normalize, test_bank, device,
+                                      desc="test features")
+    return FrozenFeatures(pretrained, train_x, train_y, test_x, test_y)

@@ -20,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from eval.features import load_eval_banks, load_pretrained
-from eval.linear_probe import topk_accuracy
+from eval.linear_probe import logit_accuracy
 from eval.report import add_common_args, result_header, run_evaluation
 from ssl_emp.config import PruningConfig, build_config
 from ssl_emp.data.augment import build_finetune_pipeline
@@ -82,10 +82,10 @@ def finetune(checkpoint: str, *, epochs: int = 30, lr: float = 0.05, weight_deca
         logits = torch.cat([model(normalize(test_bank.batch(torch.arange(s, min(s + 512, len(test_bank)), device=dev))))
                             for s in range(0, len(test_bank), 512)]).float()
     test_y = test_bank.labels
-    result = {
+    return {
         **result_header(checkpoint, pretrained, random_init),
         "train_images": len(train_bank), "test_images": len(test_bank),
-        "top1": topk_accuracy(logits, test_y, 1),
+        **logit_accuracy(logits, test_y),
         "pruning/requested_rate": pruning.rate if pruner.active else 0.0,
         "pruning/achieved_rate": 1.0 - sample_forwards / (epochs * len(train_bank)),
         "pruning/sample_forwards": sample_forwards,
@@ -93,9 +93,6 @@ def finetune(checkpoint: str, *, epochs: int = 30, lr: float = 0.05, weight_deca
         "finetune": {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size,
                      "seed": seed, "prune_selector": pruning.selector, "prune_beta": prune_beta},
     }
-    if num_classes >= 10:
-        result["top5"] = topk_accuracy(logits, test_y, 5)
-    return result
 
 
 def main(argv: Optional[list[str]] = None) -> int:

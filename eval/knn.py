@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from lightly.utils.benchmarking import knn_predict
 
-from eval.features import extract_features, load_eval_banks, load_pretrained
+from eval.features import frozen_features
 from eval.report import add_common_args, result_header, run_evaluation
 from ssl_emp.engine.trainer import resolve_device
 
@@ -49,14 +49,14 @@ def knn_eval(checkpoint: str, *, k: int = 200, temperature: float = 0.1, random_
     """kNN-classify the test split against the training split's features; returns the result record."""
     started = time.perf_counter()
     dev = resolve_device(device)
-    pretrained = load_pretrained(checkpoint, dev, random_init=random_init, seed=seed)
-    train_bank, test_bank = load_eval_banks(pretrained.config, pretrained.data_info, data_root, train_subset)
-    train_x, train_y = extract_features(pretrained.backbone, pretrained.normalize, train_bank, dev, desc="train features")
-    test_x, test_y = extract_features(pretrained.backbone, pretrained.normalize, test_bank, dev, desc="test features")
-    accuracy = knn_accuracy(train_x, train_y, test_x, test_y, pretrained.data_info["num_classes"], k, temperature)
+    features = frozen_features(checkpoint, dev, random_init=random_init, seed=seed, data_root=data_root,
+                               train_subset=train_subset)
+    train_x = features.train_x
+    accuracy = knn_accuracy(train_x, features.train_y, features.test_x, features.test_y,
+                            features.pretrained.data_info["num_classes"], k, temperature)
     return {
-        **result_header(checkpoint, pretrained, random_init),
-        "train_images": len(train_x), "test_images": len(test_x), "feature_dim": train_x.shape[1],
+        **result_header(checkpoint, features.pretrained, random_init),
+        "train_images": len(train_x), "test_images": len(features.test_x), "feature_dim": train_x.shape[1],
         **accuracy,
         "seconds": round(time.perf_counter() - started, 2),
         "knn": {"k": k, "temperature": temperature},

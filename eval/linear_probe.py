@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eval.features import extract_features, load_eval_banks, load_pretrained
+from eval.features import frozen_features
 from eval.report import add_common_args, result_header, run_evaluation
 from ssl_emp.engine.trainer import resolve_device
 
@@ -26,6 +26,14 @@ from ssl_emp.engine.trainer import resolve_device
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
     topk = logits.topk(min(k, logits.shape[1]), dim=1).indices
     return (topk == labels[:, None]).any(dim=1).float().mean().item()
+
+
+def logit_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """``top1``, and ``top5`` where there are at least 10 classes."""
+    result = {"top1": topk_accuracy(logits, labels, 1)}
+    if logits.shape[1] >= 10:
+        result["top5"] = topk_accuracy(logits, labels, 5)
+    return result
 
 
 def train_linear_classifier(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, epochs: int = 100,
@@ -68,25 +76,21 @@ def linear_probe(checkpoint: str, *, random_init: bool = False, epochs: int = 10
     """Probe one backbone; returns the result record (also what the CLI writes as JSON)."""
     started = time.perf_counter()
     dev = resolve_device(device)
-    pretrained = load_pretrained(checkpoint, dev, random_init=random_init, seed=seed)
-    train_bank, test_bank = load_eval_banks(pretrained.config, pretrained.data_info, data_root, train_subset)
-    train_x, train_y = extract_features(pretrained.backbone, pretrained.normalize, train_bank, dev, desc="train features")
-    test_x, test_y = extract_features(pretrained.backbone, pretrained.normalize, test_bank, dev, desc="test features")
-    num_classes = pretrained.data_info["num_classes"]
+    features = frozen_features(checkpoint, dev, random_init=random_init, seed=seed, data_root=data_root,
+                               train_subset=train_subset)
+    train_x, train_y = features.train_x, features.train_y
+    num_classes = features.pretrained.data_info["num_classes"]
     classifier = train_linear_classifier(train_x, train_y, num_classes, epochs, lr, weight_decay, seed=seed)
     with torch.no_grad():
-        logits = classifier(test_x)
-    result = {
-        **result_header(checkpoint, pretrained, random_init),
-        "train_images": len(train_x), "test_images": len(test_x),
+        logits = classifier(features.test_x)
+    return {
+        **result_header(checkpoint, features.pretrained, random_init),
+        "train_images": len(train_x), "test_images": len(features.test_x),
         "feature_dim": train_x.shape[1],
-        "top1": topk_accuracy(logits, test_y, 1),
+        **logit_accuracy(logits, features.test_y),
         "seconds": round(time.perf_counter() - started, 2),
         "probe": {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "seed": seed},
     }
-    if num_classes >= 10:
-        result["top5"] = topk_accuracy(logits, test_y, 5)
-    return result
 
 
 def main(argv: Optional[list[str]] = None) -> int:
