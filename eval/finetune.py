@@ -48,7 +48,8 @@ def finetune(checkpoint: str, *, epochs: int = 30, lr: float = 0.05, weight_deca
     torch.manual_seed(seed)
     model = nn.Sequential(pretrained.backbone, nn.Linear(pretrained.feature_dim, num_classes)).to(dev)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    pruning = build_config(PruningConfig, {"scorer": "emp", "memory": "entropy", "beta": prune_beta,
+    pruning = build_config(PruningConfig, {"scorer": "emp", "memory": "entropy", "normalize": "none",
+                                           "beta": prune_beta,
                                            "selector": prune_selector if prune_rate > 0 else "full",
                                            "rate": prune_rate}, source="fine-tuning pruning options")
     pruner = Pruner(pruning, len(train_bank), epochs, seed, dev)
@@ -86,7 +87,7 @@ def finetune(checkpoint: str, *, epochs: int = 30, lr: float = 0.05, weight_deca
         **result_header(checkpoint, pretrained, random_init),
         "train_images": len(train_bank), "test_images": len(test_bank),
         **logit_accuracy(logits, test_y),
-        "pruning/requested_rate": pruning.rate if pruner.active else 0.0,
+        "pruning/requested_rate": pruning.rate,
         "pruning/achieved_rate": 1.0 - sample_forwards / (epochs * len(train_bank)),
         "pruning/sample_forwards": sample_forwards,
         "seconds": round(time.perf_counter() - started, 2),

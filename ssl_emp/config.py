@@ -78,15 +78,20 @@ class PruningConfig(_Section):
     selector: str = Field("full", description="full | random | infobatch | topk | eps_greedy")
     rate: float = Field(0.0, ge=0, lt=1, description="fraction of sample-forwards skipped over the whole run")
     beta: float = Field(1.0, ge=0, allow_inf_nan=False, description="emp: weight of the memory term")
-    memory: str = Field("agreement", description="emp memory form: agreement | disagreement | entropy | forgetting "
-                        "(default chosen by benchmarks/pruning_quality.py; see README)")
+    memory: str = Field("drift", description="emp memory form: drift | loss_change | recency | agreement | "
+                        "disagreement | entropy | forgetting (default chosen by benchmarks/pruning_quality.py; README)")
+    normalize: Literal["zscore", "none"] = Field(
+        "zscore", description="emp: put loss and memory on one scale before combining (running z-score), or "
+        "none: raw loss + beta * memory (the paper's supervised form)")
     warmup_epochs: int = Field(1, ge=0, description="full-data epochs at the start (fill the score table)")
-    anneal: float = Field(0.125, ge=0, lt=1, description="final fraction of epochs on full data (InfoBatch)")
+    anneal: float = Field(0.125, ge=0, lt=1, description="the last ceil(anneal * epochs) epochs train on full data "
+                          "(InfoBatch's 1 - delta)")
     eps: float = Field(0.1, ge=0, le=1, description="eps_greedy: random share of the kept budget")
     ucb_c: float = Field(1.0, ge=0, allow_inf_nan=False, description="ucb: weight of the loss spread")
     history: int = Field(5, ge=1, description="losses remembered per sample (ucb)")
     infobatch_r: Optional[float] = Field(
-        None, ge=0, le=1, description="InfoBatch drop probability; unset: chosen per epoch to match rate")
+        None, ge=0, le=1, description="infobatch: run the published rule with this drop probability (no "
+        "pruning.rate needed; the achieved rate is reported); unset: matched to pruning.rate")
     infobatch_rescale: bool = Field(True, description="InfoBatch: weight kept below-threshold samples 1/(1-r)")
 
     @field_validator("scorer", "selector", "memory")
@@ -98,6 +103,17 @@ class PruningConfig(_Section):
         if value not in known:
             raise ValueError(f"unknown {info.field_name} '{value}'; known: {', '.join(known)}")
         return value
+
+    @model_validator(mode="after")
+    def _published_infobatch_sets_its_own_rate(self):
+        if self.infobatch_r is not None and self.selector != "infobatch":
+            raise ValueError(f"pruning.infobatch_r is read by the infobatch selector only, not by "
+                             f"'{self.selector}'; set pruning.selector=infobatch or drop infobatch_r")
+        if self.infobatch_r is not None and self.rate > 0:
+            raise ValueError("pruning.infobatch_r runs InfoBatch's published rule, whose drop probability sets the "
+                             "rate; pruning.rate would be ignored. Give one: infobatch_r (published rule) or rate "
+                             "(r matched to that rate each epoch)")
+        return self
 
     @model_validator(mode="after")
     def _scores_exist_before_score_driven_pruning(self):

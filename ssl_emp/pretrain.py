@@ -29,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_request(pruning) -> str:
+    if pruning.infobatch_r is not None:
+        return f"InfoBatch's published rule (r={pruning.infobatch_r:g}, no target rate)"
+    return f"requested rate {pruning.rate:.3f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -52,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nDone: {result.epochs_done} epochs, {result.global_step} steps in {result.seconds:.1f} s "
         f"({result.images_per_second:.0f} images/s), final loss {result.final_loss:.4f}.\n"
-        f"  pruning:       requested rate {result.requested_rate:.3f}, achieved {result.achieved_rate:.3f} "
+        f"  pruning:       {describe_request(cfg.pruning)}, achieved {result.achieved_rate:.3f} "
         f"({result.sample_forwards} of {result.full_data_forwards} sample-forwards)\n"
         f"  run directory: {result.run_dir}\n"
         f"  checkpoint:    {result.checkpoint}\n"

@@ -70,7 +70,8 @@ def test_finetune_explains_an_unreachable_rate(tiny_run):
 def test_supervised_output_makes_emp_the_papers_supervised_score():
     torch.manual_seed(0)
     logits, labels = torch.randn(10, 5), torch.randint(0, 5, (10,))
-    cfg = load_pretrain_config(None, ["pruning.scorer=emp", "pruning.memory=entropy", "pruning.beta=0.7"]).pruning
+    cfg = load_pretrain_config(None, ["pruning.scorer=emp", "pruning.memory=entropy", "pruning.beta=0.7",
+                                      "pruning.normalize=none"]).pruning
     pruner = Pruner(cfg, num_samples=10, epochs=4, seed=0)
     pruner.observe(torch.arange(10), MethodOutput.from_logits(logits, labels), epoch=0)
     assert torch.allclose(pruner.table.scores, supervised_emp_score(logits, labels, beta=0.7), atol=1e-6)

@@ -42,7 +42,7 @@ class PretrainResult:
     final_loss: float
     seconds: float
     images_per_second: float
-    requested_rate: float
+    requested_rate: Optional[float]  # None under InfoBatch's published rule, which sets no target rate
     achieved_rate: float
     sample_forwards: int
     full_data_forwards: int
@@ -105,14 +105,18 @@ def check_resume_compatible(saved: dict, cfg: PretrainConfig, run_dir: Path) -> 
 
 
 def gather_output(output: MethodOutput, shard: Shard) -> MethodOutput:
-    """The whole global batch's per-sample outputs on every rank: one all-gather of a [4, n] block."""
+    """The whole global batch's per-sample outputs on every rank: one all-gather of a [n, 4 + d] block."""
     n = output.per_sample_loss.shape[0]
     missing = torch.full((n,), float("nan"), device=output.per_sample_loss.device)
     fields = [output.per_sample_loss, output.agreement, output.softmax_entropy, output.positive_prob]
-    block = torch.stack([(f if f is not None else missing).detach().float() for f in fields], dim=1)
-    loss, agreement, entropy, positive_prob = shard.gather_detached(block).unbind(dim=1)
+    columns = [(f if f is not None else missing).detach().float()[:, None] for f in fields]
+    if output.embedding is not None:
+        columns.append(output.embedding.detach().float())
+    block = shard.gather_detached(torch.cat(columns, dim=1))
+    loss, agreement, entropy, positive_prob = block[:, :4].unbind(dim=1)
     return MethodOutput(loss, agreement, None if fields[2] is None else entropy,
-                        None if fields[3] is None else positive_prob)
+                        None if fields[3] is None else positive_prob,
+                        block[:, 4:] if output.embedding is not None else None)
 
 
 class Pretrainer:
@@ -373,7 +377,7 @@ class Pretrainer:
             run_dir=self.run_dir, checkpoint=checkpoint, epochs_done=self.epoch, global_step=self.global_step,
             final_loss=last_epoch_loss, seconds=seconds,
             images_per_second=images_trained / seconds if seconds > 0 else float("nan"),
-            requested_rate=self.pruner.cfg.rate if self.pruner.active else 0.0,
+            requested_rate=self.pruner.requested_rate,
             achieved_rate=1.0 - self.samples_seen / (self.epoch * len(self.bank)),
             sample_forwards=self.samples_seen, full_data_forwards=self.epoch * len(self.bank), history=history,
             is_main=self.ctx.is_main)

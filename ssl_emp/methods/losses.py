@@ -56,6 +56,12 @@ def per_sample_ntxent_with_stats(z0: torch.Tensor, z1: torch.Tensor, temperature
     return (row_loss.view(2, batch).mean(dim=0), *_row_stats(logits, positives, batch))
 
 
+def sample_embedding(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+    """Where a sample sits, detached: the normalised mean of its two views' normalised embeddings."""
+    z0, z1 = F.normalize(z0.detach().float(), dim=1), F.normalize(z1.detach().float(), dim=1)
+    return F.normalize(z0 + z1, dim=1)
+
+
 def view_agreement(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of each sample's two view embeddings, detached: a statistic, not a loss."""
     return F.cosine_similarity(z0.detach().float(), z1.detach().float(), dim=1)

@@ -19,7 +19,7 @@ from torch import nn
 from ssl_emp.config import MethodConfig, ModelConfig
 from ssl_emp.distributed import Shard
 from ssl_emp.methods.base import ContrastiveMethod, MethodOutput
-from ssl_emp.methods.losses import per_sample_infonce_with_stats, view_agreement
+from ssl_emp.methods.losses import per_sample_infonce_with_stats, sample_embedding, view_agreement
 
 
 class MoCo(ContrastiveMethod):
@@ -50,7 +50,8 @@ class MoCo(ContrastiveMethod):
                 keys = torch.cat([shard.gather_detached(k0.float()), shard.gather_detached(k1.float())])
             _, negatives = self.queue(keys, update=self.training)
         loss, entropy, positive_prob = per_sample_infonce_with_stats(q0, q1, k0, k1, negatives, self.temperature)
-        return MethodOutput(loss, view_agreement(q0, q1), entropy, positive_prob)
+        return MethodOutput(loss, view_agreement(q0, q1), entropy, positive_prob,
+                            sample_embedding(q0, q1))
 
     # lightly registers the queue as non-persistent buffers; saving it keeps a resumed run on the same course.
     def get_extra_state(self) -> dict:

@@ -11,7 +11,7 @@ from torch import nn
 from ssl_emp.config import MethodConfig, ModelConfig
 from ssl_emp.distributed import Shard
 from ssl_emp.methods.base import ContrastiveMethod, MethodOutput
-from ssl_emp.methods.losses import per_sample_ntxent_with_stats, view_agreement
+from ssl_emp.methods.losses import per_sample_ntxent_with_stats, sample_embedding, view_agreement
 
 
 class SimCLR(ContrastiveMethod):
@@ -25,12 +25,12 @@ class SimCLR(ContrastiveMethod):
     def forward(self, view0: torch.Tensor, view1: torch.Tensor, shard: Optional[Shard] = None) -> MethodOutput:
         # Both views in one pass: one kernel launch per layer, and BatchNorm sees all 2B images as in SimCLR.
         z0, z1 = self.projection_head(self.backbone(torch.cat([view0, view1]))).chunk(2)
-        agreement = view_agreement(z0, z1)
+        agreement, embedding = view_agreement(z0, z1), sample_embedding(z0, z1)
         if shard is not None and self.gather_negatives:
             # Every rank's embeddings serve as negatives; each rank keeps the rows (losses) of its own samples,
             # which are then exactly those of a single process holding the whole global batch.
             loss, entropy, positive_prob = per_sample_ntxent_with_stats(shard.gather(z0), shard.gather(z1),
                                                                         self.temperature)
-            return MethodOutput(loss[shard.local], agreement, entropy[shard.local], positive_prob[shard.local])
+            return MethodOutput(loss[shard.local], agreement, entropy[shard.local], positive_prob[shard.local], embedding)
         loss, entropy, positive_prob = per_sample_ntxent_with_stats(z0, z1, self.temperature)
-        return MethodOutput(loss, agreement, entropy, positive_prob)
+        return MethodOutput(loss, agreement, entropy, positive_prob, embedding)

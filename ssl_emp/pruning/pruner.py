@@ -1,13 +1,18 @@
 """The pruning engine as the training loop sees it: a plan per epoch, an observation per step.
 
 **Pruning rate means one thing**: the fraction of sample-forwards skipped over the whole run. Full-data
-epochs (the first ``warmup_epochs``, the last ``anneal`` fraction) skip nothing, so the pruned epochs
+epochs (the first ``warmup_epochs``, the last ``ceil(anneal * epochs)``) skip nothing, so the pruned epochs
 skip ``rate * epochs / pruned_epochs`` each, and the run as a whole skips ``rate``.
+
+The one exception is InfoBatch's **published rule** (``selector=infobatch`` with ``infobatch_r`` set): it
+drops below-mean samples with probability r and skips whatever that comes to. It has no target rate; the
+achieved one is reported.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
@@ -15,8 +20,13 @@ from ssl_emp.methods.base import MethodOutput
 from ssl_emp.pruning.plan import EpochPlan
 from ssl_emp.pruning.scorers import SCORERS
 from ssl_emp.pruning.selectors import SELECTORS
-from ssl_emp.pruning.stats import gini, score_quantiles, visit_histogram
+from ssl_emp.pruning.stats import gini, score_quantiles, spearman, visit_histogram
 from ssl_emp.pruning.table import ScoreTable
+
+
+def annealed_epochs(anneal: float, epochs: int) -> int:
+    """InfoBatch anneals over ``ceil((1 - delta) * epochs)`` epochs; ``anneal`` is ``1 - delta``."""
+    return min(epochs, math.ceil(anneal * epochs - 1e-9))
 
 
 class Pruner:
@@ -28,20 +38,28 @@ class Pruner:
         self.table = ScoreTable(num_samples, cfg.history, device)
         self.scorer = SCORERS[cfg.scorer](cfg)
         self.selector = SELECTORS[cfg.selector](cfg)
-        self.first_annealed_epoch = epochs - int(math.floor(cfg.anneal * epochs))
+        self.published_rule = cfg.selector == "infobatch" and cfg.infobatch_r is not None
+        self.first_annealed_epoch = epochs - annealed_epochs(cfg.anneal, epochs)
         self.pruned_epochs = max(0, self.first_annealed_epoch - min(cfg.warmup_epochs, epochs))
         self.epoch_rate = self._epoch_rate()
 
     @property
     def active(self) -> bool:
-        return self.cfg.selector != "full" and self.cfg.rate > 0
+        return self.cfg.selector != "full" and (self.cfg.rate > 0 or self.published_rule)
+
+    @property
+    def requested_rate(self) -> Optional[float]:
+        """The run-level rate asked for; None under the published InfoBatch rule, which sets no target."""
+        return None if self.published_rule else self.cfg.rate
 
     def _epoch_rate(self) -> float:
-        if not self.active:
+        if not self.active or self.published_rule:
             return 0.0
         if self.pruned_epochs == 0:
-            raise ValueError(f"pruning.rate={self.cfg.rate} but no epoch is left to prune: {self.epochs} epochs, "
-                             f"{self.cfg.warmup_epochs} warm-up, anneal {self.cfg.anneal}.")
+            raise ValueError(
+                f"pruning.rate={self.cfg.rate} cannot be reached: of {self.epochs} epochs, {self.cfg.warmup_epochs} "
+                f"warm-up and {self.epochs - self.first_annealed_epoch} annealed (anneal {self.cfg.anneal}) leave "
+                "none to prune. Add epochs, or lower pruning.warmup_epochs or pruning.anneal.")
         rate = self.cfg.rate * self.epochs / self.pruned_epochs
         if rate >= 1.0:
             raise ValueError(
@@ -57,22 +75,39 @@ class Pruner:
         """The epoch's plan, shuffled; a function of (seed, epoch, table) only, so a resumed run rebuilds it."""
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         if self.is_pruned_epoch(epoch):
-            plan = self.selector.select(self.table.to_cpu(), self.epoch_rate, generator)
+            table = self.table.to_cpu()
+            table.scores = self.scorer.selection_scores(table, epoch)
+            plan = self.selector.select(table, self.epoch_rate, generator)
         else:
             plan = EpochPlan(torch.arange(self.num_samples))
         return plan.shuffled(generator)
 
     def observe(self, indices: torch.Tensor, output: MethodOutput, epoch: int) -> None:
-        """Record one step's per-sample outputs; everything stays on the device."""
+        """Record one step's per-sample outputs; everything stays on the device.
+
+        The scorer runs first, so it sees each sample's previous visit (memory terms measure what changed).
+        """
+        scores = self.scorer(output, self.table, indices, epoch)
         self.table.record(indices, output.per_sample_loss, epoch)
-        self.table.set_scores(indices, self.scorer(output, self.table, indices))
+        self.table.set_scores(indices, scores)
+
+    def memory_spearman(self, epoch: int) -> Optional[float]:
+        """Spearman rank correlation of the EMP memory term with the loss, over the samples visited in
+        ``epoch``: near 1 means the term only repeats the loss."""
+        memory = getattr(self.scorer, "last_memory", None)
+        if memory is None:
+            return None
+        visited = (self.table.last_epoch == epoch) & ~memory.isnan()
+        last = (self.table.visits - 1).clamp_min(0) % self.table.loss_history.shape[1]
+        loss = self.table.loss_history.gather(1, last[:, None]).squeeze(1)
+        return spearman(loss[visited].cpu(), memory[visited].cpu())
 
     def epoch_metrics(self, plan: EpochPlan, epochs_done: int, sample_forwards: int) -> dict:
         """Rate requested vs achieved, visit evenness and score spread; one host sync per epoch."""
         full_forwards = epochs_done * self.num_samples
         visits = self.table.visits.cpu()
         metrics = {
-            "pruning/requested_rate": self.cfg.rate,
+            "pruning/requested_rate": self.requested_rate,
             "pruning/achieved_rate": 1.0 - sample_forwards / full_forwards,
             "pruning/epoch_kept": len(plan),
             "pruning/epoch_kept_fraction": len(plan) / self.num_samples,
@@ -84,12 +119,16 @@ class Pruner:
             "pruning/never_seen": int((visits == 0).sum()),
             "pruning/visit_histogram": visit_histogram(visits),
         }
+        rho = self.memory_spearman(epochs_done - 1)
+        if rho is not None:
+            metrics["pruning/memory_spearman"] = rho
         metrics.update({f"pruning/{k}": v for k, v in plan.info.items()})
         metrics.update({f"pruning/score_{k}": v for k, v in score_quantiles(self.table.scores).items()})
         return metrics
 
     def state_dict(self) -> dict:
-        return {"table": self.table.state_dict()}
+        return {"table": self.table.state_dict(), "scorer": self.scorer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.table.load_state_dict(state["table"])
+        self.scorer.load_state_dict(state.get("scorer", {}))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 
@@ -26,3 +28,20 @@ def score_quantiles(scores: torch.Tensor) -> dict[str, float]:
         return {}
     q = torch.quantile(finite, torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64)).tolist()
     return {"min": q[0], "p10": q[1], "p50": q[2], "p90": q[3], "max": q[4], "mean": float(finite.mean())}
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    """Average ranks (ties share the mean of their positions), as Spearman's rho needs."""
+    values, inverse, counts = torch.unique(x.double(), return_inverse=True, return_counts=True)
+    first = torch.cumsum(counts, 0) - counts
+    return (first + (counts - 1) / 2.0).double()[inverse]
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> Optional[float]:
+    """Spearman rank correlation of two equally long vectors; None when either is constant or too short."""
+    if a.numel() < 3:
+        return None
+    ra, rb = _ranks(a.flatten()), _ranks(b.flatten())
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = (ra.pow(2).sum() * rb.pow(2).sum()).sqrt()
+    return None if float(denom) == 0 else float((ra * rb).sum() / denom)

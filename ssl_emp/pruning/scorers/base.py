@@ -7,10 +7,24 @@ from ssl_emp.pruning.table import ScoreTable
 
 
 class Scorer:
-    """Turns one forward pass's per-sample outputs (and the table) into scores [B]; higher = more worth training."""
+    """Turns one forward pass's per-sample outputs into scores [B]; higher = more worth training.
+
+    ``__call__`` runs inside every training step, before the table records the visit (so it sees each
+    sample's previous visit), and must stay on the device. ``selection_scores`` runs once per epoch, on the
+    CPU copy the selector reads: a scorer whose score depends on time (UCB's bonus) refreshes it there.
+    """
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
 
-    def __call__(self, output: MethodOutput, table: ScoreTable, indices: torch.Tensor) -> torch.Tensor:
+    def __call__(self, output: MethodOutput, table: ScoreTable, indices: torch.Tensor, epoch: int = 0) -> torch.Tensor:
         raise NotImplementedError
+
+    def selection_scores(self, table: ScoreTable, epoch: int) -> torch.Tensor:
+        return table.scores
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
