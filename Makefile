@@ -1,4 +1,5 @@
-# Two commands on a fresh machine:  `make demo` (set up, pretrain on digits, probe)  and  `make test`.
+# Two commands on a fresh machine:  `make demo` (set up; pretrain on digits with and without pruning; probe
+# both beside the random-init floor)  and  `make test`.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -14,9 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	rm -rf runs/digits-demo
-	$(BIN)/python -m ssl_emp.pretrain --config configs/default.yaml run.name=digits-demo
-	$(BIN)/python -m eval.linear_probe --checkpoint runs/digits-demo --compare-random
+	rm -rf runs/demo-full runs/demo-pruned
+	$(BIN)/python examples/pruning_demo.py
 
 test: setup
 	$(BIN)/python -m pytest -q

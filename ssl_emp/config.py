@@ -10,6 +10,7 @@ offending key, the closest valid key and all valid keys at that level.
 from __future__ import annotations
 
 import difflib
+import sys
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
@@ -72,10 +73,17 @@ class OptimConfig(_Section):
     min_lr_fraction: float = Field(0.0, ge=0, le=1, description="cosine ends at lr * this")
 
 
+# What ``pruning.rate`` alone asks for: the best method the pruning benchmark measured (README, "Which
+# method to use"). A scorer named without a selector gets the score-driven selector it was measured with.
+RECOMMENDED_PRUNING = {"scorer": "loss", "selector": "infobatch"}
+SCORE_SELECTOR = "infobatch"
+
+
 class PruningConfig(_Section):
     """Dynamic data pruning; see ssl_emp/pruning and DESIGN.md. rate 0 or selector full: no pruning."""
     scorer: str = Field("loss", description="loss | emp | ucb")
-    selector: str = Field("full", description="full | random | infobatch | topk | eps_greedy")
+    selector: str = Field("full", description="full | random | rs2 | infobatch | topk | eps_greedy; a rate "
+                          "given without one uses the recommended selector (README)")
     rate: float = Field(0.0, ge=0, lt=1, description="fraction of sample-forwards skipped over the whole run")
     beta: float = Field(1.0, ge=0, allow_inf_nan=False, description="emp: weight of the memory term")
     memory: str = Field("drift", description="emp memory form: drift | loss_change | recency | agreement | "
@@ -87,7 +95,7 @@ class PruningConfig(_Section):
     anneal: float = Field(0.125, ge=0, lt=1, description="the last ceil(anneal * epochs) epochs train on full data "
                           "(InfoBatch's 1 - delta)")
     eps: float = Field(0.1, ge=0, le=1, description="eps_greedy: random share of the kept budget")
-    ucb_c: float = Field(1.0, ge=0, allow_inf_nan=False, description="ucb: weight of the loss spread")
+    ucb_c: float = Field(1.0, ge=0, allow_inf_nan=False, description="ucb: weight of the exploration bonus sqrt(log t / n_i)")
     history: int = Field(5, ge=1, description="losses remembered per sample (ucb)")
     infobatch_r: Optional[float] = Field(
         None, ge=0, le=1, description="infobatch: run the published rule with this drop probability (no "
@@ -104,11 +112,22 @@ class PruningConfig(_Section):
             raise ValueError(f"unknown {info.field_name} '{value}'; known: {', '.join(known)}")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _a_rate_means_pruning(cls, data):
+        """A rate with no selector named prunes with the recommended method instead of the no-op ``full``."""
+        if isinstance(data, dict) and "selector" not in data and isinstance(data.get("rate"), (int, float)) \
+                and data["rate"] > 0:
+            data = {**data, "selector": SCORE_SELECTOR if "scorer" in data else RECOMMENDED_PRUNING["selector"]}
+            data.setdefault("scorer", RECOMMENDED_PRUNING["scorer"])
+        return data
+
     @model_validator(mode="after")
-    def _published_infobatch_sets_its_own_rate(self):
-        if self.infobatch_r is not None and self.selector != "infobatch":
-            raise ValueError(f"pruning.infobatch_r is read by the infobatch selector only, not by "
-                             f"'{self.selector}'; set pruning.selector=infobatch or drop infobatch_r")
+    def _rate_and_selector_agree(self):
+        if self.selector == "full" and self.rate > 0:
+            raise ValueError(f"pruning.selector=full trains on every sample, so pruning.rate={self.rate} would "
+                             f"prune nothing. Name a selector (recommended: {RECOMMENDED_PRUNING['selector']}) or "
+                             "set pruning.rate=0")
         if self.infobatch_r is not None and self.rate > 0:
             raise ValueError("pruning.infobatch_r runs InfoBatch's published rule, whose drop probability sets the "
                              "rate; pruning.rate would be ignored. Give one: infobatch_r (published rule) or rate "
@@ -263,12 +282,103 @@ def build_config(model: type[BaseModel], tree: dict, overrides: list[str] = (), 
 
 
 def load_pretrain_config(path: Optional[Union[str, Path]] = None, overrides: list[str] = ()) -> PretrainConfig:
+    """A recipe plus command-line overrides; a setting that cannot affect the run is refused when the command
+    line gives it, and warned about (one line on stderr) when the recipe does."""
     tree = read_yaml(path) if path else {}
-    return build_config(PretrainConfig, tree, overrides, source=str(path) if path else "defaults")
+    cfg = build_config(PretrainConfig, tree, overrides, source=str(path) if path else "defaults")
+    check_settings_used(cfg, parse_overrides(list(overrides)), tree, recipe=str(path))
+    return cfg
+
+
+# --------------------------------------------------------------------------- settings that take effect
+
+# Settings read only for some values of another setting (pruning's are declared by each scorer and selector).
+READ_ONLY_WHEN = {
+    "method.momentum": ("method.name", ("moco",)),
+    "method.queue_size": ("method.name", ("moco",)),
+    "method.gather_negatives": ("method.name", ("simclr",)),
+    "model.width": ("model.backbone", ("small_cnn",)),
+    "model.cifar_stem": ("model.backbone", ("resnet18", "resnet34", "resnet50")),
+}
+SCHEDULE = ("rate", "warmup_epochs", "anneal")  # read whenever the run prunes
+
+
+def _get(cfg: BaseModel, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def pruning_readers() -> dict[str, list[str]]:
+    """``{setting: [what reads it]}`` for the pruning settings, from each scorer's and selector's declaration."""
+    from ssl_emp import pruning
+
+    readers: dict[str, list[str]] = {name: [] for name in PruningConfig.model_fields}
+    for name, scorer in pruning.SCORERS.items():
+        for setting in scorer.reads:
+            readers[setting].append(f"scorer {name}")
+    for name, selector in pruning.SELECTORS.items():
+        for setting in selector.reads:
+            readers[setting].append(f"selector {name}")
+    readers["scorer"] = [f"selector {n}" for n, s in pruning.SELECTORS.items() if s.uses_scores]
+    for setting in SCHEDULE:
+        readers[setting] = ["every selector but full"]
+    readers["selector"] = ["every run"]
+    return readers
+
+
+def unused_settings(cfg: PretrainConfig) -> dict[str, str]:
+    """``{dotted key: why it cannot affect this run}`` for every setting this run does not read."""
+    from ssl_emp import pruning
+
+    unused = {}
+    for key, (decider, values) in READ_ONLY_WHEN.items():
+        if _get(cfg, decider) not in values:
+            unused[key] = f"read only when {decider} is {' or '.join(values)}, and here it is {_get(cfg, decider)}"
+    p = cfg.pruning
+    selector = pruning.SELECTORS[p.selector]
+    prunes = p.selector != "full" and (p.rate > 0 or p.infobatch_r is not None)
+    read = {"selector", "rate"}
+    if prunes:
+        read |= {*SCHEDULE, *selector.reads}
+        if selector.uses_scores:
+            read |= {"scorer", *pruning.SCORERS[p.scorer].reads}
+    elif p.selector != "full":
+        unused["pruning.selector"] = "with pruning.rate=0 it prunes nothing; give pruning.rate"
+    readers = pruning_readers()
+    here = f"this run uses selector {p.selector}" + (f" with scorer {p.scorer}" if "scorer" in read else "")
+    for name in PruningConfig.model_fields:
+        if name not in read:
+            who = ", ".join(readers[name]) or "nothing"
+            unused[f"pruning.{name}"] = f"read by {who}; {here}" if prunes else f"read by {who}; this run does not prune"
+    return unused
+
+
+def _flat_keys(tree: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        keys |= _flat_keys(value, dotted + ".") if isinstance(value, dict) else {dotted}
+    return keys
+
+
+def check_settings_used(cfg: PretrainConfig, command_line: dict, recipe_tree: dict, recipe: str = "recipe") -> None:
+    """Refuse a command-line setting that cannot affect the run; warn, once, about such recipe settings.
+    Defaults nobody wrote say nothing."""
+    unused = unused_settings(cfg)
+    given = _flat_keys(command_line)
+    refused = [f"{key} ({why})" for key, why in unused.items() if key in given]
+    if refused:
+        raise ConfigError("These settings would have no effect on this run: " + "; ".join(refused) + ".")
+    from_recipe = sorted(key for key in unused if key in _flat_keys(recipe_tree))
+    if from_recipe:
+        print(f"warning: {recipe} sets {', '.join(from_recipe)}, which this run does not read "
+              f"({unused[from_recipe[0]]}{'; ...' if len(from_recipe) > 1 else ''})", file=sys.stderr)
 
 
 def describe_options(model: type[BaseModel] = PretrainConfig) -> str:
-    """One line per option, for --help."""
+    """One line per option, for --help, with what reads the settings that are not always read."""
+    readers = pruning_readers()
     rows = []
     for section_name, section_field in model.model_fields.items():
         section = section_field.annotation
@@ -281,5 +391,11 @@ def describe_options(model: type[BaseModel] = PretrainConfig) -> str:
             else:
                 annotation = getattr(field.annotation, "__name__", str(field.annotation))
             doc = f"  {field.description}" if field.description else ""
-            rows.append(f"  {section_name}.{name} = {field.default!r}   [{annotation}]{doc}")
+            key = f"{section_name}.{name}"
+            if key in READ_ONLY_WHEN:
+                decider, values = READ_ONLY_WHEN[key]
+                doc += f"  (read when {decider} is {' | '.join(values)})"
+            elif section_name == "pruning" and readers.get(name):
+                doc += f"  (read by: {', '.join(readers[name])})"
+            rows.append(f"  {key} = {field.default!r}   [{annotation}]{doc}")
     return "\n".join(rows)

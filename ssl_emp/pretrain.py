@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from ssl_emp.config import ConfigError, build_config, describe_options, load_pretrain_config, PretrainConfig
+from ssl_emp.config import (ConfigError, PretrainConfig, build_config, check_settings_used, describe_options,
+                            load_pretrain_config, parse_overrides)
 from ssl_emp.data import DatasetNotFoundError
 from ssl_emp.engine import CheckpointError, RunDirError, pretrain
 
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             tree = yaml.safe_load(saved.read_text())
             overrides = [*args.overrides, f"run.out_dir={run_dir.parent}", f"run.name={run_dir.name}", "run.resume=true"]
             cfg = build_config(PretrainConfig, tree, overrides, source=str(saved))
+            check_settings_used(cfg, parse_overrides(args.overrides), {})
         else:
             cfg = load_pretrain_config(args.config, args.overrides)
         recipe = Path(args.config).stem if args.config else "run"

@@ -171,7 +171,8 @@ def test_resume_with_an_incompatible_config_is_explained(tiny_overrides):
 
     pretrain(load_pretrain_config("configs/default.yaml", [*tiny_overrides, "monitor.every=0"]), show_progress=False)
     changed = load_pretrain_config("configs/default.yaml", [*tiny_overrides, "monitor.every=0", "run.resume=true",
-                                                            "model.width=16", "method.name=moco"])
+                                                            "model.width=16", "method.name=moco",
+                                                            "method.queue_size=256"])
     with pytest.raises(RunDirError, match="fixed for the life of a run") as error:
         pretrain(changed, show_progress=False)
     assert "method.name: 'simclr' -> 'moco'" in str(error.value) and "model.width: 8 -> 16" in str(error.value)

@@ -102,8 +102,6 @@ def test_published_infobatch_runs_without_a_rate_and_anneals_ceil_of_one_minus_d
 def test_published_infobatch_with_a_rate_is_refused():
     with pytest.raises(ValueError, match="would be ignored"):
         PruningConfig(selector="infobatch", infobatch_r=0.5, rate=0.3)
-    with pytest.raises(ValueError, match="infobatch selector only"):
-        PruningConfig(selector="random", infobatch_r=0.5)
 
 
 def test_matched_infobatch_drops_below_mean_first():

@@ -26,6 +26,7 @@ from ssl_emp.engine.monitor import KNNMonitor
 from ssl_emp.engine.optim import build_optimizer, learning_rate
 from ssl_emp.methods import ContrastiveMethod, MethodOutput, build_method
 from ssl_emp.pruning import EpochPlan, Pruner
+from ssl_emp.pruning.selectors.base import budget
 from ssl_emp.tracking import NullTracker, Tracker
 
 
@@ -119,6 +120,23 @@ def gather_output(output: MethodOutput, shard: Shard) -> MethodOutput:
                         block[:, 4:] if output.embedding is not None else None)
 
 
+def check_fits_the_data(cfg: PretrainConfig, num_images: int, pruner: Pruner) -> None:
+    """Settings valid one by one that make no sense for this dataset."""
+    # MoCo enqueues two keys per sample (one per view), so the queue spans queue_size / 2 samples.
+    if cfg.method.name == "moco" and cfg.method.queue_size // 2 >= num_images:
+        raise ValueError(f"method.queue_size={cfg.method.queue_size} holds the keys of {cfg.method.queue_size // 2} "
+                         f"samples (two views each), not fewer than the dataset's {num_images} images: each sample's "
+                         f"own earlier keys would be among its negatives. Use a queue below {2 * num_images}.")
+    if pruner.active and not pruner.published_rule:
+        # The user's notion of what is left: (1 - rate) of the data. (Pruned epochs keep a little less, making up
+        # for the full warm-up and annealing epochs; there the batch is at most one epoch.)
+        kept = budget(num_images, pruner.cfg.rate)
+        if cfg.train.batch_size > kept:
+            raise ValueError(f"train.batch_size={cfg.train.batch_size} is larger than the {kept} images left per "
+                             f"epoch at pruning.rate={cfg.pruning.rate} ({num_images} images); lower the batch size "
+                             "or the rate.")
+
+
 class Pretrainer:
     """Owns the model, optimizer and data of one pretraining run."""
 
@@ -163,6 +181,7 @@ class Pretrainer:
         self.monitor = (KNNMonitor(cfg, bank.image_size, self.mean, self.std, self.device)
                         if cfg.monitor.every and self.ctx.is_main else None)
         self.pruner = Pruner(cfg.pruning, len(self.bank), cfg.train.epochs, cfg.train.seed, self.device)
+        check_fits_the_data(cfg, len(bank), self.pruner)
         self.epoch = 0
         self.global_step = 0
         self.samples_seen = 0

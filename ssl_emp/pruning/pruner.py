@@ -71,13 +71,20 @@ class Pruner:
     def is_pruned_epoch(self, epoch: int) -> bool:
         return self.active and self.cfg.warmup_epochs <= epoch < self.first_annealed_epoch
 
+    def skip_fraction(self, epoch: int) -> float:
+        """The fraction a pruned epoch skips: ``epoch_rate``, rounded to whole samples so that the rounding
+        never accumulates (after k pruned epochs, ``round(k * epoch_rate * N)`` samples were skipped)."""
+        k = epoch - self.cfg.warmup_epochs + 1
+        n = self.num_samples
+        return (round(k * self.epoch_rate * n) - round((k - 1) * self.epoch_rate * n)) / n
+
     def plan(self, epoch: int) -> EpochPlan:
         """The epoch's plan, shuffled; a function of (seed, epoch, table) only, so a resumed run rebuilds it."""
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         if self.is_pruned_epoch(epoch):
             table = self.table.to_cpu()
             table.scores = self.scorer.selection_scores(table, epoch)
-            plan = self.selector.select(table, self.epoch_rate, generator)
+            plan = self.selector.select(table, self.skip_fraction(epoch), generator)
         else:
             plan = EpochPlan(torch.arange(self.num_samples))
         return plan.shuffled(generator)

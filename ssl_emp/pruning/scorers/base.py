@@ -14,6 +14,8 @@ class Scorer:
     CPU copy the selector reads: a scorer whose score depends on time (UCB's bonus) refreshes it there.
     """
 
+    reads: tuple[str, ...] = ()  # the pruning settings this scorer reads (the config refuses the others)
+
     def __init__(self, cfg) -> None:
         self.cfg = cfg
 

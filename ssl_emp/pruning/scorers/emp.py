@@ -106,6 +106,8 @@ class RunningZScore:
 
 
 class EMPScorer(Scorer):
+    reads = ("beta", "memory", "normalize")
+
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         self.form = MEMORY_FORMS[cfg.memory]

@@ -14,6 +14,8 @@ from ssl_emp.pruning.scorers.base import Scorer
 
 
 class UCBScorer(Scorer):
+    reads = ("ucb_c", "history")
+
     def __call__(self, output, table, indices, epoch=0):
         # The sample's recent losses including this one (the slot this visit will overwrite holds the oldest).
         window = table.loss_history[indices].clone()

@@ -5,11 +5,13 @@ from ssl_emp.pruning.selectors.eps_greedy import EpsGreedySelector
 from ssl_emp.pruning.selectors.full import FullSelector
 from ssl_emp.pruning.selectors.infobatch import InfoBatchSelector
 from ssl_emp.pruning.selectors.random import RandomSelector
+from ssl_emp.pruning.selectors.rs2 import RS2Selector
 from ssl_emp.pruning.selectors.topk import TopKSelector
 
 SELECTORS: dict[str, type[Selector]] = {
     "full": FullSelector,
     "random": RandomSelector,
+    "rs2": RS2Selector,
     "infobatch": InfoBatchSelector,
     "topk": TopKSelector,
     "eps_greedy": EpsGreedySelector,

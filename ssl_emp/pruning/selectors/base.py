@@ -9,6 +9,9 @@ from ssl_emp.pruning.table import ScoreTable
 class Selector:
     """Builds a pruned epoch's plan from the score table (a CPU copy), skipping about ``rate`` of the samples."""
 
+    reads: tuple[str, ...] = ()  # the pruning settings this selector reads besides rate and the schedule
+    uses_scores = True  # False: the scorer (and its settings) cannot change which samples are kept
+
     def __init__(self, cfg) -> None:
         self.cfg = cfg
 
@@ -18,7 +21,7 @@ class Selector:
 
 def budget(num_samples: int, rate: float) -> int:
     """How many samples a pruned epoch keeps: at least one."""
-    return max(1, int(round((1.0 - rate) * num_samples)))
+    return max(1, num_samples - int(round(rate * num_samples)))
 
 
 def top_by_score(scores: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:

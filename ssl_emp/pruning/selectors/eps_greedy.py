@@ -7,6 +7,8 @@ from ssl_emp.pruning.selectors.base import Selector, budget, top_by_score
 
 
 class EpsGreedySelector(Selector):
+    reads = ("eps",)
+
     def select(self, table, rate, generator):
         keep = budget(table.num_samples, rate)
         explore = int(round(self.cfg.eps * keep))

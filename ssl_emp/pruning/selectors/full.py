@@ -7,5 +7,7 @@ from ssl_emp.pruning.selectors.base import Selector
 
 
 class FullSelector(Selector):
+    uses_scores = False
+
     def select(self, table, rate, generator):
         return EpochPlan(torch.arange(table.num_samples))

@@ -33,6 +33,8 @@ def below_mean(scores: torch.Tensor) -> torch.Tensor:
 
 
 class InfoBatchSelector(Selector):
+    reads = ("infobatch_r", "infobatch_rescale")
+
     def select(self, table, rate, generator):
         scores = table.scores
         n = table.num_samples

@@ -1,0 +1,136 @@
+"""Every setting a user gives takes effect, or the run says why not (and what would use it)."""
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ssl_emp.config import RECOMMENDED_PRUNING, SCORE_SELECTOR, ConfigError, load_pretrain_config
+from ssl_emp.pretrain import main
+
+RECIPE = "configs/default.yaml"
+
+
+def _tiny(tmp_path, name="run"):
+    return ["model.proj_hidden_dim=32", "model.proj_output_dim=16", "tracking.wandb=disabled", "monitor.every=0",
+            f"run.out_dir={tmp_path}", f"run.name={name}", "train.checkpoint_every=100"]
+
+
+def test_a_rate_alone_prunes_with_the_recommended_method():
+    cfg = load_pretrain_config(RECIPE, ["pruning.rate=0.7"]).pruning
+    assert (cfg.scorer, cfg.selector) == (RECOMMENDED_PRUNING["scorer"], RECOMMENDED_PRUNING["selector"])
+    cfg = load_pretrain_config(RECIPE, ["pruning.scorer=emp", "pruning.rate=0.7"]).pruning
+    assert (cfg.scorer, cfg.selector) == ("emp", SCORE_SELECTOR)
+
+
+def test_emp_with_a_rate_prunes_and_the_summary_reports_the_rate_asked_for(tmp_path, capsys):
+    """Was: no pruning at all, and the summary said 'requested rate 0.000'."""
+    code = main(["--config", RECIPE, *_tiny(tmp_path), "model.width=8", "train.epochs=20", "train.batch_size=128",
+                 "pruning.scorer=emp", "pruning.rate=0.7"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "requested rate 0.700, achieved 0.70" in out
+
+
+@pytest.mark.parametrize("overrides, named", [
+    (["pruning.selector=full", "pruning.rate=0.5"], "pruning.selector=full"),
+    (["pruning.scorer=emp", "pruning.selector=random", "pruning.rate=0.5"], "pruning.scorer"),
+    (["pruning.scorer=loss", "pruning.beta=2", "pruning.selector=infobatch", "pruning.rate=0.5"], "pruning.beta"),
+    (["pruning.memory=recency", "pruning.selector=topk", "pruning.rate=0.5"], "pruning.memory"),
+    (["pruning.eps=0.3", "pruning.selector=topk", "pruning.rate=0.5"], "pruning.eps"),
+    (["pruning.infobatch_r=0.5", "pruning.selector=random"], "pruning.infobatch_r"),
+    (["pruning.selector=random"], "pruning.selector"),
+    (["pruning.scorer=emp"], "pruning.scorer"),
+    (["method.queue_size=512"], "method.queue_size"),
+    (["model.cifar_stem=true"], "model.cifar_stem"),
+])
+def test_a_command_line_setting_that_cannot_take_effect_is_refused(overrides, named, capsys):
+    assert main(["--config", RECIPE, *overrides]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and named in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_the_refusal_says_what_would_read_the_setting():
+    with pytest.raises(ConfigError, match=r"pruning.eps \(read by selector eps_greedy; this run uses selector topk"):
+        load_pretrain_config(RECIPE, ["pruning.eps=0.3", "pruning.selector=topk", "pruning.rate=0.5"])
+
+
+def test_recipe_settings_that_this_run_does_not_read_warn_once(tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("pruning:\n  eps: 0.2\n  beta: 2.0\n  selector: infobatch\n  rate: 0.5\n")
+    cfg = load_pretrain_config(recipe, [])
+    err = capsys.readouterr().err
+    assert cfg.pruning.eps == 0.2
+    assert err.count("\n") == 1 and err.startswith("warning: ") and "pruning.beta, pruning.eps" in err
+    load_pretrain_config(RECIPE, ["pruning.rate=0.5"])  # defaults nobody wrote say nothing
+    assert capsys.readouterr().err == ""
+
+
+def test_moco_queue_as_large_as_the_dataset_is_refused(tmp_path, capsys):
+    code = main(["--config", "configs/moco_digits.yaml", *_tiny(tmp_path), "method.queue_size=100000"])
+    err = capsys.readouterr().err
+    assert code == 2 and "method.queue_size=100000" in err and "1347 images" in err
+
+
+def test_a_batch_larger_than_a_pruned_epoch_is_refused(tmp_path, capsys):
+    code = main(["--config", RECIPE, *_tiny(tmp_path), "train.epochs=40", "train.batch_size=512", "pruning.rate=0.7"])
+    err = capsys.readouterr().err
+    assert code == 2 and "train.batch_size=512" in err and "lower the batch size or the rate" in err
+
+
+# --------------------------------------------------------------------------- property-based
+
+
+_CONFIGS = st.fixed_dictionaries({
+    "method.name": st.sampled_from(["simclr", "moco"]),
+    "pruning.scorer": st.sampled_from(["loss", "emp", "ucb", None]),
+    "pruning.selector": st.sampled_from(["full", "random", "rs2", "infobatch", "topk", "eps_greedy", None]),
+    "pruning.rate": st.sampled_from([0.0, 0.1, 0.3, 0.5, 0.7, 0.85, 0.95, None]),
+    "pruning.infobatch_r": st.sampled_from([0.5, None, None, None]),
+    "pruning.beta": st.sampled_from([0.0, 0.5, 2.0, None]),
+    "pruning.memory": st.sampled_from(["drift", "loss_change", "recency", "agreement", "entropy", None]),
+    "pruning.warmup_epochs": st.sampled_from([0, 1, 2, None]),
+    "pruning.anneal": st.sampled_from([0.0, 0.125, 0.5, None]),
+    "train.epochs": st.integers(1, 6),
+    "train.batch_size": st.sampled_from([2, 16, 48, 100]),
+})
+
+
+def _check_config(tmp_path, capsys, drawn: dict, counter=[0]):
+    """Either it trains and reports an achieved rate within 0.005 of the requested one with a finite final loss,
+    or it exits 2 with a one-line ``error:`` and no traceback."""
+    counter[0] += 1
+    overrides = [f"{k}={v}" for k, v in drawn.items() if v is not None]
+    argv = ["--config", RECIPE, *_tiny(tmp_path, f"p{counter[0]}"), "data.subset=96", "model.width=8",
+            *(["method.queue_size=32"] if drawn["method.name"] == "moco" else []), *overrides]
+    code = main(argv)
+    captured = capsys.readouterr()
+    if code == 2:
+        assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
+        assert "Traceback" not in captured.err
+        return
+    assert code == 0, captured
+    line = next(line for line in captured.out.splitlines() if "pruning:" in line)
+    loss = float(captured.out.split("final loss ")[1].split(".\n")[0])
+    assert math.isfinite(loss)
+    achieved = float(line.split("achieved ")[1].split(" ")[0])
+    if "published rule" in line:
+        assert 0.0 <= achieved < 1.0
+    else:
+        requested = float(line.split("requested rate ")[1].split(",")[0])
+        assert requested == (drawn["pruning.rate"] or 0.0)
+        assert abs(achieved - requested) <= 0.005 + 0.0005  # the summary prints 3 decimals
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(drawn=_CONFIGS)
+def test_every_drawn_config_trains_at_its_rate_or_refuses_cleanly(tmp_path, capsys, drawn):
+    _check_config(tmp_path, capsys, drawn)
+
+
+@pytest.mark.slow
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(drawn=_CONFIGS)
+def test_every_drawn_config_trains_at_its_rate_or_refuses_cleanly_slow_tier(tmp_path, capsys, drawn):
+    _check_config(tmp_path, capsys, drawn)
