@@ -252,6 +252,7 @@ def summarise(records: list[dict], out_dir: Path, datasets: list[str]) -> dict:
             row[key] = None if method == ref_name or not ref else paired_difference(group, ref)
         rows.append(row)
     summary = {
+        "recommended": recommend(rows, datasets, emp_default),
         "floor": {d: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
                   for d, v in floors.items() if v},
         "rows": rows,
@@ -265,6 +266,20 @@ def summarise(records: list[dict], out_dir: Path, datasets: list[str]) -> dict:
     (out_dir / "pruning_quality.md").write_text(markdown_table(summary))
     plot(summary, out_dir / "pruning_quality.png")
     return summary
+
+
+def recommend(rows: list[dict], datasets: list[str], emp_default):
+    """What ``pruning.rate`` alone should use: the selector method with the highest top-1 at rate 0.7, averaged
+    over the datasets (full_equal_compute is no selector; the README sets it beside the winner)."""
+    best = None
+    for method, overrides in METHODS.items():
+        means = [r["mean"] for r in rows if r["method"] == method and r["rate"] == MAIN_RATE]
+        if len(means) == len(datasets):
+            if method == "emp":
+                overrides = emp_default["overrides"]
+            if best is None or statistics.mean(means) > best["mean_top1_at_0.7"]:
+                best = {"method": method, "mean_top1_at_0.7": statistics.mean(means), "overrides": overrides}
+    return best
 
 
 def _mean_or_none(values):
