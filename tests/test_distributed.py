@@ -47,6 +47,9 @@ def _worker(rank, world_size, port, overrides, out_dir):
     def recording_run(self, tracker, show_progress=None):
         result = original_run(self, tracker, show_progress)
         final["table"] = self.pruner.table.state_dict()
+        if hasattr(self.model, "queue"):
+            final["queue"] = self.model.queue.keys.clone()
+            final["ddp_ignores"] = sorted(self.forward.parameters_to_ignore)
         return result
 
     ImageBank.batch, Pruner.plan, Pretrainer.run = recording_batch, recording_plan, recording_run
@@ -55,7 +58,8 @@ def _worker(rank, world_size, port, overrides, out_dir):
     finally:
         ImageBank.batch, Pruner.plan, Pretrainer.run = original_batch, original_plan, original_run
     per_epoch = [torch.cat([idx for e, idx in trained if e == epoch]) for epoch in range(len(plans))]
-    torch.save({"trained": per_epoch, "plans": plans, "table": final["table"],
+    torch.save({"trained": per_epoch, "plans": plans, "table": final["table"], "queue": final.get("queue"),
+                "ddp_ignores": final.get("ddp_ignores"),
                 "achieved_rate": result.achieved_rate, "sample_forwards": result.sample_forwards},
                os.path.join(out_dir, f"rank{rank}.pt"))
 
@@ -95,6 +99,9 @@ def test_two_ranks_train_each_planned_index_once_and_keep_identical_score_tables
         # Identical score tables on both ranks (NaN marks loss-history slots not yet filled, on both alike).
         torch.testing.assert_close(value, r1["table"][key], rtol=0, atol=0, equal_nan=True, msg=key)
     assert r0["achieved_rate"] == pytest.approx(0.5, abs=0.01) and r0["sample_forwards"] == r1["sample_forwards"]
+    if method == "moco":  # every rank enqueued the same keys, so DDP need not (and does not) broadcast the queue
+        assert torch.equal(r0["queue"], r1["queue"])
+        assert r0["ddp_ignores"] == ["queue.keys", "queue.pointer"]
 
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ def test_moco_outputs_train_only_the_query_encoder_and_fill_the_queue():
     out.training_loss().backward()
     assert all(p.grad is not None for p in model.backbone.parameters())
     assert all(p.grad is None and not p.requires_grad for p in model.backbone_momentum.parameters())
-    assert int(model.queue.bank_ptr) == 16  # both views' keys were enqueued
+    assert int(model.queue.pointer) == 16  # both views' keys were enqueued
 
 
 def test_momentum_encoder_follows_the_query_encoder():
@@ -60,9 +60,37 @@ def test_queue_is_part_of_the_state_dict():
     model(torch.rand(8, 1, 8, 8), torch.rand(8, 1, 8, 8))
     state = model.state_dict()
     fresh = build_method(cfg.method, cfg.model, in_channels=1)
-    assert not torch.equal(fresh.queue.bank, model.queue.bank)
+    assert not torch.equal(fresh.queue.keys, model.queue.keys)
     fresh.load_state_dict(state)
-    assert torch.equal(fresh.queue.bank, model.queue.bank) and int(fresh.queue.bank_ptr) == 16
+    assert torch.equal(fresh.queue.keys, model.queue.keys) and int(fresh.queue.pointer) == 16
+
+
+def test_queue_is_a_ring_that_overwrites_the_oldest_keys():
+    from ssl_emp.methods.queue import KeyQueue
+
+    queue = KeyQueue(5, 2)
+    for start in (0, 3):  # 3 keys, then 3 more: the 6th wraps around onto slot 0
+        queue.push(torch.arange(start, start + 3, dtype=torch.float32)[:, None].expand(3, 2))
+    assert queue.keys[:, 0].tolist() == [5.0, 1.0, 2.0, 3.0, 4.0] and int(queue.pointer) == 1
+    queue.push(torch.arange(10, 17, dtype=torch.float32)[:, None].expand(7, 2))  # more than fits: the last 5
+    assert sorted(queue.keys[:, 0].tolist()) == [12.0, 13.0, 14.0, 15.0, 16.0]
+
+
+def test_a_moco_step_reads_nothing_back_to_the_host(monkeypatch):
+    """A host read (.item(), int(), bool()) in the forward pass or the enqueue would be a GPU sync every step."""
+    model, _ = _moco()
+    x0, x1 = torch.rand(8, 1, 8, 8), torch.rand(8, 1, 8, 8)
+
+    def host_read(*args, **kwargs):
+        raise AssertionError("host read during a MoCo step")
+
+    for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, host_read)
+    out = model(x0, x1)
+    out.training_loss().backward()
+    model.on_step_end()
+    monkeypatch.undo()
+    assert int(model.queue.pointer) == 16
 
 
 @pytest.mark.parametrize("memory", list(MEMORY_FORMS))

@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ssl_emp.config import RECOMMENDED_PRUNING, SCORE_SELECTOR, ConfigError, load_pretrain_config
@@ -109,7 +109,9 @@ def _check_config(tmp_path, capsys, drawn: dict, counter=[0]):
     if code == 2:
         assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
         assert "Traceback" not in captured.err
+        event("refused")
         return
+    event("trained")
     assert code == 0, captured
     line = next(line for line in captured.out.splitlines() if "pruning:" in line)
     loss = float(captured.out.split("final loss ")[1].split(".\n")[0])

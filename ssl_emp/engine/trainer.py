@@ -25,6 +25,7 @@ from ssl_emp.engine.checkpoint import FORMAT, CheckpointError, atomic_save, load
 from ssl_emp.engine.monitor import KNNMonitor
 from ssl_emp.engine.optim import build_optimizer, learning_rate
 from ssl_emp.methods import ContrastiveMethod, MethodOutput, build_method
+from ssl_emp.methods.queue import ddp_ignored_buffer_names
 from ssl_emp.pruning import EpochPlan, Pruner
 from ssl_emp.pruning.selectors.base import budget
 from ssl_emp.tracking import NullTracker, Tracker
@@ -171,6 +172,9 @@ class Pretrainer:
                     raise ValueError("train.sync_batchnorm=true needs CUDA: PyTorch's SyncBatchNorm has no CPU "
                                      "implementation. Leave it off for CPU (gloo) runs.")
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            # MoCo's queue is identical on every rank by construction; DDP must not broadcast it each step.
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                self.model, ddp_ignored_buffer_names(self.model))
             self.forward = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.cuda else None)
             # Augmentations differ per rank (as with per-rank data loaders); weights were seeded identically above.
             torch.manual_seed(cfg.train.seed + 1_000_003 * self.ctx.rank)

@@ -1,8 +1,9 @@
 """MoCo v2 (Chen et al., 2020): a momentum key encoder, a queue of negatives, symmetric InfoNCE.
 
-lightly provides the pieces: the projection head, the momentum update and the queue
-(``MemoryBankModule``). The loss is written out per sample (``losses.per_sample_infonce_with_stats``)
-because pruning needs one loss per sample, which lightly's ``NTXentLoss`` averages away.
+lightly provides the projection head and the momentum update. The queue is the project's own device-side
+ring buffer (``queue.KeyQueue``: lightly's ``MemoryBankModule`` syncs with the host every step), and the
+loss is written out per sample (``losses.per_sample_infonce_with_stats``) because pruning needs one loss per
+sample, which lightly's ``NTXentLoss`` averages away.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Optional
 
 import torch
 from lightly.models.modules.heads import MoCoProjectionHead
-from lightly.models.modules.memory_bank import MemoryBankModule
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from torch import nn
 
@@ -20,6 +20,7 @@ from ssl_emp.config import MethodConfig, ModelConfig
 from ssl_emp.distributed import Shard
 from ssl_emp.methods.base import ContrastiveMethod, MethodOutput
 from ssl_emp.methods.losses import per_sample_infonce_with_stats, sample_embedding, view_agreement
+from ssl_emp.methods.queue import KeyQueue
 
 
 class MoCo(ContrastiveMethod):
@@ -32,8 +33,7 @@ class MoCo(ContrastiveMethod):
         self.projection_head_momentum = copy.deepcopy(self.projection_head)
         deactivate_requires_grad(self.backbone_momentum)
         deactivate_requires_grad(self.projection_head_momentum)
-        self.queue = MemoryBankModule(size=(method_cfg.queue_size, model_cfg.proj_output_dim),
-                                      gather_distributed=False, feature_dim_first=False)
+        self.queue = KeyQueue(method_cfg.queue_size, model_cfg.proj_output_dim)
         self.temperature = method_cfg.temperature
         self.momentum = method_cfg.momentum
 
@@ -48,18 +48,12 @@ class MoCo(ContrastiveMethod):
             keys = torch.cat([k0, k1]).float()
             if shard is not None:
                 keys = torch.cat([shard.gather_detached(k0.float()), shard.gather_detached(k1.float())])
-            _, negatives = self.queue(keys, update=self.training)
+            negatives = self.queue.keys.clone()
+            if self.training:
+                self.queue.push(keys)
         loss, entropy, positive_prob = per_sample_infonce_with_stats(q0, q1, k0, k1, negatives, self.temperature)
         return MethodOutput(loss, view_agreement(q0, q1), entropy, positive_prob,
                             sample_embedding(q0, q1))
-
-    # lightly registers the queue as non-persistent buffers; saving it keeps a resumed run on the same course.
-    def get_extra_state(self) -> dict:
-        return {"queue": self.queue.bank.clone(), "queue_ptr": self.queue.bank_ptr.clone()}
-
-    def set_extra_state(self, state: dict) -> None:
-        self.queue.bank.copy_(state["queue"])
-        self.queue.bank_ptr.copy_(state["queue_ptr"])
 
     @torch.no_grad()
     def on_step_end(self) -> None:
