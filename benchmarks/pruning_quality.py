@@ -97,13 +97,13 @@ ABLATIONS = {
 
 # --------------------------------------------------------------------------- planning
 
-def choose_emp_default(records: list[dict], datasets: list[str]):
-    """The rule (module docstring); None until every ablation has a result on every dataset."""
+def choose_emp_default(records: list[dict], datasets: list[str], seeds: int = SEEDS[MAIN_RATE]):
+    """The rule (module docstring); None until every ablation has all its seeds on every dataset."""
     candidates = []
     for name in ABLATIONS:
         runs = [r for r in records if r["method"] == name and r["requested_rate"] == MAIN_RATE]
         per_dataset = [[r for r in runs if r["dataset"] == d] for d in datasets]
-        if any(not rs for rs in per_dataset):
+        if any(len(rs) < seeds for rs in per_dataset):
             return None
         rho = [r["memory_spearman"] for r in runs if r.get("memory_spearman") is not None]
         mean_rho = statistics.mean(rho) if rho else None
@@ -161,7 +161,7 @@ def planned_runs(datasets, records, rates, seeds_at, quick=False):
                     yield dataset, "full_equal_compute", rate, seed, equal_compute_overrides(dataset, rate)
                     yield dataset, "random", rate, seed, [*METHODS["random"], f"pruning.rate={rate}"]
 
-    emp_default = choose_emp_default(records, datasets)
+    emp_default = choose_emp_default(records, datasets, seeds_at[MAIN_RATE])
     main = [r for r in rates if r == MAIN_RATE]
     yield from stage(main or rates[:1], True)
     yield from stage([r for r in rates if r not in main], False)

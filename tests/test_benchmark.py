@@ -37,9 +37,10 @@ def test_emp_default_rule_skips_terms_that_only_repeat_the_loss():
         rho = -0.95 if name == "emp[agreement,1]" else 0.2
         top1 = 0.99 if name == "emp[agreement,1]" else 0.80 + i / 100
         records += [_run(name, 0, top1, dataset=d, rho=rho) for d in ("digits", "fashion-mnist")]
-    chosen = bench.choose_emp_default(records, ["digits", "fashion-mnist"])
+    chosen = bench.choose_emp_default(records, ["digits", "fashion-mnist"], seeds=1)
     assert chosen["ablation"] == list(bench.ABLATIONS)[-1]  # the best top-1 among |rho| <= 0.9
-    assert bench.choose_emp_default(records[:-1], ["digits", "fashion-mnist"]) is None  # incomplete: no choice
+    assert bench.choose_emp_default(records[:-1], ["digits", "fashion-mnist"], seeds=1) is None  # incomplete
+    assert bench.choose_emp_default(records, ["digits", "fashion-mnist"], seeds=2) is None  # seeds missing
 
 
 def test_plan_pairs_seeds_and_compares_at_equal_compute():
