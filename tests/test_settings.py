@@ -82,7 +82,7 @@ def test_a_batch_larger_than_a_pruned_epoch_is_refused(tmp_path, capsys):
 # --------------------------------------------------------------------------- property-based
 
 
-_CONFIGS = st.fixed_dictionaries({
+_ANY_CONFIG = st.fixed_dictionaries({
     "method.name": st.sampled_from(["simclr", "moco"]),
     "pruning.scorer": st.sampled_from(["loss", "emp", "ucb", None]),
     "pruning.selector": st.sampled_from(["full", "random", "rs2", "infobatch", "topk", "eps_greedy", None]),
@@ -95,6 +95,32 @@ _CONFIGS = st.fixed_dictionaries({
     "train.epochs": st.integers(1, 6),
     "train.batch_size": st.sampled_from([2, 16, 48, 100]),
 })
+
+
+@st.composite
+def _coherent_config(draw):
+    """Settings that fit together (each one read by the run), so that most draws train; rates, schedules and
+    batch sizes still range over values that cannot be reached or do not fit the data."""
+    selector = draw(st.sampled_from(["random", "rs2", "infobatch", "topk", "eps_greedy", None]))
+    scorer = draw(st.sampled_from(["loss", "emp", "ucb"])) if selector not in ("random", "rs2") else None
+    published = selector == "infobatch" and draw(st.booleans()) and draw(st.booleans())
+    return {
+        "method.name": draw(st.sampled_from(["simclr", "moco"])),
+        "pruning.scorer": scorer,
+        "pruning.selector": selector,
+        "pruning.rate": None if published else draw(st.sampled_from([0.1, 0.3, 0.5, 0.7, 0.9])),
+        "pruning.infobatch_r": draw(st.sampled_from([0.3, 0.5, 0.9])) if published else None,
+        "pruning.beta": draw(st.sampled_from([0.0, 0.5, 2.0])) if scorer == "emp" else None,
+        "pruning.memory": draw(st.sampled_from(["drift", "loss_change", "recency", "agreement", "entropy",
+                                                "forgetting"])) if scorer == "emp" else None,
+        "pruning.warmup_epochs": draw(st.sampled_from([1, 2, None])),
+        "pruning.anneal": draw(st.sampled_from([0.0, 0.125, None])),
+        "train.epochs": draw(st.integers(3, 12)),
+        "train.batch_size": draw(st.sampled_from([8, 16, 32])),
+    }
+
+
+_CONFIGS = st.one_of(_coherent_config(), _ANY_CONFIG)
 
 
 def _check_config(tmp_path, capsys, drawn: dict, counter=[0]):
