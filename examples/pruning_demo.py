@@ -14,6 +14,7 @@ from pathlib import Path
 from eval.linear_probe import linear_probe
 from ssl_emp.config import load_pretrain_config
 from ssl_emp.engine import pretrain
+from ssl_emp.pruning import SELECTORS
 
 RECIPE = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -30,7 +31,8 @@ def main(argv=None) -> int:
                              ("pruned", ["run.name=demo-pruned", f"pruning.rate={args.rate}"])):
         cfg = load_pretrain_config(RECIPE, [*common, *overrides])
         if label == "pruned":
-            label = f"pruned ({cfg.pruning.scorer} x {cfg.pruning.selector})"
+            scored = SELECTORS[cfg.pruning.selector].uses_scores
+            label = f"pruned ({cfg.pruning.selector}{f', scorer {cfg.pruning.scorer}' if scored else ''})"
         print(f"\n== pretraining: {label}", flush=True)
         result = pretrain(cfg, recipe="demo")
         runs[label] = (result, linear_probe(str(result.run_dir))["top1"])
