@@ -105,8 +105,7 @@ class Pruner:
         if memory is None:
             return None
         visited = (self.table.last_epoch == epoch) & ~memory.isnan()
-        last = (self.table.visits - 1).clamp_min(0) % self.table.loss_history.shape[1]
-        loss = self.table.loss_history.gather(1, last[:, None]).squeeze(1)
+        loss = self.table.last_loss(torch.arange(self.num_samples, device=memory.device))
         return spearman(loss[visited].cpu(), memory[visited].cpu())
 
     def epoch_metrics(self, plan: EpochPlan, epochs_done: int, sample_forwards: int) -> dict:

@@ -24,6 +24,11 @@ class ScoreTable:
         self.visits[indices] += 1
         self.last_epoch[indices] = epoch
 
+    def last_loss(self, indices: torch.Tensor) -> torch.Tensor:
+        """Each sample's loss at its most recent visit (NaN for a sample never visited)."""
+        slot = (self.visits[indices] - 1).clamp_min(0) % self.loss_history.shape[1]
+        return self.loss_history[indices, slot]
+
     def set_scores(self, indices: torch.Tensor, scores: torch.Tensor) -> None:
         self.scores[indices] = scores.detach().float()
 

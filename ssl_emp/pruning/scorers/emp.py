@@ -120,8 +120,7 @@ class EMPScorer(Scorer):
         """The raw memory term of the batch (NaN where it is undefined: a first visit)."""
         seen = table.visits[indices] > 0
         nan = torch.full(indices.shape, float("nan"), device=indices.device)
-        last = (table.visits[indices] - 1).clamp_min(0) % table.loss_history.shape[1]
-        prev_loss = torch.where(seen, table.loss_history[indices, last], nan)
+        prev_loss = torch.where(seen, table.last_loss(indices), nan)
         prev = PreviousVisit(prev_loss, torch.where(seen, (epoch - table.last_epoch[indices]).float(), nan), None)
         if self.cfg.memory == "drift" and output.embedding is not None:
             if self.embeddings is None:
