@@ -61,6 +61,8 @@ class MethodConfig(_Section):
     temperature: float = Field(0.5, gt=0)
     momentum: float = Field(0.99, ge=0, le=1, description="moco: EMA weight of the key encoder")
     queue_size: int = Field(4096, ge=1, description="moco: negatives kept in the queue")
+    shuffle_bn: bool = Field(True, description="moco under DDP: encode keys on a random draw of the global batch "
+                                                "per rank (shuffled BatchNorm)")
     gather_negatives: bool = Field(True, description="simclr under DDP: use every rank's embeddings as negatives")
 
 
@@ -182,6 +184,8 @@ class RunConfig(_Section):
     out_dir: str = Field("runs", description="parent folder of run directories")
     name: Optional[str] = Field(None, description="run directory name; default <recipe>-<timestamp>")
     resume: bool = Field(False, description="continue the run in out_dir/name from its last checkpoint")
+    extend: bool = Field(False, description="allow a resumed run a new train.epochs (its learning-rate schedule, "
+                                            "annealing window and per-epoch pruning rate shift)")
 
 
 class PretrainConfig(_Section):
@@ -298,9 +302,11 @@ def load_pretrain_config(path: Optional[Union[str, Path]] = None, overrides: lis
 READ_ONLY_WHEN = {
     "method.momentum": ("method.name", ("moco",)),
     "method.queue_size": ("method.name", ("moco",)),
+    "method.shuffle_bn": ("method.name", ("moco",)),
     "method.gather_negatives": ("method.name", ("simclr",)),
     "model.width": ("model.backbone", ("small_cnn",)),
     "model.cifar_stem": ("model.backbone", ("resnet18", "resnet34", "resnet50")),
+    "run.extend": ("run.resume", (True,)),
 }
 SCHEDULE = ("rate", "warmup_epochs", "anneal")  # read whenever the run prunes
 
@@ -336,7 +342,8 @@ def unused_settings(cfg: PretrainConfig) -> dict[str, str]:
     unused = {}
     for key, (decider, values) in READ_ONLY_WHEN.items():
         if _get(cfg, decider) not in values:
-            unused[key] = f"read only when {decider} is {' or '.join(values)}, and here it is {_get(cfg, decider)}"
+            unused[key] = (f"read only when {decider} is {' or '.join(map(str, values))}, and here it is "
+                           f"{_get(cfg, decider)}")
     p = cfg.pruning
     selector = pruning.SELECTORS[p.selector]
     prunes = p.selector != "full" and (p.rate > 0 or p.infobatch_r is not None)
@@ -396,7 +403,7 @@ def describe_options(model: type[BaseModel] = PretrainConfig) -> str:
             key = f"{section_name}.{name}"
             if key in READ_ONLY_WHEN:
                 decider, values = READ_ONLY_WHEN[key]
-                doc += f"  (read when {decider} is {' | '.join(values)})"
+                doc += f"  (read when {decider} is {' | '.join(map(str, values))})"
             elif section_name == "pruning" and readers.get(name):
                 doc += f"  (read by: {', '.join(readers[name])})"
             rows.append(f"  {key} = {field.default!r}   [{annotation}]{doc}")

@@ -73,6 +73,10 @@ class Shard:
     def _cut(self, parts) -> torch.Tensor:
         return torch.cat([part[:n] for part, n in zip(parts, self.sizes)])
 
+    @property
+    def total(self) -> int:
+        return sum(self.sizes)
+
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """All ranks' rows in global batch order, differentiable: gradients flow back to the owning rank."""
         return self._cut(differentiable_gather(self._padded(x).contiguous()))
@@ -83,6 +87,26 @@ class Shard:
         parts = [torch.empty_like(padded) for _ in self.sizes]
         dist.all_gather(parts, padded)
         return self._cut(parts)
+
+
+    @torch.no_grad()
+    def shuffle(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Deal the global batch's rows out afresh: one permutation, drawn on rank 0 and broadcast, is applied to
+        the gathered rows and this rank takes its shard of the result. Returns those rows and the permutation
+        (``rows[j]`` of the shuffled batch is global row ``permutation[j]``), for :meth:`unshuffle`.
+
+        lightly's ``batch_shuffle_distributed`` does the same for equal shards only; a pruned epoch's batches
+        split into shards that differ by a row, hence this version on the padded gather.
+        """
+        everything = self.gather_detached(x)
+        permutation = torch.randperm(self.total, device=x.device)
+        dist.broadcast(permutation, src=0)
+        return everything[permutation[self.local]], permutation
+
+    @torch.no_grad()
+    def unshuffle(self, y: torch.Tensor, permutation: torch.Tensor) -> torch.Tensor:
+        """Every rank's rows of ``y`` (computed on :meth:`shuffle`'s rows), back in global batch order."""
+        return self.gather_detached(y)[permutation.argsort()]
 
 
 def split_sizes(total: int, world_size: int) -> tuple[int, ...]:

@@ -138,3 +138,24 @@ def test_moco_with_emp_at_rate_half_beats_random_backbone(tmp_path):
     pretrained = linear_probe(str(result.run_dir))["top1"]
     random_init = linear_probe(str(result.run_dir), random_init=True)["top1"]
     assert pretrained >= 0.92 and pretrained - random_init >= 0.04, (pretrained, random_init)
+
+
+def test_resume_with_new_epochs_is_refused_unless_extended(tiny_overrides):
+    """A new train.epochs on resume moves the cosine schedule, the annealing window and the per-epoch rate;
+    refused with what would shift, and allowed, saying so, with run.extend=true."""
+    overrides = [*tiny_overrides, "train.epochs=4", "pruning.rate=0.3", "pruning.selector=random",
+                 "pruning.anneal=0.25"]
+    first = pretrain(_cfg(overrides), show_progress=False)
+    with pytest.raises(RunDirError, match="run.extend=true") as refused:
+        pretrain(_cfg(overrides, "train.epochs=8", "run.resume=true"), show_progress=False)
+    message = str(refused.value)
+    assert "train.epochs=4" in message and "learning rate at epoch 4" in message
+    assert "annealing epochs move from 4-4 to 7-8" in message
+    assert "each pruned epoch skips 0.480 of the data, not 0.600" in message
+    assert load_checkpoint(first.checkpoint)["epoch"] == 4  # nothing was touched
+
+    extended = pretrain(_cfg(overrides, "train.epochs=8", "run.resume=true", "run.extend=true"), show_progress=False)
+    assert [r["epoch"] for r in extended.history] == [5, 6, 7, 8]
+    # Epochs 5-6 are pruned at the 8-epoch run's per-epoch rate, 7-8 are the new annealing window.
+    kept = [r["pruning/epoch_kept_fraction"] for r in extended.history]
+    assert kept == [pytest.approx(0.52, abs=0.002)] * 2 + [1.0, 1.0]

@@ -104,3 +104,81 @@ def test_every_scorer_works_with_moco_unchanged(scorer, memory):
     pruner.observe(indices, model(torch.rand(8, 1, 8, 8), torch.rand(8, 1, 8, 8)), epoch=0)
     scores = pruner.table.scores[indices]
     assert bool(torch.isfinite(scores).all())
+
+
+def _shuffle_bn_worker(rank, world_size, port, shuffle_bn, out_dir):
+    """One rank of a 2-process MoCo step: its shard of a 7-sample global batch (shards of 4 and 3)."""
+    import os
+
+    import torch.distributed as dist
+
+    from ssl_emp.distributed import Shard, split_sizes
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    torch.set_num_threads(1)
+    model, _ = _moco()  # seeded: the same weights on both ranks
+    model.shuffle_bn = shuffle_bn
+    model.train()
+    views = torch.randn(2, 7, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    shard = Shard(split_sizes(7, world_size), rank)
+    permutations = []
+    original = Shard.shuffle
+
+    def recording(self, x):
+        drawn, permutation = original(self, x)
+        permutations.append(permutation)
+        return drawn, permutation
+
+    Shard.shuffle = recording
+    try:
+        model(views[0][shard.local], views[1][shard.local], shard=shard)
+    finally:
+        Shard.shuffle = original
+    torch.save({"queue": model.queue.keys[:14].clone(), "permutations": permutations},
+               os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shuffle_bn", [True, False])
+def test_shuffled_batchnorm_encodes_keys_on_a_random_draw_of_the_global_batch(tmp_path, shuffle_bn):
+    """With shuffle_bn each rank's key encoder sees a random draw of the 7 samples in its BN batch, not its own
+    shard; the keys come back to their samples' places, identical on both ranks."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_shuffle_bn_worker, args=(2, port, shuffle_bn, str(tmp_path)), nprocs=2, start_method="spawn")
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    assert torch.equal(r0["queue"], r1["queue"])
+
+    model, _ = _moco()
+    model.train()
+    views = torch.randn(2, 7, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+    def keys_when_batched_as(groups):
+        """Both views' keys of all 7 samples, when the key encoder's BN batches are ``groups``."""
+        keys = torch.empty(2, 7, 16)
+        with torch.no_grad():
+            for group in groups:
+                k0, k1 = model._key_encoder(torch.cat([views[0][group], views[1][group]])).chunk(2)
+                keys[0, group], keys[1, group] = k0, k1
+        return keys.flatten(0, 1)  # the queue's order: every view-0 key, then every view-1 key
+
+    own_shards = [torch.arange(0, 4), torch.arange(4, 7)]
+    if shuffle_bn:
+        assert len(r0["permutations"]) == 1 and torch.equal(r0["permutations"][0], r1["permutations"][0])
+        permutation = r0["permutations"][0]
+        assert sorted(permutation.tolist()) == list(range(7))
+        drawn = [permutation[:4], permutation[4:]]
+        torch.testing.assert_close(r0["queue"], keys_when_batched_as(drawn))
+        # This seed draws other groups than the shards; BN statistics depend on the batch, so the keys differ.
+        assert {frozenset(g.tolist()) for g in drawn} != {frozenset(g.tolist()) for g in own_shards}
+        assert not torch.allclose(r0["queue"], keys_when_batched_as(own_shards), atol=1e-4)
+    else:
+        assert r0["permutations"] == []
+        torch.testing.assert_close(r0["queue"], keys_when_batched_as(own_shards))

@@ -8,7 +8,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -50,6 +50,10 @@ class PretrainResult:
     full_data_forwards: int
     is_main: bool = True  # False on DDP ranks other than 0, which print nothing
     history: list[dict] = field(default_factory=list)
+
+
+def _nothing(_: str) -> None:
+    pass
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -104,6 +108,40 @@ def check_resume_compatible(saved: dict, cfg: PretrainConfig, run_dir: Path) -> 
     if changed:
         raise RunDirError(f"Cannot resume '{run_dir}' with this config: it changes settings fixed for the life of a "
                           f"run ({'; '.join(changed)}). Resume with the run's own config.yaml, or start a new run.")
+
+
+def schedule_shift(saved: PretrainConfig, cfg: PretrainConfig, epoch: int, num_samples: int) -> list[str]:
+    """What changes, from ``epoch`` on, when a run saved with ``saved`` resumes with another ``train.epochs``:
+    the learning rate, the pruning schedule's annealing window and per-epoch rate are functions of it."""
+    before, after = saved.train.epochs, cfg.train.epochs
+    shifts = [f"the learning rate at epoch {epoch} goes from {learning_rate(saved.optim, epoch, before):.4g} to "
+              f"{learning_rate(cfg.optim, epoch, after):.4g} (cosine over {after} epochs, not {before})"]
+    old = Pruner(saved.pruning, num_samples, before, cfg.train.seed)
+    new = Pruner(cfg.pruning, num_samples, after, cfg.train.seed)
+    if old.active and not old.published_rule:
+        shifts.append(f"the full-data annealing epochs move from {old.first_annealed_epoch + 1}-{before} to "
+                      f"{new.first_annealed_epoch + 1}-{after}")
+        shifts.append(f"each pruned epoch skips {new.epoch_rate:.3f} of the data, not {old.epoch_rate:.3f}, so "
+                      f"that the whole run skips pruning.rate={cfg.pruning.rate}")
+    elif old.published_rule:
+        shifts.append(f"the full-data annealing epochs move from {old.first_annealed_epoch + 1}-{before} to "
+                      f"{new.first_annealed_epoch + 1}-{after}")
+    return shifts
+
+
+def check_resume_epochs(saved: dict, cfg: PretrainConfig, run_dir: Path, epoch: int, num_samples: int) -> list[str]:
+    """Refuse a new ``train.epochs`` on resume unless ``run.extend=true``; returns what it shifts (to print)."""
+    if saved["train"]["epochs"] == cfg.train.epochs:
+        return []
+    saved_cfg = cfg.model_copy(deep=True)  # this run's settings but the old epoch count: the shift it alone makes
+    saved_cfg.train.epochs = saved["train"]["epochs"]
+    shifts = schedule_shift(saved_cfg, cfg, epoch, num_samples)
+    if not cfg.run.extend:
+        raise RunDirError(
+            f"Cannot resume '{run_dir}' with train.epochs={cfg.train.epochs}: it was started with "
+            f"train.epochs={saved_cfg.train.epochs}, and the schedules depend on it: " + "; ".join(shifts)
+            + f". Pass run.extend=true to accept that, or resume with train.epochs={saved_cfg.train.epochs}.")
+    return shifts
 
 
 def gather_output(output: MethodOutput, shard: Shard) -> MethodOutput:
@@ -191,6 +229,9 @@ class Pretrainer:
         self.samples_seen = 0
         self.skipped_steps = 0
         self.first_nonfinite_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        # Called with a phase's name as each part of a step ends ("gather+augment", "forward+backward",
+        # "optimizer", "pruning observe"); benchmarks/throughput.py times the split of a step with it.
+        self.phase_done: Callable[[str], None] = _nothing
 
     # ------------------------------------------------------------------ state
 
@@ -291,6 +332,7 @@ class Pretrainer:
         view0, view1 = self.views(images)
         view0 = view0.contiguous(memory_format=self.memory_format)
         view1 = view1.contiguous(memory_format=self.memory_format)
+        self.phase_done("gather+augment")
         with self._autocast():
             output = self.forward(view0, view1, shard=shard) if shard is not None else self.forward(view0, view1)
         count = len(global_indices) / self.ctx.world_size if shard is not None else None
@@ -303,11 +345,14 @@ class Pretrainer:
             return None
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.phase_done("forward+backward")
         self.optimizer.step()
         self.model.on_step_end()
+        self.phase_done("optimizer")
         if shard is not None:
             output = gather_output(output, shard)
         self.pruner.observe(global_indices, output, self.epoch)
+        self.phase_done("pruning observe")
         return output
 
     def train_epoch(self, plan: EpochPlan, bar: Optional[tqdm] = None,
@@ -428,9 +473,12 @@ def _pretrain(cfg, recipe, show_progress, train_bank, ctx: DistContext) -> Pretr
     if cfg.run.resume:
         ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=trainer.device)
         check_resume_compatible(ckpt["config"], cfg, run_dir)
+        shifts = check_resume_epochs(ckpt["config"], cfg, run_dir, ckpt["epoch"], len(trainer.bank))
         trainer.load_state_dict(ckpt)
         if ctx.is_main:
             print(f"Resuming {run_dir} at epoch {trainer.epoch} (step {trainer.global_step}).")
+            for shift in shifts:
+                print(f"  run.extend=true: {shift}")
     if not ctx.is_main:
         return trainer.run(NullTracker(), show_progress=False)
     run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None

@@ -36,24 +36,41 @@ class MoCo(ContrastiveMethod):
         self.queue = KeyQueue(method_cfg.queue_size, model_cfg.proj_output_dim)
         self.temperature = method_cfg.temperature
         self.momentum = method_cfg.momentum
+        self.shuffle_bn = method_cfg.shuffle_bn
 
     def forward(self, view0: torch.Tensor, view1: torch.Tensor, shard: Optional[Shard] = None) -> MethodOutput:
         q0, q1 = self.projection_head(self.backbone(torch.cat([view0, view1]))).chunk(2)
         with torch.no_grad():
-            # Both views go through the key encoder in one batch. (MoCo's shuffled BN counters a BN shortcut
-            # across GPUs; with one batch per device and an EMA key encoder it is left out, as in lightly.)
-            k0, k1 = self.projection_head_momentum(self.backbone_momentum(torch.cat([view0, view1]))).chunk(2)
+            keys = self._keys(view0, view1, shard)  # [n, 2, d]: both views' keys of this rank's samples
+            k0, k1 = keys.unbind(dim=1)
             # Negatives are the queue as it was before this batch; then this batch's keys are enqueued: under
             # DDP every rank's keys, in global batch order, so the queue stays identical on all ranks.
-            keys = torch.cat([k0, k1]).float()
-            if shard is not None:
-                keys = torch.cat([shard.gather_detached(k0.float()), shard.gather_detached(k1.float())])
             negatives = self.queue.keys.clone()
             if self.training:
-                self.queue.push(keys)
+                everyone = keys if shard is None else shard.gather_detached(keys)
+                self.queue.push(everyone.transpose(0, 1).flatten(0, 1))
         loss, entropy, positive_prob = per_sample_infonce_with_stats(q0, q1, k0, k1, negatives, self.temperature)
         return MethodOutput(loss, view_agreement(q0, q1), entropy, positive_prob,
                             sample_embedding(q0, q1))
+
+    def _key_encoder(self, images: torch.Tensor) -> torch.Tensor:
+        return self.projection_head_momentum(self.backbone_momentum(images)).float()
+
+    def _keys(self, view0: torch.Tensor, view1: torch.Tensor, shard: Optional[Shard]) -> torch.Tensor:
+        """The key encoder's embeddings of both views, [n, 2, d], both views in one BatchNorm batch.
+
+        Under DDP with ``shuffle_bn``, each rank encodes a random draw of the global batch's samples instead of
+        its own (MoCo's shuffled BN): otherwise a sample's query and key share one rank's BN statistics, and
+        the batch can signal through them which key is the positive, a shortcut that lowers the loss without
+        learning features. On one process the BN batch is the whole batch whatever its order, so there is
+        nothing to shuffle.
+        """
+        if shard is None or not self.shuffle_bn:
+            k0, k1 = self._key_encoder(torch.cat([view0, view1])).chunk(2)
+            return torch.stack([k0, k1], dim=1)
+        drawn, permutation = shard.shuffle(torch.stack([view0, view1], dim=1))
+        k0, k1 = self._key_encoder(torch.cat([drawn[:, 0], drawn[:, 1]])).chunk(2)
+        return shard.unshuffle(torch.stack([k0, k1], dim=1), permutation)[shard.local]
 
     @torch.no_grad()
     def on_step_end(self) -> None:
