@@ -10,89 +10,82 @@ entropy, i.e. scorer ``emp`` with ``memory=entropy``).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from typing import Optional
 
 import torch
 from torch import nn
+from torch.utils.data import BatchSampler
 from tqdm import tqdm
 
-from eval.features import load_eval_banks, load_pretrained
+from eval.features import load_pretrained
 from eval.linear_probe import logit_accuracy
-from eval.report import add_common_args, result_header, run_evaluation
-from ssl_emp.config import PruningConfig, build_config
+from eval.report import add_common_args, common_kwargs, result_header, run_evaluation
+from ssl_emp.config import OptimConfig
 from ssl_emp.data.augment import build_finetune_pipeline
-from ssl_emp.engine.trainer import resolve_device
-from ssl_emp.methods import MethodOutput
-from ssl_emp.pruning import Pruner
+from ssl_emp.device import autocast, resolve_device
+from ssl_emp.engine.optim import learning_rate
+from ssl_emp.evaluation import load_eval_banks
+from ssl_emp.pruning import Pruner, SampleStats
 
 
 def finetune(checkpoint: str, *, epochs: int = 30, lr: float = 0.05, weight_decay: float = 5e-4,
              batch_size: int = 256, prune_rate: float = 0.0, prune_selector: str = "infobatch",
              prune_beta: float = 1.0, random_init: bool = False, data_root: Optional[str] = None,
              device: str = "auto", train_subset: Optional[int] = None, seed: int = 0,
-             show_progress: Optional[bool] = None) -> dict:
+             dataset: Optional[str] = None, show_progress: Optional[bool] = None) -> dict:
     started = time.perf_counter()
     dev = resolve_device(device)
     pretrained = load_pretrained(checkpoint, dev, random_init=random_init, seed=seed)
-    train_bank, test_bank = load_eval_banks(pretrained.config, pretrained.data_info, data_root, train_subset)
+    train_bank, test_bank, adapted = load_eval_banks(pretrained.config, pretrained.data_info, data_root,
+                                                     train_subset, dataset=dataset)
     train_bank, test_bank = train_bank.to(dev), test_bank.to(dev)
     if batch_size > len(train_bank):
         raise ValueError(f"--batch-size {batch_size} is larger than the training split ({len(train_bank)} images).")
-    num_classes = pretrained.data_info["num_classes"]
     info, aug_cfg = pretrained.data_info, pretrained.config.augment
     augment = build_finetune_pipeline(train_bank.image_size, info["mean"], info["std"],
                                       crop_scale_min=max(0.5, aug_cfg.crop_scale_min), hflip_p=aug_cfg.hflip_p).to(dev)
     torch.manual_seed(seed)
-    model = nn.Sequential(pretrained.backbone, nn.Linear(pretrained.feature_dim, num_classes)).to(dev)
+    model = nn.Sequential(pretrained.backbone, nn.Linear(pretrained.feature_dim, train_bank.num_classes)).to(dev)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    pruning = build_config(PruningConfig, {"scorer": "emp", "memory": "entropy", "normalize": "none",
-                                           "beta": prune_beta,
-                                           "selector": prune_selector if prune_rate > 0 else "full",
-                                           "rate": prune_rate}, source="fine-tuning pruning options")
-    pruner = Pruner(pruning, len(train_bank), epochs, seed, dev)
-    cuda = dev.type == "cuda"
-    sample_forwards = 0
+    schedule = OptimConfig(lr=lr, warmup_epochs=0)  # cosine from the peak, as pretraining's schedule without warm-up
+    # The engine as any supervised loop would use it: the paper's EMP form, CE + beta * prediction entropy.
+    pruner = Pruner(len(train_bank), epochs, rate=prune_rate, scorer="emp", memory="entropy", normalize="none",
+                    beta=prune_beta, selector=prune_selector if prune_rate > 0 else "full", seed=seed, device=dev)
+    sampler = pruner.sampler()
     for epoch in tqdm(range(epochs), desc="fine-tune", unit="epoch", disable=None if show_progress is None
                       else not show_progress):
         model.train()
-        plan = pruner.plan(epoch)
-        indices = plan.indices.to(dev)
-        weights = plan.weights.to(dev) if plan.weights is not None else None
-        num_batches = max(1, round(len(plan) / batch_size))
-        for b, batch_idx in enumerate(indices.tensor_split(num_batches)):
+        sampler.set_epoch(epoch)
+        batches = list(BatchSampler(sampler, batch_size, drop_last=False))
+        for b, batch in enumerate(batches):
             for group in optimizer.param_groups:
-                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (epoch + b / num_batches) / epochs))
-            batch = train_bank.batch(batch_idx)
+                group["lr"] = learning_rate(schedule, epoch + b / len(batches), epochs)
+            indices = torch.tensor(batch, device=dev)
             with torch.no_grad():
-                images = augment(batch)
-            with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False):
+                images = augment(train_bank.batch(indices))
+            with autocast(dev):
                 logits = model(images)
-            output = MethodOutput.from_logits(logits, train_bank.labels[batch_idx])
-            batch_weights = weights.tensor_split(num_batches)[b] if weights is not None else None
+            loss = pruner.step(indices, SampleStats.from_logits(logits, train_bank.labels[indices]))
             optimizer.zero_grad(set_to_none=True)
-            output.training_loss(batch_weights).backward()
+            loss.backward()
             optimizer.step()
-            pruner.observe(batch_idx, output, epoch)
-            sample_forwards += len(batch_idx)
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(dev):
         normalize = pretrained.normalize
         logits = torch.cat([model(normalize(test_bank.batch(torch.arange(s, min(s + 512, len(test_bank)), device=dev))))
                             for s in range(0, len(test_bank), 512)]).float()
-    test_y = test_bank.labels
     return {
-        **result_header(checkpoint, pretrained, random_init),
+        **result_header(checkpoint, pretrained, random_init, dataset or pretrained.config.data.name, adapted),
         "train_images": len(train_bank), "test_images": len(test_bank),
-        **logit_accuracy(logits, test_y),
-        "pruning/requested_rate": pruning.rate,
-        "pruning/achieved_rate": 1.0 - sample_forwards / (epochs * len(train_bank)),
-        "pruning/sample_forwards": sample_forwards,
+        **logit_accuracy(logits, test_bank.labels),
+        "pruning/requested_rate": pruner.requested_rate if pruner.active else 0.0,
+        "pruning/achieved_rate": pruner.achieved_rate(epochs),
+        "pruning/sample_forwards": pruner.sample_forwards,
         "seconds": round(time.perf_counter() - started, 2),
         "finetune": {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size,
-                     "seed": seed, "prune_selector": pruning.selector, "prune_beta": prune_beta},
+                     "seed": seed, "prune_selector": pruner.cfg.selector, "prune_beta": prune_beta},
     }
 
 
@@ -111,7 +104,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     kwargs = dict(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
                   prune_rate=args.prune_rate, prune_selector=args.prune_selector, prune_beta=args.prune_beta,
-                  data_root=args.data_root, device=args.device, train_subset=args.train_subset, seed=args.seed)
+                  **common_kwargs(args))
     return run_evaluation(finetune, args, kwargs, "finetune", "fine-tune", extra_line=_pruning_line)
 
 

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from eval.features import frozen_features
-from eval.report import add_common_args, result_header, run_evaluation
-from ssl_emp.engine.trainer import resolve_device
+from eval.report import add_common_args, common_kwargs, result_header, run_evaluation
+from ssl_emp.device import resolve_device
 
 
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
@@ -72,19 +72,19 @@ def train_linear_classifier(train_x: torch.Tensor, train_y: torch.Tensor, num_cl
 
 def linear_probe(checkpoint: str, *, random_init: bool = False, epochs: int = 100, lr: float = 0.01,
                  weight_decay: float = 1e-4, data_root: Optional[str] = None, device: str = "auto",
-                 train_subset: Optional[int] = None, seed: int = 0) -> dict:
+                 train_subset: Optional[int] = None, seed: int = 0, dataset: Optional[str] = None) -> dict:
     """Probe one backbone; returns the result record (also what the CLI writes as JSON)."""
     started = time.perf_counter()
     dev = resolve_device(device)
     features = frozen_features(checkpoint, dev, random_init=random_init, seed=seed, data_root=data_root,
-                               train_subset=train_subset)
+                               train_subset=train_subset, dataset=dataset)
     train_x, train_y = features.train_x, features.train_y
-    num_classes = features.pretrained.data_info["num_classes"]
+    num_classes = features.num_classes
     classifier = train_linear_classifier(train_x, train_y, num_classes, epochs, lr, weight_decay, seed=seed)
     with torch.no_grad():
         logits = classifier(features.test_x)
     return {
-        **result_header(checkpoint, features.pretrained, random_init),
+        **result_header(checkpoint, features.pretrained, random_init, features.dataset, features.adapted),
         "train_images": len(train_x), "test_images": len(features.test_x),
         "feature_dim": train_x.shape[1],
         **logit_accuracy(logits, features.test_y),
@@ -101,8 +101,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     args = parser.parse_args(argv)
-    kwargs = dict(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, data_root=args.data_root,
-                  device=args.device, train_subset=args.train_subset, seed=args.seed)
+    kwargs = dict(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, **common_kwargs(args))
     return run_evaluation(linear_probe, args, kwargs, "linear_probe", "linear probe")
 
 

@@ -13,7 +13,10 @@ import yaml
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint .pt file")
-    parser.add_argument("--data-root", help="override the dataset root stored in the checkpoint's config")
+    parser.add_argument("--dataset", help="evaluate on this dataset instead of the pretraining one (transfer): "
+                        "digits, fashion-mnist, cifar10, cifar100, stl10, imagefolder; channels and image size are "
+                        "adapted to the backbone and the result says how")
+    parser.add_argument("--data-root", help="the dataset's root (default: the one stored in the checkpoint's config)")
     parser.add_argument("--train-subset", type=int, help="use only N labelled training images")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -22,6 +25,12 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         help="also evaluate a randomly initialised backbone of the same architecture, as a floor")
     parser.add_argument("--output", help="JSON file to write (default: RUN_DIR/eval/<command>.json)")
     parser.add_argument("--no-wandb", action="store_true", help="do not log the result to W&B")
+
+
+def common_kwargs(args: argparse.Namespace) -> dict:
+    """The common options as keyword arguments of every evaluation function."""
+    return dict(data_root=args.data_root, device=args.device, train_subset=args.train_subset, seed=args.seed,
+                dataset=args.dataset)
 
 
 def log_to_wandb(result: dict, run_dir: Path, job_type: str) -> None:
@@ -42,7 +51,8 @@ def log_to_wandb(result: dict, run_dir: Path, job_type: str) -> None:
 def write_result(result: dict, args: argparse.Namespace, job_type: str) -> Path:
     """Write the JSON record beside the run it evaluates (and to W&B unless --no-wandb); returns the file."""
     run_dir = Path(result["checkpoint"]).parent.parent
-    suffix = "_random_init" if args.random_init else ""
+    suffix = (f"_{result['dataset']}" if result["dataset"] != result["pretrained_on"] else "") + \
+        ("_random_init" if args.random_init else "")
     output = Path(args.output) if args.output else run_dir / "eval" / f"{job_type}{suffix}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n")
@@ -52,7 +62,8 @@ def write_result(result: dict, args: argparse.Namespace, job_type: str) -> Path:
 
 
 def headline(command: str, result: dict) -> str:
-    line = f"{command} on {result['dataset']} ({result['backbone']}): top-1 {result['top1']:.4f}"
+    transfer = f", pretrained on {result['pretrained_on']}" if result["pretrained_on"] != result["dataset"] else ""
+    line = f"{command} on {result['dataset']} ({result['backbone']}{transfer}): top-1 {result['top1']:.4f}"
     if "top5" in result:
         line += f", top-5 {result['top5']:.4f}"
     if "random_init_top1" in result:
@@ -60,13 +71,16 @@ def headline(command: str, result: dict) -> str:
     return line
 
 
-def result_header(checkpoint: str, pretrained, random_init: bool) -> dict:
-    """The fields every evaluation record starts with: what was evaluated, on which data."""
+def result_header(checkpoint: str, pretrained, random_init: bool, dataset: str, adapted: dict) -> dict:
+    """The fields every evaluation record starts with: what was evaluated, on which data, adapted how."""
     from ssl_emp.engine.checkpoint import resolve_checkpoint_path
 
-    return {"checkpoint": str(resolve_checkpoint_path(checkpoint)),
-            "backbone": "random-init" if random_init else f"pretrained (epoch {pretrained.epoch})",
-            "dataset": pretrained.config.data.name}
+    header = {"checkpoint": str(resolve_checkpoint_path(checkpoint)),
+              "backbone": "random-init" if random_init else f"pretrained (epoch {pretrained.epoch})",
+              "dataset": dataset, "pretrained_on": pretrained.config.data.name}
+    if adapted:
+        header["adapted"] = adapted
+    return header
 
 
 def run_evaluation(evaluate: Callable[..., dict], args: argparse.Namespace, kwargs: dict, job_type: str,

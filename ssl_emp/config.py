@@ -17,6 +17,8 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ssl_emp import pruning
+
 
 class ConfigError(ValueError):
     """A recipe or override that does not describe a valid run."""
@@ -79,8 +81,8 @@ class OptimConfig(_Section):
 # method beat ``random`` at rate 0.7 on both datasets, so a rate alone prunes at random. A scorer named
 # without a selector gets the selector EMP measured best with (eps_greedy; matched InfoBatch's 1/(1-r)
 # weights cost 0.04 to 0.06 top-1 at 0.7).
-RECOMMENDED_PRUNING = {"scorer": "loss", "selector": "random"}
-SCORE_SELECTOR = "eps_greedy"
+RECOMMENDED_PRUNING = pruning.RECOMMENDED
+SCORE_SELECTOR = pruning.SCORE_SELECTOR
 
 
 class PruningConfig(_Section):
@@ -109,8 +111,6 @@ class PruningConfig(_Section):
     @field_validator("scorer", "selector", "memory")
     @classmethod
     def _registered(cls, value: str, info):
-        from ssl_emp import pruning  # the registries; imported late because they import this module
-
         known = {"scorer": pruning.SCORERS, "selector": pruning.SELECTORS, "memory": pruning.MEMORY_FORMS}[info.field_name]
         if value not in known:
             raise ValueError(f"unknown {info.field_name} '{value}'; known: {', '.join(known)}")
@@ -127,24 +127,9 @@ class PruningConfig(_Section):
         return data
 
     @model_validator(mode="after")
-    def _rate_and_selector_agree(self):
-        if self.selector == "full" and self.rate > 0:
-            raise ValueError(f"pruning.selector=full trains on every sample, so pruning.rate={self.rate} would "
-                             f"prune nothing. Name a selector (recommended: {RECOMMENDED_PRUNING['selector']}) or "
-                             "set pruning.rate=0")
-        if self.infobatch_r is not None and self.rate > 0:
-            raise ValueError("pruning.infobatch_r runs InfoBatch's published rule, whose drop probability sets the "
-                             "rate; pruning.rate would be ignored. Give one: infobatch_r (published rule) or rate "
-                             "(r matched to that rate each epoch)")
-        return self
-
-    @model_validator(mode="after")
-    def _scores_exist_before_score_driven_pruning(self):
-        # With no warm-up every score is still 'unseen' in the first epoch; matched InfoBatch then cannot
-        # drop anything, and the run would silently fall short of the requested rate.
-        if self.rate > 0 and self.selector == "infobatch" and self.infobatch_r is None and self.warmup_epochs == 0:
-            raise ValueError("the matched-budget infobatch selector needs pruning.warmup_epochs >= 1 (a full epoch "
-                             "that scores every sample); with 0 the first epoch cannot prune and the rate is missed")
+    def _settings_agree(self):
+        """The engine's own rules on how settings combine (one place: ``pruning.check_settings``)."""
+        pruning.check_settings(self, prefix="pruning.")
         return self
 
 
@@ -319,8 +304,6 @@ def _get(cfg: BaseModel, dotted: str):
 
 def pruning_readers() -> dict[str, list[str]]:
     """``{setting: [what reads it]}`` for the pruning settings, from each scorer's and selector's declaration."""
-    from ssl_emp import pruning
-
     readers: dict[str, list[str]] = {name: [] for name in PruningConfig.model_fields}
     for name, scorer in pruning.SCORERS.items():
         for setting in scorer.reads:
@@ -337,8 +320,6 @@ def pruning_readers() -> dict[str, list[str]]:
 
 def unused_settings(cfg: PretrainConfig) -> dict[str, str]:
     """``{dotted key: why it cannot affect this run}`` for every setting this run does not read."""
-    from ssl_emp import pruning
-
     unused = {}
     for key, (decider, values) in READ_ONLY_WHEN.items():
         if _get(cfg, decider) not in values:

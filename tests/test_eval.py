@@ -6,13 +6,13 @@ import torch.nn.functional as F
 
 from eval.finetune import finetune
 from eval.finetune import main as finetune_main
-from eval.knn import knn_accuracy, knn_eval, knn_rankings
+from eval.knn import knn_eval
+from ssl_emp.evaluation import knn_accuracy, knn_rankings
 from eval.knn import main as knn_main
 from eval.linear_probe import main as probe_main
-from ssl_emp.config import PruningConfig, load_pretrain_config
+from ssl_emp.config import load_pretrain_config
 from ssl_emp.engine import pretrain
-from ssl_emp.methods import MethodOutput
-from ssl_emp.pruning import Pruner
+from ssl_emp.pruning import Pruner, SampleStats
 from ssl_emp.pruning.scorers import supervised_emp_score
 
 
@@ -70,9 +70,8 @@ def test_finetune_explains_an_unreachable_rate(tiny_run):
 def test_supervised_output_makes_emp_the_papers_supervised_score():
     torch.manual_seed(0)
     logits, labels = torch.randn(10, 5), torch.randint(0, 5, (10,))
-    cfg = PruningConfig(scorer="emp", memory="entropy", beta=0.7, normalize="none")
-    pruner = Pruner(cfg, num_samples=10, epochs=4, seed=0)
-    pruner.observe(torch.arange(10), MethodOutput.from_logits(logits, labels), epoch=0)
+    pruner = Pruner(10, 4, scorer="emp", memory="entropy", beta=0.7, normalize="none")
+    pruner.observe(torch.arange(10), SampleStats.from_logits(logits, labels), epoch=0)
     assert torch.allclose(pruner.table.scores, supervised_emp_score(logits, labels, beta=0.7), atol=1e-6)
 
 

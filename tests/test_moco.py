@@ -94,16 +94,25 @@ def test_a_moco_step_reads_nothing_back_to_the_host(monkeypatch):
 
 
 @pytest.mark.parametrize("memory", list(MEMORY_FORMS))
-@pytest.mark.parametrize("scorer", ["loss", "emp", "ucb"])
-def test_every_scorer_works_with_moco_unchanged(scorer, memory):
-    model, cfg = _moco()
-    assert isinstance(model, MoCo)
-    pruning = cfg.pruning.model_copy(update={"scorer": scorer, "memory": memory, "selector": "infobatch", "rate": 0.3})
-    pruner = Pruner(pruning, num_samples=20, epochs=4, seed=0)
+def test_every_emp_memory_form_scores_moco_outputs_on_a_revisit(memory):
+    """MoCo's outputs carry everything each memory form reads. On a second visit every form is defined: the
+    memory term is finite, tells the samples apart, and moves the scores away from those of the loss alone
+    (the same steps scored with beta = 0)."""
+    from ssl_emp.engine.trainer import sample_stats
+
+    model, _ = _moco()
     indices = torch.arange(4, 12)
-    pruner.observe(indices, model(torch.rand(8, 1, 8, 8), torch.rand(8, 1, 8, 8)), epoch=0)
-    scores = pruner.table.scores[indices]
-    assert bool(torch.isfinite(scores).all())
+    outputs = [sample_stats(model(torch.rand(n, 1, 8, 8), torch.rand(n, 1, 8, 8))) for n in (8, 4, 8)]
+    # All 8 samples at epoch 0, half of them again at epoch 1, all at epoch 3 (so recency differs too).
+    steps = [(indices, outputs[0], 0), (indices[:4], outputs[1], 1), (indices, outputs[2], 3)]
+    pruners = {beta: Pruner(20, 4, scorer="emp", memory=memory, selector="eps_greedy", rate=0.3, beta=beta)
+               for beta in (0.0, 1.0)}
+    for pruner in pruners.values():
+        for step_indices, stats, epoch in steps:
+            pruner.observe(step_indices, stats, epoch=epoch)
+    memory_term = pruners[1.0].scorer.last_memory[indices]
+    assert bool(torch.isfinite(memory_term).all()) and memory_term.std() > 0
+    assert not torch.allclose(pruners[1.0].table.scores[indices], pruners[0.0].table.scores[indices], atol=1e-3)
 
 
 def _shuffle_bn_worker(rank, world_size, port, shuffle_bn, out_dir):

@@ -13,18 +13,16 @@ from torch import nn
 
 from ssl_emp.config import PretrainConfig
 from ssl_emp.data.augment import Normalize
+from ssl_emp.evaluation import extract_features, knn_accuracy, load_eval_banks
 
 
 class KNNMonitor:
     def __init__(self, cfg: PretrainConfig, image_size: int, mean: list[float], std: list[float],
                  device: torch.device):
-        # eval builds on the engine; importing it here, not at module level, keeps the packages acyclic.
-        from eval.features import load_eval_banks
-
         self.cfg = cfg.monitor
         self.device = device
         self.normalize = Normalize(mean, std).to(device)
-        self.train_bank, self.test_bank = load_eval_banks(
+        self.train_bank, self.test_bank, _ = load_eval_banks(
             cfg, {"image_size": image_size}, train_subset=self.cfg.train_subset, test_subset=self.cfg.test_subset)
         self.train_bank, self.test_bank = self.train_bank.to(device), self.test_bank.to(device)
 
@@ -32,9 +30,6 @@ class KNNMonitor:
         return self.cfg.every > 0 and (epoch % self.cfg.every == 0 or epoch == epochs)
 
     def __call__(self, backbone: nn.Module) -> dict:
-        from eval.features import extract_features
-        from eval.knn import knn_accuracy
-
         started = time.perf_counter()
         was_training = backbone.training
         train_x, train_y = extract_features(backbone, self.normalize, self.train_bank, self.device, desc="monitor")

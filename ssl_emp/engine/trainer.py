@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,13 +19,14 @@ from tqdm import tqdm
 from ssl_emp.config import PretrainConfig
 from ssl_emp.data import ImageBank, load_bank
 from ssl_emp.data.augment import TwoViews
+from ssl_emp.device import autocast, resolve_device
 from ssl_emp.distributed import DistContext, Shard, init_distributed, split_sizes
 from ssl_emp.engine.checkpoint import FORMAT, CheckpointError, atomic_save, load_checkpoint
 from ssl_emp.engine.monitor import KNNMonitor
 from ssl_emp.engine.optim import build_optimizer, learning_rate
 from ssl_emp.methods import ContrastiveMethod, MethodOutput, build_method
 from ssl_emp.methods.queue import ddp_ignored_buffer_names
-from ssl_emp.pruning import EpochPlan, Pruner
+from ssl_emp.pruning import EpochPlan, Pruner, SampleStats, achieved_rate
 from ssl_emp.pruning.selectors.base import budget
 from ssl_emp.tracking import NullTracker, Tracker
 
@@ -54,18 +54,6 @@ class PretrainResult:
 
 def _nothing(_: str) -> None:
     pass
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto``: CUDA if available, else CPU; under torchrun each process takes the GPU of its local rank."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and local_rank and device.index is None:
-        device = torch.device(f"cuda:{local_rank}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name} but CUDA is not available here; use train.device=cpu or auto.")
-    return device
 
 
 def prepare_run_dir(cfg: PretrainConfig, recipe: str, ctx: DistContext = DistContext()) -> Path:
@@ -116,8 +104,8 @@ def schedule_shift(saved: PretrainConfig, cfg: PretrainConfig, epoch: int, num_s
     before, after = saved.train.epochs, cfg.train.epochs
     shifts = [f"the learning rate at epoch {epoch} goes from {learning_rate(saved.optim, epoch, before):.4g} to "
               f"{learning_rate(cfg.optim, epoch, after):.4g} (cosine over {after} epochs, not {before})"]
-    old = Pruner(saved.pruning, num_samples, before, cfg.train.seed)
-    new = Pruner(cfg.pruning, num_samples, after, cfg.train.seed)
+    old = Pruner(num_samples, before, seed=cfg.train.seed, **saved.pruning.model_dump())
+    new = Pruner(num_samples, after, seed=cfg.train.seed, **cfg.pruning.model_dump())
     if old.active and not old.published_rule:
         shifts.append(f"the full-data annealing epochs move from {old.first_annealed_epoch + 1}-{before} to "
                       f"{new.first_annealed_epoch + 1}-{after}")
@@ -144,19 +132,23 @@ def check_resume_epochs(saved: dict, cfg: PretrainConfig, run_dir: Path, epoch: 
     return shifts
 
 
-def gather_output(output: MethodOutput, shard: Shard) -> MethodOutput:
-    """The whole global batch's per-sample outputs on every rank: one all-gather of a [n, 4 + d] block."""
-    n = output.per_sample_loss.shape[0]
-    missing = torch.full((n,), float("nan"), device=output.per_sample_loss.device)
-    fields = [output.per_sample_loss, output.agreement, output.softmax_entropy, output.positive_prob]
+def sample_stats(output: MethodOutput) -> SampleStats:
+    """What the pruning engine reads from a method's outputs."""
+    return SampleStats(output.per_sample_loss, output.agreement, output.softmax_entropy, output.positive_prob,
+                       output.embedding)
+
+
+def gather_stats(stats: SampleStats, shard: Shard) -> SampleStats:
+    """The whole global batch's per-sample statistics on every rank: one all-gather of a [n, 4 + d] block."""
+    n = stats.loss.shape[0]
+    missing = torch.full((n,), float("nan"), device=stats.loss.device)
+    fields = [stats.loss, stats.agreement, stats.entropy, stats.positive_prob]
     columns = [(f if f is not None else missing).detach().float()[:, None] for f in fields]
-    if output.embedding is not None:
-        columns.append(output.embedding.detach().float())
+    if stats.embedding is not None:
+        columns.append(stats.embedding.detach().float())
     block = shard.gather_detached(torch.cat(columns, dim=1))
-    loss, agreement, entropy, positive_prob = block[:, :4].unbind(dim=1)
-    return MethodOutput(loss, agreement, None if fields[2] is None else entropy,
-                        None if fields[3] is None else positive_prob,
-                        block[:, 4:] if output.embedding is not None else None)
+    gathered = [None if f is None else column for f, column in zip(fields, block[:, :4].unbind(dim=1))]
+    return SampleStats(*gathered, block[:, 4:] if stats.embedding is not None else None)
 
 
 def check_fits_the_data(cfg: PretrainConfig, num_images: int, pruner: Pruner) -> None:
@@ -222,7 +214,8 @@ class Pretrainer:
 
         self.monitor = (KNNMonitor(cfg, bank.image_size, self.mean, self.std, self.device)
                         if cfg.monitor.every and self.ctx.is_main else None)
-        self.pruner = Pruner(cfg.pruning, len(self.bank), cfg.train.epochs, cfg.train.seed, self.device)
+        self.pruner = Pruner(len(self.bank), cfg.train.epochs, seed=cfg.train.seed, device=self.device,
+                             **cfg.pruning.model_dump())
         check_fits_the_data(cfg, len(bank), self.pruner)
         self.epoch = 0
         self.global_step = 0
@@ -308,17 +301,15 @@ class Pretrainer:
     # ------------------------------------------------------------------ training
 
     def _autocast(self):
-        if self.cuda and self.cfg.train.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+        return autocast(self.device, self.cfg.train.amp)
 
     def train_step(self, indices: torch.Tensor, lr: float,
-                   weights: Optional[torch.Tensor] = None) -> Optional[MethodOutput]:
+                   weights: Optional[torch.Tensor] = None) -> Optional[SampleStats]:
         """One optimizer step on the global batch at ``indices``; the pruner observes every sample of it.
 
         Under DDP this rank trains its contiguous shard of ``indices``; the per-sample outputs are then
         gathered so every rank's pruner records the whole batch and the score tables stay identical.
-        Returns the outputs for the whole batch (detached under DDP), or None for a skipped non-finite step.
+        Returns the statistics of the whole batch (detached under DDP), or None for a skipped non-finite step.
         """
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -349,11 +340,12 @@ class Pretrainer:
         self.optimizer.step()
         self.model.on_step_end()
         self.phase_done("optimizer")
+        stats = sample_stats(output)
         if shard is not None:
-            output = gather_output(output, shard)
-        self.pruner.observe(global_indices, output, self.epoch)
+            stats = gather_stats(stats, shard)
+        self.pruner.observe(global_indices, stats, self.epoch)
         self.phase_done("pruning observe")
-        return output
+        return stats
 
     def train_epoch(self, plan: EpochPlan, bar: Optional[tqdm] = None,
                     tracker: Optional[Tracker] = None) -> tuple[torch.Tensor, int]:
@@ -377,7 +369,7 @@ class Pretrainer:
                 bar.update(len(batch_indices[b]))
             if output is None:  # a non-finite step skipped (train.nonfinite=skip)
                 continue
-            loss = output.per_sample_loss.detach()
+            loss = output.loss.detach()
             trained += loss.numel()
             step_sum = loss.sum()
             loss_sum += step_sum  # stays on the device: no per-step sync
@@ -446,7 +438,7 @@ class Pretrainer:
             final_loss=last_epoch_loss, seconds=seconds,
             images_per_second=images_trained / seconds if seconds > 0 else float("nan"),
             requested_rate=self.pruner.requested_rate,
-            achieved_rate=1.0 - self.samples_seen / (self.epoch * len(self.bank)),
+            achieved_rate=achieved_rate(self.samples_seen, self.epoch * len(self.bank)),
             sample_forwards=self.samples_seen, full_data_forwards=self.epoch * len(self.bank), history=history,
             is_main=self.ctx.is_main)
 

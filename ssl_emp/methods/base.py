@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ssl_emp.distributed import Shard
@@ -26,21 +25,6 @@ class MethodOutput:
     softmax_entropy: Optional[torch.Tensor] = None  # [B] entropy of the sample's contrastive softmax rows
     positive_prob: Optional[torch.Tensor] = None  # [B] probability those rows give the sample's positive
     embedding: Optional[torch.Tensor] = None  # [B, d] detached, unit norm: where the sample sits (EMP ``drift``)
-
-    @classmethod
-    def from_logits(cls, logits: torch.Tensor, labels: torch.Tensor) -> "MethodOutput":
-        """Supervised training seen through the same interface, so the pruning engine can score it.
-
-        ``per_sample_loss`` is the cross-entropy, ``softmax_entropy`` the prediction entropy (so EMP with
-        ``memory=entropy`` is the paper's supervised ``CE + beta * H``), and ``agreement`` and
-        ``positive_prob`` the probability given to the true label; ``embedding`` is the predicted distribution.
-        """
-        loss = F.cross_entropy(logits.float(), labels, reduction="none")
-        with torch.no_grad():
-            log_p = logits.detach().float().log_softmax(dim=1)
-            entropy = -(log_p.exp() * log_p).sum(dim=1)
-            true_prob = log_p.gather(1, labels[:, None]).squeeze(1).exp()
-        return cls(loss, true_prob, entropy, true_prob, F.normalize(log_p.exp(), dim=1))
 
     def training_loss(self, weights: Optional[torch.Tensor] = None, count: Optional[float] = None) -> torch.Tensor:
         """``sum(w_i * loss_i) / count`` (count defaults to the batch size: the weighted mean).

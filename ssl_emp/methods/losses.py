@@ -10,18 +10,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def fp32(device: torch.device):
-    """Autocast off: similarities, logits and per-sample losses are computed in float32 even when the backbone
-    runs in bf16. At tau = 0.2 a bf16 logit resolves about 0.04, the size of the differences pruning ranks by;
-    casting the product to float afterwards is too late."""
-    return torch.autocast(device.type, enabled=False)
+from ssl_emp.device import full_precision
+from ssl_emp.pruning.sample_stats import prediction_entropy
 
 
 def _ntxent_logits(z0: torch.Tensor, z1: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The [2B, 2B] float32 logits (self-similarity masked) and each row's positive column."""
     batch = z0.shape[0]
-    with fp32(z0.device):
+    with full_precision(z0.device):
         z = F.normalize(torch.cat([z0, z1]).float(), dim=1)
         logits = (z @ z.T) / temperature
     logits.fill_diagonal_(float("-inf"))
@@ -31,10 +27,8 @@ def _ntxent_logits(z0: torch.Tensor, z1: torch.Tensor, temperature: float) -> tu
 
 def _row_stats(logits: torch.Tensor, positives: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
-        log_p = logits.detach().log_softmax(dim=1)
-        p = log_p.exp()
-        entropy = -(p * log_p.nan_to_num(neginf=0.0)).sum(dim=1)
-        positive_prob = p.gather(1, positives[:, None]).squeeze(1)
+        entropy = prediction_entropy(logits)
+        positive_prob = logits.detach().float().softmax(dim=1).gather(1, positives[:, None]).squeeze(1)
     return entropy.view(2, batch).mean(dim=0), positive_prob.view(2, batch).mean(dim=0)
 
 
@@ -85,7 +79,7 @@ def per_sample_infonce_with_stats(q0: torch.Tensor, q1: torch.Tensor, k0: torch.
     Keys and negatives carry no gradient.
     """
     batch = q0.shape[0]
-    with fp32(q0.device):
+    with full_precision(q0.device):
         q = F.normalize(torch.cat([q0, q1]).float(), dim=1)
         k = F.normalize(torch.cat([k1, k0]).float(), dim=1).detach()
         negatives = F.normalize(negatives.detach().float(), dim=1)

@@ -1,11 +1,22 @@
-"""Dynamic data pruning: score x selection (see DESIGN.md, "The pruning engine")."""
+"""Dynamic data pruning: score x selection (see DESIGN.md, "The pruning engine").
+
+Stands alone on torch: no other part of ssl_emp is imported, so it drops into any training loop::
+
+    pruner = Pruner(len(dataset), epochs, rate=0.7, scorer="emp", selector="infobatch")
+    loader = DataLoader(WithIndex(dataset), batch_size=256, sampler=pruner.sampler())
+    ...  loss = pruner.step(indices, per_sample_loss)   # in the loop, then loss.backward()
+"""
 
 from ssl_emp.pruning.plan import EpochPlan
 from ssl_emp.pruning.pruner import Pruner
+from ssl_emp.pruning.sample_stats import SampleStats, prediction_entropy
+from ssl_emp.pruning.sampler import PrunedSampler, WithIndex
 from ssl_emp.pruning.scorers import MEMORY_FORMS, SCORERS, supervised_emp_score
 from ssl_emp.pruning.selectors import SELECTORS
-from ssl_emp.pruning.stats import gini
+from ssl_emp.pruning.settings import RECOMMENDED, SCORE_SELECTOR, PruningSettings, check_settings
+from ssl_emp.pruning.stats import achieved_rate, gini
 from ssl_emp.pruning.table import ScoreTable
 
-__all__ = ["EpochPlan", "Pruner", "MEMORY_FORMS", "SCORERS", "SELECTORS", "ScoreTable", "gini",
-           "supervised_emp_score"]
+__all__ = ["EpochPlan", "Pruner", "PrunedSampler", "PruningSettings", "RECOMMENDED", "SCORE_SELECTOR", "MEMORY_FORMS",
+           "SCORERS", "SELECTORS", "SampleStats", "ScoreTable", "WithIndex", "achieved_rate", "check_settings", "gini",
+           "prediction_entropy", "supervised_emp_score"]

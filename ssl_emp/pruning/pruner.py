@@ -12,15 +12,18 @@ achieved one is reported.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
+import torch.distributed as dist
 
-from ssl_emp.methods.base import MethodOutput
 from ssl_emp.pruning.plan import EpochPlan
+from ssl_emp.pruning.sample_stats import SampleStats
 from ssl_emp.pruning.scorers import SCORERS
 from ssl_emp.pruning.selectors import SELECTORS
-from ssl_emp.pruning.stats import gini, score_quantiles, spearman, visit_histogram
+from ssl_emp.pruning.selectors.base import budget
+from ssl_emp.pruning.settings import PruningSettings
+from ssl_emp.pruning.stats import achieved_rate, gini, score_quantiles, spearman, visit_histogram
 from ssl_emp.pruning.table import ScoreTable
 
 
@@ -30,8 +33,22 @@ def annealed_epochs(anneal: float, epochs: int) -> int:
 
 
 class Pruner:
-    def __init__(self, cfg, num_samples: int, epochs: int, seed: int, device: torch.device | str = "cpu"):
-        self.cfg = cfg
+    """Plans each epoch and records each step, for ``num_samples`` samples over ``epochs`` epochs.
+
+    ``Pruner(len(dataset), epochs, rate=0.7)`` prunes with the recommended method; name ``scorer`` and
+    ``selector`` (and any of :class:`PruningSettings`' fields) to choose another. In a loop:
+    ``sampler()`` gives the DataLoader each epoch's plan and ``step(indices, per_sample_loss)`` records a
+    step and returns the loss to back-propagate. A loop that batches plans itself calls ``plan(epoch)``
+    and ``observe(indices, stats, epoch)`` instead (our trainer does: it shards global batches unevenly).
+    """
+
+    def __init__(self, num_samples: int, epochs: int, *, rate: float = 0.0, scorer: Optional[str] = None,
+                 selector: Optional[str] = None, seed: int = 0, device: Union[torch.device, str] = "cpu",
+                 **settings):
+        if num_samples < 1 or epochs < 1:
+            raise ValueError(f"Pruner needs num_samples >= 1 and epochs >= 1 (got {num_samples}, {epochs}).")
+        self.cfg = PruningSettings.from_kwargs(rate, scorer, selector, **settings)
+        cfg = self.cfg
         self.num_samples = num_samples
         self.epochs = epochs
         self.seed = seed
@@ -42,6 +59,9 @@ class Pruner:
         self.first_annealed_epoch = epochs - annealed_epochs(cfg.anneal, epochs)
         self.pruned_epochs = max(0, self.first_annealed_epoch - min(cfg.warmup_epochs, epochs))
         self.epoch_rate = self._epoch_rate()
+        self.epoch = 0  # the epoch of the latest plan: step() records into it and weights by it
+        self.sample_forwards = 0  # samples observed so far (all ranks')
+        self._weights = torch.ones(num_samples, device=device)  # the latest plan's loss weight per sample
 
     @property
     def active(self) -> bool:
@@ -57,15 +77,15 @@ class Pruner:
             return 0.0
         if self.pruned_epochs == 0:
             raise ValueError(
-                f"pruning.rate={self.cfg.rate} cannot be reached: of {self.epochs} epochs, {self.cfg.warmup_epochs} "
+                f"rate={self.cfg.rate} cannot be reached: of {self.epochs} epochs, {self.cfg.warmup_epochs} "
                 f"warm-up and {self.epochs - self.first_annealed_epoch} annealed (anneal {self.cfg.anneal}) leave "
-                "none to prune. Add epochs, or lower pruning.warmup_epochs or pruning.anneal.")
+                "none to prune. Add epochs, or lower warmup_epochs or anneal.")
         rate = self.cfg.rate * self.epochs / self.pruned_epochs
         if rate >= 1.0:
             raise ValueError(
-                f"pruning.rate={self.cfg.rate} over {self.epochs} epochs cannot be reached when only "
+                f"rate={self.cfg.rate} over {self.epochs} epochs cannot be reached when only "
                 f"{self.pruned_epochs} of them are pruned (each would have to skip {rate:.2f} of the data). "
-                "Lower pruning.warmup_epochs or pruning.anneal, or add epochs.")
+                "Lower warmup_epochs or anneal, or add epochs.")
         return rate
 
     def is_pruned_epoch(self, epoch: int) -> bool:
@@ -78,6 +98,13 @@ class Pruner:
         n = self.num_samples
         return (round(k * self.epoch_rate * n) - round((k - 1) * self.epoch_rate * n)) / n
 
+    def planned_size(self, epoch: int) -> Optional[int]:
+        """How many samples ``plan(epoch)`` will hold, without building it; None where that is a matter of
+        chance (a pruned epoch under InfoBatch's published rule)."""
+        if not self.is_pruned_epoch(epoch):
+            return self.num_samples
+        return None if self.published_rule else budget(self.num_samples, self.skip_fraction(epoch))
+
     def plan(self, epoch: int) -> EpochPlan:
         """The epoch's plan, shuffled; a function of (seed, epoch, table) only, so a resumed run rebuilds it."""
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
@@ -87,16 +114,51 @@ class Pruner:
             plan = self.selector.select(table, self.skip_fraction(epoch), generator)
         else:
             plan = EpochPlan(torch.arange(self.num_samples))
+        self.epoch = epoch
+        self._weights.fill_(1.0)
+        if plan.weights is not None:
+            self._weights[plan.indices.to(self._weights.device)] = plan.weights.to(self._weights.device)
         return plan.shuffled(generator)
 
-    def observe(self, indices: torch.Tensor, output: MethodOutput, epoch: int) -> None:
-        """Record one step's per-sample outputs; everything stays on the device.
+    def sampler(self, num_replicas: Optional[int] = None, rank: Optional[int] = None):
+        """A DataLoader sampler yielding each epoch's plan (this rank's share of it under DDP)."""
+        from ssl_emp.pruning.sampler import PrunedSampler
+
+        return PrunedSampler(self, num_replicas, rank)
+
+    def observe(self, indices: torch.Tensor, stats: SampleStats, epoch: int) -> None:
+        """Record one step's per-sample statistics; everything stays on the device.
 
         The scorer runs first, so it sees each sample's previous visit (memory terms measure what changed).
+        ``indices`` must be unique.
         """
-        scores = self.scorer(output, self.table, indices, epoch)
-        self.table.record(indices, output.per_sample_loss, epoch)
+        scores = self.scorer(stats, self.table, indices, epoch)
+        self.table.record(indices, stats.loss, epoch)
         self.table.set_scores(indices, scores)
+        self.sample_forwards += indices.numel()
+
+    def step(self, indices: torch.Tensor, stats: Union[torch.Tensor, SampleStats]) -> torch.Tensor:
+        """Record a step of the current epoch's plan and return the loss to back-propagate:
+        ``mean(weight_i * loss_i)``, with the plan's weights (InfoBatch's 1/(1-r) keeps the loss unbiased).
+
+        ``stats`` is the per-sample loss [B] (with its graph) or a :class:`SampleStats` for scorers that read
+        more. Under torch.distributed every rank's indices and statistics are gathered first, so all ranks
+        keep the same table and build the same plans; ranks must then step with equal batch sizes (as the
+        :meth:`sampler` gives them).
+        """
+        if isinstance(stats, torch.Tensor):
+            stats = SampleStats(stats)
+        indices = indices.to(self._weights.device, non_blocking=True)
+        weights = self._weights[indices].to(stats.loss.dtype)
+        loss = (weights * stats.loss).mean()
+        everyone, everyone_stats = _gather_ranks(indices, stats.detached())
+        self.observe(everyone, everyone_stats, self.epoch)
+        return loss
+
+    def achieved_rate(self, epochs_done: Optional[int] = None) -> float:
+        """The fraction of sample-forwards skipped so far (over ``epochs_done``, default the epochs planned)."""
+        epochs_done = self.epoch + 1 if epochs_done is None else epochs_done
+        return achieved_rate(self.sample_forwards, epochs_done * self.num_samples)
 
     def memory_spearman(self, epoch: int) -> Optional[float]:
         """Spearman rank correlation of the EMP memory term with the loss, over the samples visited in
@@ -114,7 +176,7 @@ class Pruner:
         visits = self.table.visits.cpu()
         metrics = {
             "pruning/requested_rate": self.requested_rate,
-            "pruning/achieved_rate": 1.0 - sample_forwards / full_forwards,
+            "pruning/achieved_rate": achieved_rate(sample_forwards, full_forwards),
             "pruning/epoch_kept": len(plan),
             "pruning/epoch_kept_fraction": len(plan) / self.num_samples,
             "pruning/sample_forwards": sample_forwards,
@@ -133,8 +195,26 @@ class Pruner:
         return metrics
 
     def state_dict(self) -> dict:
-        return {"table": self.table.state_dict(), "scorer": self.scorer.state_dict()}
+        return {"table": self.table.state_dict(), "scorer": self.scorer.state_dict(),
+                "sample_forwards": self.sample_forwards}
 
     def load_state_dict(self, state: dict) -> None:
         self.table.load_state_dict(state["table"])
         self.scorer.load_state_dict(state.get("scorer", {}))
+        self.sample_forwards = state.get("sample_forwards", 0)
+
+
+def _gather_ranks(indices: torch.Tensor, stats: SampleStats) -> tuple[torch.Tensor, SampleStats]:
+    """Every rank's indices and statistics (equal batch sizes), or these alone outside torch.distributed."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return indices, stats
+
+    def gathered(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        if t is None:
+            return None
+        parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, t.contiguous())
+        return torch.cat(parts)
+
+    return gathered(indices), SampleStats(*(gathered(t) for t in (stats.loss, stats.agreement, stats.entropy,
+                                                                   stats.positive_prob, stats.embedding)))

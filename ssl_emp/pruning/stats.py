@@ -7,6 +7,11 @@ from typing import Optional
 import torch
 
 
+def achieved_rate(sample_forwards: int, full_data_forwards: int) -> float:
+    """The fraction of sample-forwards skipped: ``1 - trained / (epochs * N)``."""
+    return 1.0 - sample_forwards / full_data_forwards if full_data_forwards else 0.0
+
+
 def gini(values: torch.Tensor) -> float:
     """Gini coefficient of non-negative values: 0 when all are equal, towards 1 when few hold everything."""
     x = values.double().flatten().sort().values

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from ssl_emp.methods.base import MethodOutput
+from ssl_emp.pruning.sample_stats import SampleStats
 from ssl_emp.pruning.table import ScoreTable
 
 
@@ -19,7 +19,7 @@ class Scorer:
     def __init__(self, cfg) -> None:
         self.cfg = cfg
 
-    def __call__(self, output: MethodOutput, table: ScoreTable, indices: torch.Tensor, epoch: int = 0) -> torch.Tensor:
+    def __call__(self, stats: SampleStats, table: ScoreTable, indices: torch.Tensor, epoch: int = 0) -> torch.Tensor:
         raise NotImplementedError
 
     def selection_scores(self, table: ScoreTable, epoch: int) -> torch.Tensor:

@@ -30,7 +30,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from ssl_emp.methods.base import MethodOutput
+from ssl_emp.pruning.sample_stats import SampleStats, prediction_entropy
 from ssl_emp.pruning.scorers.base import Scorer
 
 STATS_MOMENTUM = 0.9  # per step: the running statistics follow the loss as training lowers it
@@ -45,26 +45,27 @@ class PreviousVisit:
     embedding: Optional[torch.Tensor]  # [B, d] (zeros where there was no visit), only for ``drift``
 
 
-def _drift(out: MethodOutput, prev: PreviousVisit) -> torch.Tensor:
+def _drift(out: SampleStats, prev: PreviousVisit) -> torch.Tensor:
     if out.embedding is None:
-        raise ValueError("EMP memory form 'drift' needs per-sample embeddings; this method does not return them.")
+        raise ValueError("EMP memory form 'drift' needs per-sample embeddings (SampleStats.embedding), and this "
+                         "step gave none.")
     cos = F.cosine_similarity(out.embedding.float(), prev.embedding, dim=1)
     return torch.where(prev.loss.isnan(), torch.full_like(cos, float("nan")), 1.0 - cos)
 
 
 def _needs(name: str, value: Optional[torch.Tensor], form: str) -> torch.Tensor:
     if value is None:
-        raise ValueError(f"EMP memory form '{form}' needs per-sample {name}, which this method does not return.")
+        raise ValueError(f"EMP memory form '{form}' needs per-sample {name}, and this step gave none.")
     return value
 
 
-MEMORY_FORMS: dict[str, Callable[[MethodOutput, PreviousVisit], torch.Tensor]] = {
+MEMORY_FORMS: dict[str, Callable[[SampleStats, PreviousVisit], torch.Tensor]] = {
     "drift": _drift,
-    "loss_change": lambda out, prev: out.per_sample_loss.detach().float() - prev.loss,
+    "loss_change": lambda out, prev: out.loss.detach().float() - prev.loss,
     "recency": lambda out, prev: prev.epochs_since,
-    "agreement": lambda out, prev: out.agreement,
-    "disagreement": lambda out, prev: 1.0 - out.agreement,
-    "entropy": lambda out, prev: _needs("softmax entropies", out.softmax_entropy, "entropy"),
+    "agreement": lambda out, prev: _needs("view agreements", out.agreement, "agreement"),
+    "disagreement": lambda out, prev: 1.0 - _needs("view agreements", out.agreement, "disagreement"),
+    "entropy": lambda out, prev: _needs("softmax entropies", out.entropy, "entropy"),
     "forgetting": lambda out, prev: 1.0 - _needs("positive probabilities", out.positive_prob, "forgetting"),
 }
 NEEDS_PAST = {"drift", "loss_change", "recency"}
@@ -73,9 +74,7 @@ NEEDS_PAST = {"drift", "loss_change", "recency"}
 def supervised_emp_score(logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
     """The paper's supervised form, per sample: ``CE(x, y) + beta * H(softmax(f(x)))``."""
     logits = logits.detach().float()
-    log_p = logits.log_softmax(dim=1)
-    entropy = -(log_p.exp() * log_p).sum(dim=1)
-    return F.cross_entropy(logits, labels, reduction="none") + beta * entropy
+    return F.cross_entropy(logits, labels, reduction="none") + beta * prediction_entropy(logits)
 
 
 class RunningZScore:
@@ -116,7 +115,7 @@ class EMPScorer(Scorer):
         self.embeddings: Optional[torch.Tensor] = None  # [N, d], ``drift`` only
         self.last_memory: Optional[torch.Tensor] = None  # [N] raw memory term at each sample's last visit
 
-    def memory(self, output: MethodOutput, table, indices: torch.Tensor, epoch: int) -> torch.Tensor:
+    def memory(self, output: SampleStats, table, indices: torch.Tensor, epoch: int) -> torch.Tensor:
         """The raw memory term of the batch (NaN where it is undefined: a first visit)."""
         seen = table.visits[indices] > 0
         nan = torch.full(indices.shape, float("nan"), device=indices.device)
@@ -130,7 +129,7 @@ class EMPScorer(Scorer):
         return self.form(output, prev).detach().float()
 
     def __call__(self, output, table, indices, epoch=0):
-        loss = output.per_sample_loss.detach().float()
+        loss = output.loss.detach().float()
         memory = self.memory(output, table, indices, epoch)
         if self.last_memory is None:
             self.last_memory = torch.full((table.num_samples,), float("nan"), device=indices.device)

@@ -5,4 +5,4 @@ from ssl_emp.pruning.scorers.base import Scorer
 
 class LossScorer(Scorer):
     def __call__(self, output, table, indices, epoch=0):
-        return output.per_sample_loss.detach().float()
+        return output.loss.detach().float()

@@ -20,7 +20,7 @@ class UCBScorer(Scorer):
         # The sample's recent losses including this one (the slot this visit will overwrite holds the oldest).
         window = table.loss_history[indices].clone()
         slot = table.visits[indices] % window.shape[1]
-        window[torch.arange(len(indices), device=indices.device), slot] = output.per_sample_loss.detach().float()
+        window[torch.arange(len(indices), device=indices.device), slot] = output.loss.detach().float()
         seen = ~window.isnan()
         return window.nan_to_num(0.0).sum(dim=1) / seen.sum(dim=1).clamp_min(1)
 

@@ -1,0 +1,66 @@
+"""Labelled evaluation data, fitted to a backbone, and its frozen features."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from torch import nn
+from tqdm import tqdm
+
+from ssl_emp.config import PretrainConfig
+from ssl_emp.data import ImageBank, load_bank
+from ssl_emp.device import autocast
+
+
+@torch.no_grad()
+def extract_features(backbone: nn.Module, normalize: nn.Module, bank: ImageBank, device: torch.device,
+                     batch_size: int = 512, desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(features [N, D] float32, labels [N])`` on ``device``, backbone in eval mode."""
+    backbone.eval()
+    chunks = []
+    for start in tqdm(range(0, len(bank), batch_size), desc=desc, unit="batch", leave=False, disable=None):
+        images = bank.batch(torch.arange(start, min(start + batch_size, len(bank)), device=bank.device)).to(device)
+        with autocast(device):
+            chunks.append(backbone(normalize(images)).float())
+    return torch.cat(chunks), bank.labels.to(device)
+
+
+def adapt_bank(bank: ImageBank, channels: int, image_size: int) -> tuple[ImageBank, dict]:
+    """``bank`` with the channels and side a backbone expects, and a note of each change made."""
+    images, notes = bank.images, {}
+    if bank.channels != channels:
+        if (bank.channels, channels) == (1, 3):
+            images, notes["channels"] = images.expand(-1, 3, -1, -1).contiguous(), "1 -> 3 (gray repeated)"
+        elif (bank.channels, channels) == (3, 1):
+            images, notes["channels"] = TF.rgb_to_grayscale(images), "3 -> 1 (ITU-R 601 luma)"
+        else:
+            raise ValueError(f"Cannot feed {bank.channels}-channel images to a backbone made for {channels}.")
+    if bank.image_size != image_size:
+        notes["image_size"] = f"{bank.image_size} -> {image_size} (antialiased bilinear resize)"
+        images = TF.resize(images, [image_size, image_size], antialias=True)
+    return ImageBank(images, bank.labels, bank.num_classes, bank.name), notes
+
+
+def load_eval_banks(cfg: PretrainConfig, data_info: dict, root: Optional[str] = None,
+                    train_subset: Optional[int] = None, test_subset: Optional[int] = None,
+                    dataset: Optional[str] = None) -> tuple[ImageBank, ImageBank, dict]:
+    """The labelled train and test splits of ``dataset`` (default: the one the backbone was pretrained on),
+    in the backbone's channels and image size; and how they were adapted (empty when nothing was)."""
+    transfer = dataset is not None and dataset != cfg.data.name
+    name = dataset if transfer else cfg.data.name
+    root = root or cfg.data.root
+    size = None if transfer else (data_info["image_size"] if cfg.data.image_size is not None else None)
+    train = load_bank(name, root, "train", size, train_subset)
+    test = load_bank(name, root, "test", size, test_subset)
+    labelled = train.labels >= 0  # STL-10's unlabeled images cannot train a classifier
+    if not bool(labelled.all()):
+        train = train.subset(labelled.nonzero().squeeze(1))
+    adapted: dict = {}
+    if transfer:
+        channels = data_info.get("channels", train.channels)
+        train, adapted = adapt_bank(train, channels, data_info["image_size"])
+        test, _ = adapt_bank(test, channels, data_info["image_size"])
+        adapted["normalization"] = f"{cfg.data.name}'s channel mean and std (what the backbone was trained on)"
+    return train, test, adapted

@@ -1,0 +1,45 @@
+"""What the pruning engine reads from one training step: per-sample statistics of the batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of ``softmax(logits)`` per row, in float32, without gradients (-inf logits, such as a masked
+    similarity matrix's diagonal, count as probability 0)."""
+    log_p = logits.detach().float().log_softmax(dim=1)
+    return -(log_p.exp() * log_p.nan_to_num(neginf=0.0)).sum(dim=1)
+
+
+@dataclass
+class SampleStats:
+    """Per-sample results of one step over B samples. Only ``loss`` is required; a scorer that needs more
+    (EMP's ``drift`` the embedding, ``entropy`` the entropy, ...) says so when it is missing.
+
+    ``loss`` may carry the graph (the engine detaches what it keeps). Everything stays on the device.
+    """
+
+    loss: torch.Tensor  # [B] the per-sample training loss
+    agreement: Optional[torch.Tensor] = None  # [B] how well the sample's two views (or its label) agree
+    entropy: Optional[torch.Tensor] = None  # [B] entropy of the sample's softmax rows
+    positive_prob: Optional[torch.Tensor] = None  # [B] probability given to the sample's positive (or label)
+    embedding: Optional[torch.Tensor] = None  # [B, d] where the sample sits (EMP ``drift``)
+
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor, labels: torch.Tensor) -> "SampleStats":
+        """Supervised training: cross-entropy as the loss and the prediction entropy, so EMP with
+        ``memory="entropy", normalize="none"`` is the paper's supervised ``CE + beta * H``."""
+        loss = F.cross_entropy(logits.float(), labels, reduction="none")
+        with torch.no_grad():
+            probs = logits.detach().float().softmax(dim=1)
+            true_prob = probs.gather(1, labels[:, None]).squeeze(1)
+        return cls(loss, true_prob, prediction_entropy(logits), true_prob, F.normalize(probs, dim=1))
+
+    def detached(self) -> "SampleStats":
+        return SampleStats(*(None if t is None else t.detach().float() for t in
+                             (self.loss, self.agreement, self.entropy, self.positive_prob, self.embedding)))

@@ -1,0 +1,62 @@
+"""The pruner as a DataLoader sampler: each epoch's plan, this rank's share of it under DDP."""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import torch.distributed as dist
+from torch.utils.data import Dataset, Sampler
+
+
+class PrunedSampler(Sampler[int]):
+    """Yields the indices of each epoch's plan in its (seeded, shuffled) order.
+
+    Like ``DistributedSampler``, call ``set_epoch(epoch)`` before each epoch (without it, each full pass
+    moves on to the next epoch). Every rank builds the same plan, since ``Pruner.step`` keeps the score
+    tables identical, and takes every ``num_replicas``-th index from its rank on. The plan is cut to a
+    multiple of ``num_replicas`` (at most ``num_replicas - 1`` planned samples wait for a later epoch), so
+    all ranks step with equal batch sizes.
+    """
+
+    def __init__(self, pruner, num_replicas: Optional[int] = None, rank: Optional[int] = None):
+        distributed = dist.is_available() and dist.is_initialized()
+        self.pruner = pruner
+        self.num_replicas = num_replicas if num_replicas is not None else (dist.get_world_size() if distributed else 1)
+        self.rank = rank if rank is not None else (dist.get_rank() if distributed else 0)
+        if not 0 <= self.rank < self.num_replicas:
+            raise ValueError(f"rank {self.rank} is not among {self.num_replicas} replicas")
+        self.epoch = 0
+        self._planned: Optional[tuple[int, list[int]]] = None  # (epoch, this rank's indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _shard(self) -> list[int]:
+        if self._planned is None or self._planned[0] != self.epoch:
+            indices = self.pruner.plan(self.epoch).indices
+            usable = len(indices) - len(indices) % self.num_replicas
+            self._planned = (self.epoch, indices[:usable][self.rank::self.num_replicas].tolist())
+        return self._planned[1]
+
+    def __iter__(self) -> Iterator[int]:
+        yield from self._shard()
+        self.epoch += 1
+
+    def __len__(self) -> int:
+        size = self.pruner.planned_size(self.epoch)
+        if size is None or (self._planned is not None and self._planned[0] == self.epoch):
+            return len(self._shard())
+        return size // self.num_replicas
+
+
+class WithIndex(Dataset):
+    """``dataset[i]`` as ``(i, dataset[i])``: the step needs to know which samples it trained on."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return index, self.dataset[index]

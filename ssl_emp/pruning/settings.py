@@ -1,0 +1,84 @@
+"""The pruning engine's settings as plain keyword arguments, checked once, with the rules that tie them.
+
+``ssl_emp.config.PruningConfig`` is the typed command-line face of the same fields; it runs these checks too,
+so a rule lives in one place whether the engine is driven by our config or by a user's own loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Optional
+
+# What a rate given alone prunes with: the benchmark's recommendation (README, "Which method wins").
+RECOMMENDED = {"scorer": "loss", "selector": "random"}
+# The selector a score-driven run gets when only a scorer is named.
+SCORE_SELECTOR = "eps_greedy"
+
+
+@dataclass
+class PruningSettings:
+    rate: float = 0.0  # fraction of sample-forwards skipped over the whole run
+    scorer: str = "loss"
+    selector: str = "full"
+    beta: float = 1.0
+    memory: str = "loss_change"
+    normalize: str = "zscore"
+    warmup_epochs: int = 1
+    anneal: float = 0.125
+    eps: float = 0.1
+    ucb_c: float = 1.0
+    history: int = 5
+    infobatch_r: Optional[float] = None
+    infobatch_rescale: bool = True
+
+    @classmethod
+    def from_kwargs(cls, rate: float = 0.0, scorer: Optional[str] = None, selector: Optional[str] = None,
+                    **settings) -> "PruningSettings":
+        """A rate with no selector prunes with the recommended method; a scorer named alone gets the
+        score-driven selector; no rate (and no published InfoBatch rule) prunes nothing."""
+        unknown = set(settings) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown pruning setting(s) {', '.join(sorted(unknown))}; known: "
+                            f"rate, scorer, selector, {', '.join(f.name for f in fields(cls)[3:])}")
+        if selector is None:
+            if rate > 0:
+                selector = SCORE_SELECTOR if scorer is not None else RECOMMENDED["selector"]
+            else:
+                selector = "full"
+        return cls(rate=rate, scorer=scorer or RECOMMENDED["scorer"], selector=selector, **settings)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_settings(settings, prefix: str = "") -> None:
+    """Raise ValueError on a setting out of range or settings that contradict each other. ``settings`` is
+    anything with PruningSettings' attributes; ``prefix`` is how the caller spells their namespace (the
+    config says ``pruning.``)."""
+    from ssl_emp.pruning.scorers import MEMORY_FORMS, SCORERS
+    from ssl_emp.pruning.selectors import SELECTORS
+
+    p = prefix
+    for name, known in (("scorer", SCORERS), ("selector", SELECTORS), ("memory", MEMORY_FORMS)):
+        if getattr(settings, name) not in known:
+            raise ValueError(f"unknown {p}{name} '{getattr(settings, name)}'; known: {', '.join(known)}")
+    if not 0 <= settings.rate < 1:
+        raise ValueError(f"{p}rate={settings.rate}: the fraction of sample-forwards skipped must be in [0, 1)")
+    if settings.normalize not in ("zscore", "none"):
+        raise ValueError(f"{p}normalize='{settings.normalize}'; known: zscore, none")
+    if settings.selector == "full" and settings.rate > 0:
+        raise ValueError(f"{p}selector=full trains on every sample, so {p}rate={settings.rate} would prune "
+                         f"nothing. Name a selector (recommended: {RECOMMENDED['selector']}) or set {p}rate=0")
+    if settings.infobatch_r is not None and settings.rate > 0:
+        raise ValueError(f"{p}infobatch_r runs InfoBatch's published rule, whose drop probability sets the "
+                         f"rate; {p}rate would be ignored. Give one: infobatch_r (published rule) or rate (r "
+                         "matched to that rate each epoch)")
+    # With no warm-up every score is still 'unseen' in the first epoch; matched InfoBatch then cannot
+    # drop anything, and the run would silently fall short of the requested rate.
+    if (settings.rate > 0 and settings.selector == "infobatch" and settings.infobatch_r is None
+            and settings.warmup_epochs == 0):
+        raise ValueError(f"the matched-budget infobatch selector needs {p}warmup_epochs >= 1 (a full epoch "
+                         "that scores every sample); with 0 the first epoch cannot prune and the rate is missed")

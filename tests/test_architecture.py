@@ -1,0 +1,108 @@
+"""The dependency rule, read from the import graph: data -> augment -> methods -> engine, pruning alone,
+eval on top, and no cycles. Every import counts, including those inside functions."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Each part of the project, and the parts it may import. The order is the layering; a part absent from
+# another's list is below it or beside it, never above.
+ALLOWED = {
+    "ssl_emp.pruning": set(),  # stands alone on torch
+    "ssl_emp.device": set(),
+    "ssl_emp.distributed": set(),
+    "ssl_emp.config": {"ssl_emp.pruning"},
+    "ssl_emp.data": {"ssl_emp.config"},
+    "ssl_emp.models": {"ssl_emp.config"},
+    "ssl_emp.methods": {"ssl_emp.config", "ssl_emp.models", "ssl_emp.distributed", "ssl_emp.device",
+                        "ssl_emp.pruning"},
+    "ssl_emp.evaluation": {"ssl_emp.config", "ssl_emp.data", "ssl_emp.device"},
+    "ssl_emp.tracking": set(),
+    "ssl_emp.engine": {"ssl_emp.config", "ssl_emp.data", "ssl_emp.methods", "ssl_emp.models", "ssl_emp.pruning",
+                       "ssl_emp.distributed", "ssl_emp.device", "ssl_emp.evaluation", "ssl_emp.tracking"},
+    "ssl_emp.export": {"ssl_emp.engine", "ssl_emp.models", "ssl_emp.config"},
+    "ssl_emp.pretrain": {"ssl_emp.config", "ssl_emp.data", "ssl_emp.engine"},
+    "ssl_emp": {"ssl_emp.export"},  # the package's convenience load_backbone
+    "eval": {"ssl_emp.config", "ssl_emp.data", "ssl_emp.device", "ssl_emp.engine", "ssl_emp.evaluation",
+             "ssl_emp.models", "ssl_emp.pruning", "ssl_emp.tracking"},
+}
+
+
+def _part(module: str) -> str:
+    """The part of the project a module belongs to: the longest key of ALLOWED that prefixes it."""
+    matches = [p for p in ALLOWED if module == p or module.startswith(p + ".")]
+    return max(matches, key=len)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """``{module: project modules it imports}`` for every module of ssl_emp and eval. ``from pkg import
+    name`` counts as importing ``pkg.name`` where that is a module, else ``pkg``."""
+    paths = [*(ROOT / "ssl_emp").rglob("*.py"), *(ROOT / "eval").rglob("*.py")]
+    modules = {_module_name(path) for path in paths}
+    graph = {}
+    for path in paths:
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    submodule = f"{node.module}.{alias.name}"
+                    imported.add(submodule if submodule in modules else node.module)
+        graph[_module_name(path)] = {m for m in imported if m in modules}
+    return graph
+
+
+def layering_violations(graph: dict[str, set[str]]) -> list[str]:
+    violations = []
+    for module, imported in graph.items():
+        here = _part(module)
+        for target in imported:
+            there = _part(target)
+            if there != here and there not in ALLOWED[here]:
+                violations.append(f"{module} imports {target} ({here} -> {there})")
+    return sorted(violations)
+
+
+def test_each_part_imports_only_what_the_layering_allows():
+    violations = layering_violations(import_graph())
+    assert not violations, "\n".join(violations)
+
+
+def test_the_parts_form_no_cycle():
+    graph = import_graph()
+    edges = {part: set() for part in ALLOWED}
+    for module, imported in graph.items():
+        for target in imported:
+            if _part(target) != _part(module):
+                edges[_part(module)].add(_part(target))
+    state = {}
+
+    def visit(part, path):
+        state[part] = "open"
+        for nxt in edges[part]:
+            assert state.get(nxt) != "open", "import cycle: " + " -> ".join([*path, part, nxt])
+            if nxt not in state:
+                visit(nxt, [*path, part])
+        state[part] = "done"
+
+    for part in edges:
+        if part not in state:
+            visit(part, [])
+
+
+def test_the_rule_reports_the_knots_it_exists_to_prevent():
+    """Not vacuous: the edges this project once had (the pruner reading the methods' output type, the engine's
+    monitor importing an eval command) are reported when put back into the real graph."""
+    graph = import_graph()
+    graph["ssl_emp.pruning.scorers.emp"].add("ssl_emp.methods.base")
+    graph["ssl_emp.engine.monitor"].add("eval.knn")
+    assert layering_violations(graph) == [
+        "ssl_emp.engine.monitor imports eval.knn (ssl_emp.engine -> eval)",
+        "ssl_emp.pruning.scorers.emp imports ssl_emp.methods.base (ssl_emp.pruning -> ssl_emp.methods)"]
