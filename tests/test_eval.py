@@ -86,3 +86,40 @@ def test_online_monitor_logs_knn_and_does_not_change_training(tiny_overrides, tm
     assert all("monitor/knn_top1" not in r for r in plain.history)
     logged = [json.loads(line) for line in (watched.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert sum("monitor/knn_top1" in r and "pruning/sample_forwards" in r for r in logged) == 2
+
+
+def _digits_as_cifar10(root):
+    """scikit-learn's digits written in CIFAR-10's real on-disk format (python pickles, 3 x 32 x 32): another
+    dataset, of another shape, with the same classes, so transfer has something to find."""
+    import pickle
+
+    import numpy as np
+    import torchvision.transforms.v2.functional as TF
+
+    from ssl_emp.data import load_bank
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for split, names in (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("test", ["test_batch"])):
+        bank = load_bank("digits", None, split)
+        images = TF.resize(bank.images, [32, 32], antialias=True).expand(-1, 3, -1, -1)
+        rows = images.reshape(len(bank), -1).numpy().astype(np.uint8)
+        for part, name in zip(np.array_split(np.arange(len(bank)), len(names)), names):
+            entry = {"data": rows[part], "labels": bank.labels[part].tolist()}
+            (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
+
+
+def test_linear_probe_transfers_a_digits_backbone_to_another_dataset(tiny_run, tmp_path, capsys):
+    """Pretrained on digits (1 x 8 x 8), probed on a CIFAR-10-format set (3 x 32 x 32): channels and size are
+    adapted to the backbone, the record says how, and the probe finds the digits."""
+    _digits_as_cifar10(tmp_path / "cifar")
+    output = tmp_path / "transfer.json"
+    assert probe_main(["--checkpoint", str(tiny_run), "--dataset", "cifar10", "--data-root", str(tmp_path / "cifar"),
+                       "--epochs", "30", "--no-wandb", "--output", str(output)]) == 0
+    assert "pretrained on digits" in capsys.readouterr().out
+    result = json.loads(output.read_text())
+    assert result["dataset"] == "cifar10" and result["pretrained_on"] == "digits"
+    assert result["adapted"]["channels"] == "3 -> 1 (ITU-R 601 luma)"
+    assert result["adapted"]["image_size"].startswith("32 -> 8")
+    assert result["train_images"] == 1347 and result["test_images"] == 450
+    assert result["top1"] > 0.5  # far above chance (0.1): the adapted images are the digits again

@@ -50,7 +50,8 @@ def load_eval_banks(cfg: PretrainConfig, data_info: dict, root: Optional[str] = 
     in the backbone's channels and image size; and how they were adapted (empty when nothing was)."""
     transfer = dataset is not None and dataset != cfg.data.name
     name = dataset if transfer else cfg.data.name
-    root = root or cfg.data.root
+    # A transfer target has no root in the pretraining config; "data" is where the recipes keep datasets.
+    root = root or (cfg.data.root if not transfer or cfg.data.root else "data")
     size = None if transfer else (data_info["image_size"] if cfg.data.image_size is not None else None)
     train = load_bank(name, root, "train", size, train_subset)
     test = load_bank(name, root, "test", size, test_subset)

@@ -1,0 +1,90 @@
+"""Dynamic data pruning in a PyTorch Lightning SimCLR module (how lightly's users train).
+
+    .venv/bin/python examples/prune_lightning.py [--data fashion-mnist|digits] [--rate 0.5] [--epochs 10]
+
+The module owns a ``Pruner``: its DataLoader takes ``pruner.sampler()`` (Lightning calls ``set_epoch`` on
+it each epoch; ``use_distributed_sampler=False`` keeps Lightning from swapping in its own, and the sampler
+shards across DDP ranks itself) and ``training_step`` returns ``pruner.step(...)``. A small callback logs
+what pruning saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pytorch_lightning as pl
+import torch
+from lightly.models.modules import SimCLRProjectionHead
+from lightly.transforms import SimCLRTransform
+from torch import nn
+from torch.utils.data import DataLoader
+
+from example_data import torchvision_dataset
+from prune_plain_pytorch import per_sample_ntxent
+from ssl_emp.pruning import Pruner, WithIndex
+
+
+class PrunedSimCLR(pl.LightningModule):
+    def __init__(self, dataset, epochs: int, rate: float, batch_size: int = 128, workers: int = 2):
+        super().__init__()
+        self.dataset, self.batch_size, self.workers = dataset, batch_size, workers
+        self.backbone = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                                      nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64),
+                                      nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = SimCLRProjectionHead(64, 128, 32)
+        self.pruner = Pruner(len(dataset), epochs, rate=rate)
+        self.sampler = self.pruner.sampler()
+
+    def train_dataloader(self):
+        # Rebuilt each epoch (reload_dataloaders_every_n_epochs=1) so that Lightning's batch count follows the
+        # plan's size; the sampler, and with it the pruner's state, is the same object throughout.
+        return DataLoader(WithIndex(self.dataset), batch_size=self.batch_size, sampler=self.sampler,
+                          num_workers=self.workers)
+
+    def training_step(self, batch, batch_idx):
+        indices, ((view0, view1), _) = batch
+        per_sample = per_sample_ntxent(self.head(self.backbone(view0)), self.head(self.backbone(view1)))
+        loss = self.pruner.step(indices, per_sample)
+        self.log("train/loss", per_sample.mean(), prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+
+class PruningReport(pl.Callback):
+    """Each epoch: how many samples the plan trained and the rate achieved so far."""
+
+    def on_train_epoch_end(self, trainer, module):
+        pruner = module.pruner
+        rate = pruner.achieved_rate(trainer.current_epoch + 1)
+        module.log("pruning/achieved_rate", rate)
+        if trainer.is_global_zero:
+            print(f"epoch {trainer.current_epoch + 1}: {pruner.sample_forwards} sample-forwards so far, "
+                  f"achieved rate {rate:.3f}")
+
+
+def main(argv=None) -> float:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="digits", choices=["digits", "fashion-mnist"])
+    parser.add_argument("--root", default="data")
+    parser.add_argument("--rate", type=float, default=0.5)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    pl.seed_everything(0, verbose=False)
+    transform = SimCLRTransform(input_size=16, cj_strength=0.5, min_scale=0.4, gaussian_blur=0.0, hf_prob=0.0)
+    module = PrunedSimCLR(torchvision_dataset(args.data, args.root, transform), args.epochs, args.rate,
+                          workers=args.workers)
+    trainer = pl.Trainer(max_epochs=args.epochs, accelerator="auto", devices=1, use_distributed_sampler=False,
+                         reload_dataloaders_every_n_epochs=1,
+                         logger=False, enable_checkpointing=False, enable_model_summary=False,
+                         callbacks=[PruningReport()])
+    trainer.fit(module)
+    achieved = module.pruner.achieved_rate(args.epochs)
+    print(f"achieved rate {achieved:.3f} (requested {args.rate})")
+    return achieved
+
+
+if __name__ == "__main__":
+    main()

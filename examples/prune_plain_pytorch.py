@@ -1,0 +1,75 @@
+"""Dynamic data pruning in a plain PyTorch SimCLR loop built from lightly's modules: three lines of ssl_emp.
+
+    .venv/bin/python examples/prune_plain_pytorch.py [--data fashion-mnist|digits] [--rate 0.5] [--epochs 10]
+
+The three lines are marked ``# (1)``, ``# (2)`` and ``# (3)``; nothing else in the loop knows about pruning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from lightly.models.modules import SimCLRProjectionHead
+from lightly.transforms import SimCLRTransform
+from torch import nn
+from torch.utils.data import DataLoader
+
+from example_data import torchvision_dataset
+from ssl_emp.pruning import Pruner, WithIndex
+
+
+def per_sample_ntxent(z0: torch.Tensor, z1: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """NT-Xent per sample (the mean of its two rows). lightly's NTXentLoss returns the batch mean only, and
+    pruning needs one loss per sample."""
+    z = F.normalize(torch.cat([z0, z1]), dim=1)
+    logits = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
+    n = len(z0)
+    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(logits, positives, reduction="none").view(2, n).mean(dim=0)
+
+
+def main(argv=None) -> float:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="digits", choices=["digits", "fashion-mnist"])
+    parser.add_argument("--root", default="data")
+    parser.add_argument("--rate", type=float, default=0.5)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+
+    transform = SimCLRTransform(input_size=16, cj_strength=0.5, min_scale=0.4, gaussian_blur=0.0, hf_prob=0.0)
+    dataset = torchvision_dataset(args.data, args.root, transform)
+    backbone = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    model = nn.Sequential(backbone, SimCLRProjectionHead(64, 128, 32))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    pruner = Pruner(len(dataset), args.epochs, rate=args.rate)  # (1)
+    loader = DataLoader(WithIndex(dataset), batch_size=args.batch_size, sampler=pruner.sampler(),  # (2)
+                        num_workers=args.workers)
+    started = time.perf_counter()
+    for epoch in range(args.epochs):
+        loader.sampler.set_epoch(epoch)
+        total, seen = 0.0, 0
+        for indices, ((view0, view1), _) in loader:
+            per_sample = per_sample_ntxent(model(view0), model(view1))
+            loss = pruner.step(indices, per_sample)  # (3)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, seen = total + per_sample.sum().item(), seen + len(indices)
+        print(f"epoch {epoch + 1}/{args.epochs}: trained {seen}/{len(dataset)} samples, loss {total / seen:.4f}")
+    achieved = pruner.achieved_rate()
+    print(f"achieved rate {achieved:.3f} (requested {args.rate}): {pruner.sample_forwards} of "
+          f"{args.epochs * len(dataset)} sample-forwards in {time.perf_counter() - started:.1f} s")
+    return achieved
+
+
+if __name__ == "__main__":
+    main()
