@@ -37,6 +37,18 @@ class DataConfig(_Section):
     subset: Optional[int] = Field(None, ge=1, description="use only the first N training images (seeded shuffle)")
     bank_device: Literal["auto", "cpu"] = Field(
         "auto", description="auto: keep the uint8 image bank on the training device")
+    in_memory: bool = Field(True, description="false: stream an imagefolder from disk through DataLoader workers "
+                                              "instead of decoding it all into memory")
+    workers: int = Field(4, ge=0, description="DataLoader workers decoding images when streaming")
+    skip_unreadable: bool = Field(False, description="streaming: skip (count and log) image files that cannot be "
+                                                     "decoded, instead of stopping the run")
+
+    @model_validator(mode="after")
+    def _streams_folders_only(self):
+        if not self.in_memory and self.name != "imagefolder":
+            raise ValueError(f"data.in_memory=false streams image files from a folder (data.name=imagefolder); "
+                             f"'{self.name}' is read from its archive files into memory")
+        return self
 
 
 class AugmentConfig(_Section):
@@ -292,6 +304,8 @@ READ_ONLY_WHEN = {
     "model.width": ("model.backbone", ("small_cnn",)),
     "model.cifar_stem": ("model.backbone", ("resnet18", "resnet34", "resnet50")),
     "run.extend": ("run.resume", (True,)),
+    "data.workers": ("data.in_memory", (False,)),
+    "data.skip_unreadable": ("data.in_memory", (False,)),
 }
 SCHEDULE = ("rate", "warmup_epochs", "anneal")  # read whenever the run prunes
 

@@ -10,7 +10,7 @@ import yaml
 
 from ssl_emp.config import (ConfigError, PretrainConfig, build_config, check_settings_used, describe_options,
                             load_pretrain_config, parse_overrides)
-from ssl_emp.data import DatasetNotFoundError
+from ssl_emp.data import DatasetNotFoundError, UnreadableImageError
 from ssl_emp.engine import CheckpointError, RunDirError, pretrain
 
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_pretrain_config(args.config, args.overrides)
         recipe = Path(args.config).stem if args.config else "run"
         result = pretrain(cfg, recipe=recipe)
-    except (ConfigError, DatasetNotFoundError, CheckpointError, RunDirError, ValueError) as exc:
+    except (ConfigError, DatasetNotFoundError, CheckpointError, RunDirError, UnreadableImageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not result.is_main:

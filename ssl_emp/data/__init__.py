@@ -1,4 +1,5 @@
 from ssl_emp.data.bank import ImageBank
-from ssl_emp.data.datasets import LOADERS, DatasetNotFoundError, load_bank
+from ssl_emp.data.datasets import LOADERS, DatasetNotFoundError, UnreadableImageError, load_bank
+from ssl_emp.data.stream import ImageFolderStream
 
-__all__ = ["ImageBank", "LOADERS", "DatasetNotFoundError", "load_bank"]
+__all__ = ["ImageBank", "ImageFolderStream", "LOADERS", "DatasetNotFoundError", "UnreadableImageError", "load_bank"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import re
 import shutil
 from pathlib import Path
 from typing import Callable, Optional
@@ -165,10 +166,30 @@ def load_stl10(root: Optional[str], split: str, image_size: Optional[int] = None
 
 # --------------------------------------------------------------------------- image folders
 
-def load_imagefolder(root: Optional[str], split: str, image_size: Optional[int] = None) -> ImageBank:
-    """``root/train/<class>/*`` (and ``root/val`` or ``root/test``), resized (shorter side) and centre-cropped at load."""
-    from tqdm import tqdm
+class UnreadableImageError(RuntimeError):
+    """An image file that cannot be decoded; the message names it."""
 
+
+def subset_indices(total: int, subset: Optional[int]) -> torch.Tensor:
+    """The fixed random subset ``data.subset`` means, in file order: the same for every run and seed."""
+    if subset is None or subset >= total:
+        return torch.arange(total)
+    return torch.randperm(total, generator=torch.Generator().manual_seed(0))[:subset].sort().values
+
+
+def decode_square(path: str, image_size: int) -> torch.Tensor:
+    """One image file as uint8 [3, S, S]: decoded as RGB, shorter side resized to S, centre-cropped."""
+    try:
+        img = torchvision.io.decode_image(path, mode=torchvision.io.ImageReadMode.RGB)
+    except (RuntimeError, OSError, ValueError) as exc:
+        reason = re.sub(r"^\w+, \S+:\d+, ", "", str(exc).splitlines()[0])[:160]  # drop torchvision's source location
+        raise UnreadableImageError(f"Cannot read image '{path}': {reason}") from None
+    img = TF.resize(img, [image_size], antialias=True)
+    return TF.center_crop(img, [image_size, image_size])
+
+
+def image_folder(root: Optional[str], split: str, image_size: Optional[int]) -> torchvision.datasets.ImageFolder:
+    """The split's ``ImageFolder`` (its file list and classes; nothing is decoded)."""
     root_path = _require_root("imagefolder", root)
     if image_size is None:
         raise ValueError("Dataset 'imagefolder' needs data.image_size: images are resized to one square size at load.")
@@ -177,15 +198,24 @@ def load_imagefolder(root: Optional[str], split: str, image_size: Optional[int] 
     if folder is None:
         raise _missing("imagefolder", root, f"no {' or '.join(candidates)}/ folder")
     try:
-        ds = torchvision.datasets.ImageFolder(str(folder))
+        return torchvision.datasets.ImageFolder(str(folder))
     except FileNotFoundError as exc:
         raise _missing("imagefolder", root, str(exc)) from None
-    images = torch.empty(len(ds), 3, image_size, image_size, dtype=torch.uint8)
-    for i, (path, _) in enumerate(tqdm(ds.samples, desc=f"loading {folder}", unit="img", leave=False)):
-        img = torchvision.io.decode_image(path, mode=torchvision.io.ImageReadMode.RGB)
-        img = TF.resize(img, [image_size], antialias=True)
-        images[i] = TF.center_crop(img, [image_size, image_size])
-    return ImageBank(images, torch.as_tensor(ds.targets).long(), len(ds.classes), "imagefolder")
+
+
+def load_imagefolder(root: Optional[str], split: str, image_size: Optional[int] = None,
+                     subset: Optional[int] = None) -> ImageBank:
+    """``root/train/<class>/*`` (and ``root/val`` or ``root/test``), resized (shorter side) and centre-cropped at
+    load. Only the ``subset`` is decoded. For folders that do not fit in memory: ``data.in_memory=false``."""
+    from tqdm import tqdm
+
+    ds = image_folder(root, split, image_size)
+    keep = subset_indices(len(ds), subset)
+    images = torch.empty(len(keep), 3, image_size, image_size, dtype=torch.uint8)
+    for row, i in enumerate(tqdm(keep.tolist(), desc=f"loading {ds.root}", unit="img", leave=False)):
+        images[row] = decode_square(ds.samples[i][0], image_size)
+    labels = torch.as_tensor(ds.targets).long()[keep]
+    return ImageBank(images, labels, len(ds.classes), "imagefolder")
 
 
 LOADERS: dict[str, Callable[..., ImageBank]] = {
@@ -205,12 +235,12 @@ def load_bank(name: str, root: Optional[str], split: str, image_size: Optional[i
         raise ValueError(f"Unknown dataset '{name}'. Known: {', '.join(LOADERS)}.")
     if split not in ("train", "test"):
         raise ValueError(f"Unknown split '{split}': use 'train' or 'test'.")
+    if name == "imagefolder":  # decodes only the subset it keeps
+        return load_imagefolder(root, split, image_size, subset)
     bank = LOADERS[name](root, split, image_size)
     if image_size is not None and bank.image_size != image_size:
         images = TF.resize(bank.images, [image_size, image_size], antialias=True)
         bank = ImageBank(images, bank.labels, bank.num_classes, bank.name)
     if subset is not None and subset < len(bank):
-        # Fixed generator: the same subset for every run and seed, so results compare.
-        keep = torch.randperm(len(bank), generator=torch.Generator().manual_seed(0))[:subset]
-        bank = bank.subset(keep.sort().values)
+        bank = bank.subset(subset_indices(len(bank), subset))
     return bank

@@ -1,4 +1,5 @@
-"""The pretraining loop: epochs over batches of indices into an in-memory image bank."""
+"""The pretraining loop: epochs over batches of indices into an in-memory image bank (or, with
+``data.in_memory=false``, into a folder of images streamed from disk)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ssl_emp.config import PretrainConfig
-from ssl_emp.data import ImageBank, load_bank
+from ssl_emp.data import ImageBank, ImageFolderStream, UnreadableImageError, load_bank
 from ssl_emp.data.augment import TwoViews
 from ssl_emp.device import autocast, resolve_device
 from ssl_emp.distributed import DistContext, Shard, init_distributed, split_sizes
@@ -106,14 +107,16 @@ def schedule_shift(saved: PretrainConfig, cfg: PretrainConfig, epoch: int, num_s
               f"{learning_rate(cfg.optim, epoch, after):.4g} (cosine over {after} epochs, not {before})"]
     old = Pruner(num_samples, before, seed=cfg.train.seed, **saved.pruning.model_dump())
     new = Pruner(num_samples, after, seed=cfg.train.seed, **cfg.pruning.model_dump())
+
+    def window(pruner: Pruner, epochs: int) -> str:
+        first = pruner.first_annealed_epoch + 1
+        return f"{first}-{epochs}" if first <= epochs else "none"
+
+    if old.active and window(old, before) != window(new, after):
+        shifts.append(f"the full-data annealing epochs move from {window(old, before)} to {window(new, after)}")
     if old.active and not old.published_rule:
-        shifts.append(f"the full-data annealing epochs move from {old.first_annealed_epoch + 1}-{before} to "
-                      f"{new.first_annealed_epoch + 1}-{after}")
         shifts.append(f"each pruned epoch skips {new.epoch_rate:.3f} of the data, not {old.epoch_rate:.3f}, so "
                       f"that the whole run skips pruning.rate={cfg.pruning.rate}")
-    elif old.published_rule:
-        shifts.append(f"the full-data annealing epochs move from {old.first_annealed_epoch + 1}-{before} to "
-                      f"{new.first_annealed_epoch + 1}-{after}")
     return shifts
 
 
@@ -158,6 +161,10 @@ def check_fits_the_data(cfg: PretrainConfig, num_images: int, pruner: Pruner) ->
         raise ValueError(f"method.queue_size={cfg.method.queue_size} holds the keys of {cfg.method.queue_size // 2} "
                          f"samples (two views each), not fewer than the dataset's {num_images} images: each sample's "
                          f"own earlier keys would be among its negatives. Use a queue below {2 * num_images}.")
+    if not cfg.data.in_memory and cfg.monitor.every and (cfg.monitor.train_subset is None
+                                                         or cfg.monitor.test_subset is None):
+        raise ValueError("The online kNN monitor holds its images in memory; with data.in_memory=false set "
+                         "monitor.train_subset and monitor.test_subset (e.g. 10000 and 2000), or monitor.every=0.")
     if pruner.active and not pruner.published_rule:
         # The user's notion of what is left: (1 - rate) of the data. (Pruned epochs keep a little less, making up
         # for the full warm-up and annealing epochs; there the batch is at most one epoch.)
@@ -179,8 +186,14 @@ class Pretrainer:
         self.device = resolve_device(cfg.train.device, self.ctx.local_rank)
         torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
 
-        bank = train_bank if train_bank is not None else load_bank(
-            cfg.data.name, cfg.data.root, "train", cfg.data.image_size, cfg.data.subset)
+        if train_bank is not None:
+            bank = train_bank
+        elif not cfg.data.in_memory:
+            bank = ImageFolderStream(cfg.data.root, cfg.data.image_size, cfg.data.subset, cfg.data.skip_unreadable)
+        else:
+            bank = load_bank(cfg.data.name, cfg.data.root, "train", cfg.data.image_size, cfg.data.subset)
+        self.streaming = isinstance(bank, ImageFolderStream)
+        self.unreadable: set[int] = set()  # streamed files skipped as unreadable (data.skip_unreadable)
         if cfg.train.batch_size > len(bank):
             raise ValueError(f"train.batch_size={cfg.train.batch_size} is larger than the dataset "
                              f"({len(bank)} images); lower it.")
@@ -212,11 +225,11 @@ class Pretrainer:
             self.forward = torch.compile(self.forward)
         self.optimizer = build_optimizer(self.model, cfg.optim)
 
-        self.monitor = (KNNMonitor(cfg, bank.image_size, self.mean, self.std, self.device)
-                        if cfg.monitor.every and self.ctx.is_main else None)
         self.pruner = Pruner(len(self.bank), cfg.train.epochs, seed=cfg.train.seed, device=self.device,
                              **cfg.pruning.model_dump())
         check_fits_the_data(cfg, len(bank), self.pruner)
+        self.monitor = (KNNMonitor(cfg, bank.image_size, self.mean, self.std, self.device)
+                        if cfg.monitor.every and self.ctx.is_main else None)
         self.epoch = 0
         self.global_step = 0
         self.samples_seen = 0
@@ -268,6 +281,30 @@ class Pretrainer:
         else:  # resumed with another process count: plans and weights carry over, augmentation streams cannot
             torch.manual_seed(self.cfg.train.seed + 1_000_003 * self.ctx.rank + self.epoch)
 
+    def _agreed_sizes(self, local: int) -> tuple[int, ...]:
+        """Every rank's sample count this step (one small all-gather and host read: only when streamed files
+        may be skipped, so the shards are no longer known in advance)."""
+        counts = [torch.zeros(1, dtype=torch.long, device=self.device) for _ in range(self.ctx.world_size)]
+        dist.all_gather(counts, torch.tensor([local], device=self.device))
+        return tuple(int(c) for c in counts)
+
+    def _streamed(self, batch_indices: list[torch.Tensor]):
+        """This rank's shard of each step's batch, read from disk by DataLoader workers, in step order."""
+        shards = [b if not self.ctx.enabled else b[Shard(split_sizes(len(b), self.ctx.world_size), self.ctx.rank).local]
+                  for b in batch_indices]
+        for read, raw, unreadable in self.bank.loader([s.tolist() for s in shards], self.cfg.data.workers,
+                                                      pin_memory=self.cuda):
+            self.unreadable.update(unreadable.tolist())
+            yield read, raw
+
+    def _unreadable_count(self) -> int:
+        """Distinct streamed files skipped so far, over all ranks (each rank reads different files)."""
+        if not self.ctx.enabled:
+            return len(self.unreadable)
+        everyone: list = [None] * self.ctx.world_size
+        dist.all_gather_object(everyone, self.unreadable)
+        return len(set().union(*everyone))
+
     def _all_finite(self, loss: torch.Tensor) -> bool:
         """One host sync (and, under DDP, one all-reduce) per step: the price of train.nonfinite=skip."""
         finite = torch.isfinite(loss.detach()).float()
@@ -304,11 +341,12 @@ class Pretrainer:
         return autocast(self.device, self.cfg.train.amp)
 
     def train_step(self, indices: torch.Tensor, lr: float,
-                   weights: Optional[torch.Tensor] = None) -> Optional[SampleStats]:
+                   loaded: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> Optional[SampleStats]:
         """One optimizer step on the global batch at ``indices``; the pruner observes every sample of it.
 
         Under DDP this rank trains its contiguous shard of ``indices``; the per-sample outputs are then
         gathered so every rank's pruner records the whole batch and the score tables stay identical.
+        ``loaded`` is this rank's shard as streamed from disk: (the indices read, their uint8 images).
         Returns the statistics of the whole batch (detached under DDP), or None for a skipped non-finite step.
         """
         for group in self.optimizer.param_groups:
@@ -318,8 +356,19 @@ class Pretrainer:
         if self.ctx.enabled:
             shard = Shard(split_sizes(len(indices), self.ctx.world_size), self.ctx.rank)
             indices = indices[shard.local]
-            weights = weights[shard.local] if weights is not None else None
-        images = self.bank.batch(indices.to(self.bank.device)).to(self.device, non_blocking=True)
+        if loaded is None:
+            images = self.bank.batch(indices.to(self.bank.device)).to(self.device, non_blocking=True)
+        else:
+            read, raw = loaded
+            images = raw.to(self.device, non_blocking=True).float().div_(255.0)
+            if self.cfg.data.skip_unreadable:  # files may have been skipped: the step trains what was read
+                indices = read.to(self.device, non_blocking=True)
+                if shard is not None:
+                    shard = Shard(self._agreed_sizes(len(read)), self.ctx.rank)
+                    global_indices = shard.gather_detached(indices)
+                else:
+                    global_indices = indices
+        weights = self.pruner.weights(indices)
         view0, view1 = self.views(images)
         view0 = view0.contiguous(memory_format=self.memory_format)
         view1 = view1.contiguous(memory_format=self.memory_format)
@@ -352,19 +401,18 @@ class Pretrainer:
         """Train on one epoch's plan; returns the summed per-sample loss (on the device) and the samples it sums."""
         cfg = self.cfg
         indices = plan.indices.to(self.device)
-        weights = plan.weights.to(self.device) if plan.weights is not None else None
         # Near-equal batches close to batch_size: a pruned epoch's remainder would otherwise be a
         # tail batch of a few samples taking a full-size step, which derails contrastive training.
         num_batches = max(1, round(len(plan) / cfg.train.batch_size))
         batch_indices = indices.tensor_split(num_batches)
-        batch_weights = weights.tensor_split(num_batches) if weights is not None else [None] * num_batches
+        streamed = self._streamed(list(plan.indices.tensor_split(num_batches))) if self.streaming else None
         loss_sum = torch.zeros((), device=self.device)
         trained = 0
         for b in range(num_batches):
             lr = learning_rate(cfg.optim, self.epoch + b / num_batches, cfg.train.epochs)
-            output = self.train_step(batch_indices[b], lr, batch_weights[b])
+            output = self.train_step(batch_indices[b], lr, next(streamed) if streamed is not None else None)
             self.global_step += 1
-            self.samples_seen += len(batch_indices[b])
+            self.samples_seen += len(batch_indices[b]) if output is None else len(output.loss)
             if bar is not None:
                 bar.update(len(batch_indices[b]))
             if output is None:  # a non-finite step skipped (train.nonfinite=skip)
@@ -399,7 +447,20 @@ class Pretrainer:
         while self.epoch < epochs:
             epoch_start = time.perf_counter()
             plan = self.pruner.plan(self.epoch)
-            loss_sum, trained = self.train_epoch(plan, bar, tracker)
+            try:
+                loss_sum, trained = self.train_epoch(plan, bar, tracker)
+            except UnreadableImageError as exc:
+                bar.close()
+                # Re-raised from a DataLoader worker, the message carries the worker's traceback; its last line
+                # names the file.
+                reason = str(exc).strip().splitlines()[-1].removeprefix("ssl_emp.data.datasets.")
+                reason = reason.removeprefix("UnreadableImageError: ").rstrip(".")
+                kept = (f"its last checkpoint ({checkpoint}) is intact" if checkpoint.is_file()
+                        else "no checkpoint had been written yet")
+                raise UnreadableImageError(
+                    f"{reason}. The run stopped in epoch {self.epoch + 1}; {kept}. Remove or replace the file, or "
+                    "set data.skip_unreadable=true to skip such files (they are counted as data/unreadable_files)."
+                ) from None
             if self.cuda:
                 torch.cuda.synchronize()
             epoch_seconds = time.perf_counter() - epoch_start
@@ -414,6 +475,8 @@ class Pretrainer:
                 record.update(self.monitor(self.model.backbone))
             if self.skipped_steps:
                 record["train/skipped_steps"] = self.skipped_steps
+            if self.streaming and cfg.data.skip_unreadable:
+                record["data/unreadable_files"] = self._unreadable_count()
             history.append(record)
             tracker.log(record, step=self.global_step)
             if not math.isfinite(last_epoch_loss):

@@ -137,6 +137,10 @@ class Pruner:
         self.table.set_scores(indices, scores)
         self.sample_forwards += indices.numel()
 
+    def weights(self, indices: torch.Tensor) -> torch.Tensor:
+        """The current plan's loss weight of each sample at ``indices`` (1 unless the selector reweights)."""
+        return self._weights[indices.to(self._weights.device, non_blocking=True)]
+
     def step(self, indices: torch.Tensor, stats: Union[torch.Tensor, SampleStats]) -> torch.Tensor:
         """Record a step of the current epoch's plan and return the loss to back-propagate:
         ``mean(weight_i * loss_i)``, with the plan's weights (InfoBatch's 1/(1-r) keeps the loss unbiased).
@@ -149,7 +153,7 @@ class Pruner:
         if isinstance(stats, torch.Tensor):
             stats = SampleStats(stats)
         indices = indices.to(self._weights.device, non_blocking=True)
-        weights = self._weights[indices].to(stats.loss.dtype)
+        weights = self.weights(indices).to(stats.loss.dtype)
         loss = (weights * stats.loss).mean()
         everyone, everyone_stats = _gather_ranks(indices, stats.detached())
         self.observe(everyone, everyone_stats, self.epoch)

@@ -1,0 +1,110 @@
+"""data.in_memory=false: a folder of JPEG and PNG files streamed from disk through DataLoader workers."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from ssl_emp.config import load_pretrain_config
+from ssl_emp.data import UnreadableImageError
+from ssl_emp.data.stream import ImageFolderStream
+from ssl_emp.engine import load_checkpoint, pretrain
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """scikit-learn's digits as a real image folder: train/<class>/*.jpg|png (24 px RGB), test/ likewise."""
+    from sklearn.datasets import load_digits
+
+    root = tmp_path_factory.mktemp("folder")
+    digits = load_digits()
+    for i, (image, label) in enumerate(zip(digits.images, digits.target)):
+        split = "train" if i < 600 else "test" if i < 800 else None
+        if split is None:
+            break
+        (root / split / str(label)).mkdir(parents=True, exist_ok=True)
+        picture = Image.fromarray((image * 255 / 16).astype("uint8")).resize((24, 24)).convert("RGB")
+        picture.save(root / split / str(label) / (f"{i:04d}.jpg" if i % 2 else f"{i:04d}.png"))
+    return root
+
+
+def _cfg(folder, tmp_path, name, *extra):
+    return load_pretrain_config("configs/default.yaml", [
+        "data.name=imagefolder", f"data.root={folder}", "data.image_size=16", "model.width=8",
+        "model.proj_hidden_dim=32", "model.proj_output_dim=16", "train.batch_size=100", "train.epochs=3",
+        "train.checkpoint_every=1", "tracking.wandb=disabled", "monitor.every=0", "pruning.rate=0.3",
+        "pruning.anneal=0", f"run.out_dir={tmp_path}", f"run.name={name}", *extra])
+
+
+def test_stream_reads_what_the_in_memory_loader_reads(folder):
+    from ssl_emp.data import load_bank
+
+    stream = ImageFolderStream(str(folder), 16)
+    bank = load_bank("imagefolder", str(folder), "train", 16)
+    assert len(stream) == len(bank) == 600 and stream.num_classes == bank.num_classes == 10
+    for i in (0, 1, 299, 599):  # PNG and JPEG files alike
+        assert torch.equal(stream[i][1], bank.images[i]) and stream.labels[i] == bank.labels[i]
+    subset = load_bank("imagefolder", str(folder), "train", 16, subset=50)
+    assert len(subset) == 50 and len(ImageFolderStream(str(folder), 16, subset=50)) == 50
+
+
+@pytest.mark.slow
+def test_streamed_run_trains_as_the_same_run_from_memory(folder, tmp_path):
+    """Same plans, same images, same augmentation stream: the epoch losses agree, and so does the pruning."""
+    memory = pretrain(_cfg(folder, tmp_path, "memory"), show_progress=False)
+    streamed = pretrain(_cfg(folder, tmp_path, "streamed", "data.in_memory=false", "data.workers=2"),
+                        show_progress=False)
+    for a, b in zip(memory.history, streamed.history, strict=True):
+        assert b["train/epoch_loss"] == pytest.approx(a["train/epoch_loss"], rel=1e-4)
+        assert b["pruning/epoch_kept"] == a["pruning/epoch_kept"]
+    assert streamed.achieved_rate == pytest.approx(0.3, abs=0.005)
+    assert load_checkpoint(streamed.checkpoint)["data"]["num_classes"] == 10
+
+
+@pytest.mark.slow
+def test_an_unreadable_file_stops_the_run_naming_it_and_the_checkpoint_survives(folder, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    overrides = ("data.in_memory=false", "data.workers=1", "train.epochs=2")
+    pretrain(_cfg(copy, tmp_path, "run", *overrides), show_progress=False)
+    broken = next((copy / "train" / "3").glob("*.jpg"))
+    broken.write_bytes(b"this is not a JPEG")  # the same files, one of them now unreadable
+    with pytest.raises(UnreadableImageError) as error:
+        pretrain(_cfg(copy, tmp_path, "run", *overrides[:2], "train.epochs=4", "run.resume=true", "run.extend=true"),
+                 show_progress=False)
+    message = str(error.value)
+    assert str(broken) in message and "is intact" in message
+    assert "data.skip_unreadable=true" in message and "Traceback" not in message
+    stopped_in = int(message.split("stopped in epoch ")[1].split(";")[0])  # 3, or 4 if epoch 3 pruned the file
+    assert stopped_in in (3, 4)
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["epoch"] == stopped_in - 1
+
+
+@pytest.mark.slow
+def test_skipping_unreadable_files_counts_them_and_trains_the_rest(folder, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    next((copy / "train" / "5").glob("*.png")).write_bytes(b"")
+    result = pretrain(_cfg(copy, tmp_path, "skip", "data.in_memory=false", "data.workers=1",
+                           "data.skip_unreadable=true"), show_progress=False)
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    counts = [r["data/unreadable_files"] for r in records if "data/unreadable_files" in r]
+    assert counts and counts[-1] == 1
+    planned = sum(r["pruning/epoch_kept"] for r in result.history)
+    visits = load_checkpoint(result.checkpoint)["pruning"]["table"]["visits"]
+    # Every planned forward trained, except the broken file's own (once per epoch it was planned).
+    assert 0 < planned - result.sample_forwards <= 3 and int(visits.sum()) == result.sample_forwards
+
+
+def test_streaming_is_refused_where_it_cannot_apply(folder, tmp_path):
+    from ssl_emp.config import ConfigError
+
+    with pytest.raises(ConfigError, match="streams image files from a folder"):
+        load_pretrain_config("configs/default.yaml", ["data.in_memory=false"])
+    with pytest.raises(ValueError, match="monitor.train_subset"):
+        pretrain(_cfg(folder, tmp_path, "monitored", "data.in_memory=false", "monitor.every=1"), show_progress=False)
