@@ -49,6 +49,7 @@ from eval.linear_probe import linear_probe  # noqa: E402
 from ssl_emp.config import load_pretrain_config  # noqa: E402
 from ssl_emp.data import load_bank  # noqa: E402
 from ssl_emp.engine import pretrain  # noqa: E402
+from ssl_emp.pruning import achieved_rate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_ROOT = str(ROOT / "data")
@@ -190,7 +191,8 @@ def run_one(dataset, method, rate, seed, overrides, bank, workdir, probe_epochs)
     full_forwards = spec["epochs"] * len(bank)
     rhos = [h["pruning/memory_spearman"] for h in result.history if h.get("pruning/memory_spearman") is not None]
     return {"dataset": dataset, "method": method, "requested_rate": rate, "seed": seed,
-            "achieved_rate": 1.0 - result.sample_forwards / full_forwards, "sample_forwards": result.sample_forwards,
+            "achieved_rate": achieved_rate(result.sample_forwards, full_forwards),
+            "sample_forwards": result.sample_forwards,
             "train_seconds": round(train_seconds, 2), "top1": probe["top1"], "final_loss": result.final_loss,
             "visits_gini": result.history[-1].get("pruning/visits_gini"),
             "memory_spearman": statistics.mean(rhos) if rhos else None, "overrides": overrides}

@@ -11,7 +11,8 @@ both sides of every ratio alike:
    (EMP score, table update) alternate with blocks where it does not. Target: at most 3% of step time.
 3. **Host synchronisation.** On CUDA, the steps run under ``torch.cuda.set_sync_debug_mode("error")``
    with the engine observing: any device-to-host sync it added would raise. (On CPU there is no device
-   to wait for; ``tests/test_pruning.py`` guards the same property by forbidding host reads.)
+   to wait for; ``tests/test_pruning.py`` guards the same property by running the engine on the meta
+   device, where any read of a tensor's values fails.)
 
 Medians over repetitions; results go to ``results/pruning_speed.json`` and are printed.
 """

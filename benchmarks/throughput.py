@@ -14,6 +14,9 @@ Synthetic uint8 data in memory (nothing is downloaded), shaped like CIFAR (50,00
   on a torchvision ``VisionDataset`` through a ``DataLoader`` with workers, the same backbone, lightly's
   ``SimCLRProjectionHead`` and ``NTXentLoss``, the same batch and autocast; and our samples/s over its.
 
+It also times the two data paths on the same image files: the in-memory uint8 bank against
+``data.in_memory=false`` (JPEG files decoded by DataLoader workers), full epochs of SimCLR on each.
+
 ``--tiny`` is a CPU-sized run (small CNN, 32 px, a few hundred images) that the tests execute.
 Results go to ``benchmarks/results/throughput_<device>.json`` and ``.md`` with the command.
 """
@@ -30,6 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -292,7 +296,43 @@ def measure(setting: Setting, bank: ImageBank, args) -> dict:
         return record
 
 
-def markdown(records: list[dict], command: str) -> str:
+def data_paths(args, workdir: str) -> dict:
+    """Full-epoch samples/s of the in-memory bank and of streaming, on one folder of JPEG files."""
+    from PIL import Image
+
+    count, side = SHAPES["cifar"]
+    count = min(args.images or count, args.stream_images)
+    bank = synthetic_bank(count, side, seed=1)
+    root = Path(workdir) / "folder"
+    for i in range(count):
+        folder = root / "train" / str(int(bank.labels[i]))
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(bank.images[i].permute(1, 2, 0).numpy()).save(folder / f"{i:06d}.jpg", quality=90)
+    rates = {}
+    for path, extra in (("in_memory", []), ("streamed", ["data.in_memory=false", f"data.workers={args.workers}"])):
+        recipe = read_yaml(ROOT / RECIPES["simclr"])
+        recipe["model"].pop("cifar_stem", None)
+        backbone = args.backbones[0]
+        overrides = [f"model.backbone={backbone}", "data.name=imagefolder", f"data.root={root}",
+                     f"data.image_size={side}", f"train.batch_size={args.batch_size}", f"train.device={args.device}",
+                     "tracking.wandb=disabled", "monitor.every=0", f"run.out_dir={workdir}", f"run.name={path}", *extra]
+        overrides += [f"model.width={args.width}"] if backbone == "small_cnn" else [f"model.cifar_stem={side <= 32}"]
+        trainer = Pretrainer(build_config(PretrainConfig, recipe, overrides), Path(workdir) / path)
+        trainer.model.train()
+        times = []
+        for repeat in range(1 + args.epoch_repeats):  # the first epoch warms up
+            sync(trainer.device)
+            start = time.perf_counter()
+            trainer.train_epoch(trainer.pruner.plan(0))
+            sync(trainer.device)
+            times.append(time.perf_counter() - start)
+        rates[path] = count / statistics.median(times[1:])
+    return {"images": count, "image_size": side, "backbone": args.backbones[0], "workers": args.workers,
+            "in_memory_samples_per_second": rates["in_memory"], "streamed_samples_per_second": rates["streamed"],
+            "streamed_over_in_memory": rates["streamed"] / rates["in_memory"]}
+
+
+def markdown(records: list[dict], command: str, paths: Optional[dict] = None) -> str:
     lines = [f"# Throughput on {records[0]['device']}", "", f"Command: `{command}`", "",
              "| method | backbone | data | variant | samples/s | x lightly | MFU | augment / fwd+bwd / optim / "
              "observe (ms) | observe share | pruned/full epoch (keep 0.3) | peak GiB | host syncs/step |",
@@ -308,6 +348,13 @@ def markdown(records: list[dict], command: str) -> str:
             f"{100 * r['observe_share_of_step']:.2f}% | {r['pruned_over_full_epoch']:.3f} | "
             f"{'%.1f' % r['peak_memory_gib'] if r['peak_memory_gib'] is not None else 'n/a'} | "
             f"{r['host_syncs_per_step']} |")
+    if paths:
+        lines += ["", f"Data paths, SimCLR {paths['backbone']} on {paths['images']} JPEG files of {paths['image_size']} px "
+                      f"(full epochs, {paths['workers']} workers for streaming):", "",
+                  "| path | samples/s |", "|---|---|",
+                  f"| in memory (uint8 bank) | {paths['in_memory_samples_per_second']:.0f} |",
+                  f"| streamed (data.in_memory=false) | {paths['streamed_samples_per_second']:.0f} |",
+                  f"| streamed / in memory | {paths['streamed_over_in_memory']:.2f} |"]
     return "\n".join(lines) + "\n"
 
 
@@ -329,6 +376,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="DataLoader workers of lightly's loop")
     parser.add_argument("--no-lightly", action="store_true", help="skip lightly's reference loop")
+    parser.add_argument("--stream-images", type=int, default=10_000, help="JPEG files for the data-path timing")
+    parser.add_argument("--no-data-paths", action="store_true", help="skip the in-memory vs streamed timing")
     parser.add_argument("--peak-tflops", type=float, help="device peak for MFU (default: known GPUs' bf16 peak)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--set", nargs="*", default=[], metavar="key=value", help="extra config overrides")
@@ -337,6 +386,7 @@ def main(argv=None) -> int:
     if args.tiny:
         args.backbones, args.shapes, args.variants = ["small_cnn"], ["cifar"], ["fp32"]
         args.images = args.images or 512
+        args.stream_images = min(args.stream_images, 1024)
         args.batch_size = min(args.batch_size, 128)
         args.device = "cpu" if args.device == "auto" else args.device
         args.epoch_repeats = min(args.epoch_repeats, 2)
@@ -358,12 +408,20 @@ def main(argv=None) -> int:
                           f"{100 * record['observe_share_of_step']:.2f}% of a step, host syncs/step "
                           f"{record['host_syncs_per_step']}", flush=True)
 
+    paths = None
+    if not args.no_data_paths:
+        with tempfile.TemporaryDirectory() as workdir:
+            paths = data_paths(args, workdir)
+        print(f"data paths: in memory {paths['in_memory_samples_per_second']:.0f} samples/s, streamed "
+              f"{paths['streamed_samples_per_second']:.0f} samples/s ({paths['streamed_over_in_memory']:.2f}x)")
+
     slug = re.sub(r"[^a-z0-9]+", "-", records[0]["device"].lower()).strip("-") + ("-tiny" if args.tiny else "")
     stem = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"throughput_{slug}"
     stem.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"command": command, "torch": torch.__version__, "threads": torch.get_num_threads(), "records": records}
+    meta = {"command": command, "torch": torch.__version__, "threads": torch.get_num_threads(), "records": records,
+            "data_paths": paths}
     stem.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    stem.with_suffix(".md").write_text(markdown(records, command))
+    stem.with_suffix(".md").write_text(markdown(records, command, paths))
     print(f"written to {stem.with_suffix('.json')} and .md")
     return 0
 

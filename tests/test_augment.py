@@ -37,7 +37,23 @@ def test_normalisation_uses_the_given_statistics():
     assert torch.allclose(eval_view, (images - 0.5) / 0.25)
 
 
-def test_views_stay_on_the_input_device():
-    images = torch.rand(4, 3, 16, 16)
+def test_views_are_drawn_per_sample_and_per_view():
+    """One call augments a batch as a DataLoader would, image by image: identical images get different views,
+    and the two views of one image differ."""
+    torch.manual_seed(0)
+    images = torch.rand(1, 3, 16, 16).expand(8, -1, -1, -1).contiguous()
     v0, v1 = TwoViews(AugmentConfig(), 16, 3, [0.5] * 3, [0.2] * 3)(images)
-    assert v0.device == images.device and v1.device == images.device
+    assert v0.shape == v1.shape == images.shape
+    assert not torch.allclose(v0[0], v0[1]) and not torch.allclose(v0[0], v1[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: views are made on the training device")
+def test_views_are_made_on_the_gpu_without_leaving_it():
+    images = torch.rand(4, 3, 16, 16, device="cuda")
+    views = TwoViews(AugmentConfig(), 16, 3, [0.5] * 3, [0.2] * 3).to("cuda")
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        v0, v1 = views(images)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert v0.device.type == v1.device.type == "cuda"

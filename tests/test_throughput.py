@@ -14,10 +14,15 @@ import throughput  # noqa: E402
 def test_tiny_mode_reports_throughput_split_pruning_ratio_and_lightly_ratio(tmp_path, capsys):
     stem = tmp_path / "throughput_cpu"
     assert throughput.main(["--tiny", "--images", "256", "--batch-size", "64", "--steps", "2", "--repeats", "1",
-                            "--warmup", "1", "--epoch-repeats", "1", "--workers", "1", "--out", str(stem)]) == 0
+                            "--warmup", "1", "--epoch-repeats", "1", "--workers", "1", "--stream-images", "128",
+                            "--out", str(stem)]) == 0
     printed = capsys.readouterr().out
     assert "x lightly" in printed and "pruned/full epoch" in printed
-    records = {r["method"]: r for r in json.loads(stem.with_suffix(".json").read_text())["records"]}
+    written = json.loads(stem.with_suffix(".json").read_text())
+    records = {r["method"]: r for r in written["records"]}
+    paths = written["data_paths"]
+    assert paths["images"] == 128 and paths["in_memory_samples_per_second"] > 0
+    assert paths["streamed_samples_per_second"] > 0 and "streamed / in memory" in stem.with_suffix(".md").read_text()
     assert set(records) == {"simclr", "moco"}
     for record in records.values():
         assert record["samples_per_second"] > 0 and record["model_tflops_per_step"] > 0
