@@ -108,3 +108,57 @@ def test_streaming_is_refused_where_it_cannot_apply(folder, tmp_path):
         load_pretrain_config("configs/default.yaml", ["data.in_memory=false"])
     with pytest.raises(ValueError, match="monitor.train_subset"):
         pretrain(_cfg(folder, tmp_path, "monitored", "data.in_memory=false", "monitor.every=1"), show_progress=False)
+
+
+def _ddp_stream_worker(rank, world_size, port, folder, out_dir):
+    import os
+
+    from ssl_emp.engine.trainer import Pretrainer
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    read = []  # the files this rank decoded for training (data.workers=0: in this process), in order
+    original_getitem, original_run = ImageFolderStream.__getitem__, Pretrainer.run
+    final = {}
+
+    def recording_getitem(self, index):
+        read.append(index)
+        return original_getitem(self, index)
+
+    def recording_run(self, tracker, show_progress=None):
+        read.clear()  # leave out the channel statistics' sample, read before training
+        result = original_run(self, tracker, show_progress)
+        final["table"] = self.pruner.table.state_dict()
+        return result
+
+    ImageFolderStream.__getitem__, Pretrainer.run = recording_getitem, recording_run
+    try:
+        result = pretrain(_cfg(folder, out_dir, "ddp", "data.in_memory=false", "data.workers=0", "train.device=cpu"),
+                          show_progress=False)
+    finally:
+        ImageFolderStream.__getitem__, Pretrainer.run = original_getitem, original_run
+    torch.save({"table": final["table"], "forwards": result.sample_forwards, "rate": result.achieved_rate,
+                "read": torch.tensor(read)},
+               os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+@pytest.mark.slow
+def test_two_ranks_stream_their_shards_and_keep_identical_tables(folder, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_ddp_stream_worker, args=(2, port, str(folder), str(tmp_path)), nprocs=2,
+                       start_method="spawn")
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    for key, value in r0["table"].items():
+        torch.testing.assert_close(value, r1["table"][key], rtol=0, atol=0, equal_nan=True, msg=key)
+    assert r0["forwards"] == r1["forwards"] == int(r0["table"]["visits"].sum())
+    assert r0["rate"] == pytest.approx(0.3, abs=0.005)
+    # Each rank decoded only its shards: together, exactly the planned forwards, about half each.
+    assert len(r0["read"]) + len(r1["read"]) == r0["forwards"]
+    assert abs(len(r0["read"]) - len(r1["read"])) <= 6
