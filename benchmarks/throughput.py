@@ -349,8 +349,8 @@ def markdown(records: list[dict], command: str, paths: Optional[dict] = None) ->
             f"{'%.1f' % r['peak_memory_gib'] if r['peak_memory_gib'] is not None else 'n/a'} | "
             f"{r['host_syncs_per_step']} |")
     if paths:
-        lines += ["", f"Data paths, SimCLR {paths['backbone']} on {paths['images']} JPEG files of {paths['image_size']} px "
-                      f"(full epochs, {paths['workers']} workers for streaming):", "",
+        lines += ["", f"Data paths, SimCLR {paths['backbone']} on {paths['images']} JPEG files of "
+                      f"{paths['image_size']} px (full epochs, {paths['workers']} workers for streaming):", "",
                   "| path | samples/s |", "|---|---|",
                   f"| in memory (uint8 bank) | {paths['in_memory_samples_per_second']:.0f} |",
                   f"| streamed (data.in_memory=false) | {paths['streamed_samples_per_second']:.0f} |",

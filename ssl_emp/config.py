@@ -47,7 +47,7 @@ class DataConfig(_Section):
     def _streams_folders_only(self):
         if not self.in_memory and self.name != "imagefolder":
             raise ValueError(f"data.in_memory=false streams image files from a folder (data.name=imagefolder); "
-                             f"'{self.name}' is read from its archive files into memory")
+                             f"'{self.name}' is loaded into memory by its own loader")
         return self
 
 

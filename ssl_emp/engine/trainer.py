@@ -290,9 +290,10 @@ class Pretrainer:
 
     def _streamed(self, batch_indices: list[torch.Tensor]):
         """This rank's shard of each step's batch, read from disk by DataLoader workers, in step order."""
-        shards = [b if not self.ctx.enabled else b[Shard(split_sizes(len(b), self.ctx.world_size), self.ctx.rank).local]
-                  for b in batch_indices]
-        for read, raw, unreadable in self.bank.loader([s.tolist() for s in shards], self.cfg.data.workers,
+        if self.ctx.enabled:
+            batch_indices = [b[Shard(split_sizes(len(b), self.ctx.world_size), self.ctx.rank).local]
+                             for b in batch_indices]
+        for read, raw, unreadable in self.bank.loader([b.tolist() for b in batch_indices], self.cfg.data.workers,
                                                       pin_memory=self.cuda):
             self.unreadable.update(unreadable.tolist())
             yield read, raw
