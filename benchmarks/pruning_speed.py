@@ -40,17 +40,17 @@ SETTINGS = {
 }
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
 def timed_epoch(trainer: Pretrainer, build_plan) -> tuple[float, int]:
-    _sync(trainer.device)
+    sync(trainer.device)
     start = time.perf_counter()
     plan = build_plan()
     trainer.train_epoch(plan)
-    _sync(trainer.device)
+    sync(trainer.device)
     return time.perf_counter() - start, len(plan)
 
 
@@ -63,11 +63,11 @@ def timed_steps(trainer: Pretrainer, steps: int, observe: bool) -> float:
     generator = torch.Generator().manual_seed(steps)
     batches = [torch.randperm(len(trainer.bank), generator=generator)[:batch].to(trainer.device) for _ in range(steps)]
     try:
-        _sync(trainer.device)
+        sync(trainer.device)
         start = time.perf_counter()
         for indices in batches:
             trainer.train_step(indices, lr=0.01)
-        _sync(trainer.device)
+        sync(trainer.device)
         return (time.perf_counter() - start) / steps
     finally:
         trainer.pruner.observe = pruner_observe
@@ -121,11 +121,11 @@ def main(argv=None) -> int:
         output = trainer.train_step(indices, lr=0.01)
         observe_times = []
         for _ in range(args.repeats):
-            _sync(trainer.device)
+            sync(trainer.device)
             start = time.perf_counter()
             for _ in range(200):
                 trainer.pruner.observe(indices, output, 1)
-            _sync(trainer.device)
+            sync(trainer.device)
             observe_times.append((time.perf_counter() - start) / 200)
 
         sync_check = "not applicable on cpu"

@@ -47,6 +47,10 @@ from ssl_emp.data.bank import ImageBank
 from ssl_emp.engine.trainer import Pretrainer
 from ssl_emp.pruning import EpochPlan
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The same epoch timing as the pruning speed benchmark.
+from pruning_speed import sync, timed_epoch  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = {"cifar": (50_000, 32), "imagenet96": (20_000, 96)}  # images, side
 RECIPES = {"simclr": "configs/simclr_cifar10_resnet18.yaml", "moco": "configs/moco_cifar10_resnet18.yaml"}
@@ -71,32 +75,28 @@ def synthetic_bank(images: int, side: int, seed: int = 0) -> ImageBank:
     return ImageBank(data, torch.randint(0, 10, (images,), generator=generator), 10, f"synthetic{side}")
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
+def bench_config(method: str, backbone: str, side: int, args, workdir: str, overrides: list[str]) -> PretrainConfig:
+    """The method's GPU recipe with this benchmark's backbone, batch and device, W&B and the monitor off."""
+    recipe = read_yaml(ROOT / RECIPES[method])
+    recipe["model"].pop("cifar_stem", None)  # a ResNet setting of the GPU recipes, set below where it applies
+    size = [f"model.width={args.width}"] if backbone == "small_cnn" else [f"model.cifar_stem={side <= 32}"]
+    return build_config(PretrainConfig, recipe, [
+        f"model.backbone={backbone}", *size, f"train.batch_size={args.batch_size}", f"train.device={args.device}",
+        "tracking.wandb=disabled", "monitor.every=0", f"run.out_dir={workdir}", *overrides])
+
+
 def build_trainer(setting: Setting, bank: ImageBank, args, workdir: str) -> Pretrainer:
     amp, channels_last, compile_ = VARIANTS[setting.variant]
-    overrides = [f"model.backbone={setting.backbone}",
-                 f"train.batch_size={args.batch_size}", f"train.amp={amp}", f"train.channels_last={channels_last}",
-                 f"train.compile={compile_}", f"train.device={args.device}", "tracking.wandb=disabled",
-                 "monitor.every=0", "pruning.scorer=emp", "pruning.selector=infobatch", "pruning.rate=0.5",
-                 f"run.out_dir={workdir}", "run.name=throughput", *args.set]
-    if setting.backbone == "small_cnn":
-        overrides.append(f"model.width={args.width}")
-    else:
-        overrides.append(f"model.cifar_stem={bank.image_size <= 32}")
+    overrides = [f"train.amp={amp}", f"train.channels_last={channels_last}", f"train.compile={compile_}",
+                 "pruning.scorer=emp", "pruning.selector=infobatch", "pruning.rate=0.5", "run.name=throughput",
+                 *args.set]
     if setting.method == "moco":
         overrides.append(f"method.queue_size={min(65536, len(bank))}")
-    recipe = read_yaml(ROOT / RECIPES[setting.method])
-    if setting.backbone == "small_cnn":
-        recipe["model"].pop("cifar_stem", None)  # a ResNet setting of the GPU recipes
-    cfg = build_config(PretrainConfig, recipe, overrides)
+    cfg = bench_config(setting.method, setting.backbone, bank.image_size, args, workdir, overrides)
     trainer = Pretrainer(cfg, Path(workdir), train_bank=bank)
     trainer.model.train()
     return trainer
@@ -156,21 +156,14 @@ def model_flops_per_step(trainer: Pretrainer) -> int:
 
 def pruned_over_full(trainer: Pretrainer, keep: float, repeats: int) -> tuple[float, float, float]:
     """(median pruned/full epoch ratio, full epoch s, pruned epoch s); the plan is built inside the timed span."""
-    def timed(build_plan) -> float:
-        sync(trainer.device)
-        start = time.perf_counter()
-        trainer.train_epoch(build_plan())
-        sync(trainer.device)
-        return time.perf_counter() - start
-
     full_plan = lambda: EpochPlan(torch.randperm(len(trainer.bank)))  # noqa: E731
     pruned_plan = lambda: trainer.pruner.selector.select(  # noqa: E731
         trainer.pruner.table.to_cpu(), 1.0 - keep, torch.Generator().manual_seed(0))
-    timed(full_plan)  # fills the score table the selection reads
+    timed_epoch(trainer, full_plan)  # fills the score table the selection reads
     full, pruned = [], []
     for _ in range(repeats):
-        full.append(timed(full_plan))
-        pruned.append(timed(pruned_plan))
+        full.append(timed_epoch(trainer, full_plan)[0])
+        pruned.append(timed_epoch(trainer, pruned_plan)[0])
     return statistics.median(p / f for p, f in zip(pruned, full)), statistics.median(full), statistics.median(pruned)
 
 
@@ -310,23 +303,13 @@ def data_paths(args, workdir: str) -> dict:
         Image.fromarray(bank.images[i].permute(1, 2, 0).numpy()).save(folder / f"{i:06d}.jpg", quality=90)
     rates = {}
     for path, extra in (("in_memory", []), ("streamed", ["data.in_memory=false", f"data.workers={args.workers}"])):
-        recipe = read_yaml(ROOT / RECIPES["simclr"])
-        recipe["model"].pop("cifar_stem", None)
-        backbone = args.backbones[0]
-        overrides = [f"model.backbone={backbone}", "data.name=imagefolder", f"data.root={root}",
-                     f"data.image_size={side}", f"train.batch_size={args.batch_size}", f"train.device={args.device}",
-                     "tracking.wandb=disabled", "monitor.every=0", f"run.out_dir={workdir}", f"run.name={path}", *extra]
-        overrides += [f"model.width={args.width}"] if backbone == "small_cnn" else [f"model.cifar_stem={side <= 32}"]
-        trainer = Pretrainer(build_config(PretrainConfig, recipe, overrides), Path(workdir) / path)
+        cfg = bench_config("simclr", args.backbones[0], side, args, workdir, [
+            "data.name=imagefolder", f"data.root={root}", f"data.image_size={side}", f"run.name={path}", *extra])
+        trainer = Pretrainer(cfg, Path(workdir) / path)
         trainer.model.train()
-        times = []
-        for repeat in range(1 + args.epoch_repeats):  # the first epoch warms up
-            sync(trainer.device)
-            start = time.perf_counter()
-            trainer.train_epoch(trainer.pruner.plan(0))
-            sync(trainer.device)
-            times.append(time.perf_counter() - start)
-        rates[path] = count / statistics.median(times[1:])
+        full_plan = lambda: trainer.pruner.plan(0)  # noqa: E731
+        timed_epoch(trainer, full_plan)  # warm-up
+        rates[path] = count / statistics.median(timed_epoch(trainer, full_plan)[0] for _ in range(args.epoch_repeats))
     return {"images": count, "image_size": side, "backbone": args.backbones[0], "workers": args.workers,
             "in_memory_samples_per_second": rates["in_memory"], "streamed_samples_per_second": rates["streamed"],
             "streamed_over_in_memory": rates["streamed"] / rates["in_memory"]}

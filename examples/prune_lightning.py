@@ -10,16 +10,12 @@ what pruning saved.
 
 from __future__ import annotations
 
-import argparse
-
 import pytorch_lightning as pl
 import torch
 from lightly.models.modules import SimCLRProjectionHead
-from lightly.transforms import SimCLRTransform
-from torch import nn
 from torch.utils.data import DataLoader
 
-from example_data import torchvision_dataset
+from example_common import example_parser, simclr_views, small_backbone, torchvision_dataset
 from prune_plain_pytorch import per_sample_ntxent
 from ssl_emp.pruning import Pruner, WithIndex
 
@@ -28,10 +24,8 @@ class PrunedSimCLR(pl.LightningModule):
     def __init__(self, dataset, epochs: int, rate: float, batch_size: int = 128, workers: int = 2):
         super().__init__()
         self.dataset, self.batch_size, self.workers = dataset, batch_size, workers
-        self.backbone = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-                                      nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64),
-                                      nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = SimCLRProjectionHead(64, 128, 32)
+        self.backbone, feature_dim = small_backbone()
+        self.head = SimCLRProjectionHead(feature_dim, 128, 32)
         self.pruner = Pruner(len(dataset), epochs, rate=rate)
         self.sampler = self.pruner.sampler()
 
@@ -65,16 +59,9 @@ class PruningReport(pl.Callback):
 
 
 def main(argv=None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="digits", choices=["digits", "fashion-mnist"])
-    parser.add_argument("--root", default="data")
-    parser.add_argument("--rate", type=float, default=0.5)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args(argv)
+    args = example_parser(__doc__).parse_args(argv)
     pl.seed_everything(0, verbose=False)
-    transform = SimCLRTransform(input_size=16, cj_strength=0.5, min_scale=0.4, gaussian_blur=0.0, hf_prob=0.0)
-    module = PrunedSimCLR(torchvision_dataset(args.data, args.root, transform), args.epochs, args.rate,
+    module = PrunedSimCLR(torchvision_dataset(args.data, args.root, simclr_views()), args.epochs, args.rate,
                           workers=args.workers)
     trainer = pl.Trainer(max_epochs=args.epochs, accelerator="auto", devices=1, use_distributed_sampler=False,
                          reload_dataloaders_every_n_epochs=1,

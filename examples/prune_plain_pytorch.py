@@ -7,17 +7,15 @@ The three lines are marked ``# (1)``, ``# (2)`` and ``# (3)``; nothing else in t
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 import torch.nn.functional as F
 from lightly.models.modules import SimCLRProjectionHead
-from lightly.transforms import SimCLRTransform
 from torch import nn
 from torch.utils.data import DataLoader
 
-from example_data import torchvision_dataset
+from example_common import example_parser, simclr_views, small_backbone, torchvision_dataset
 from ssl_emp.pruning import Pruner, WithIndex
 
 
@@ -32,22 +30,14 @@ def per_sample_ntxent(z0: torch.Tensor, z1: torch.Tensor, temperature: float = 0
 
 
 def main(argv=None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="digits", choices=["digits", "fashion-mnist"])
-    parser.add_argument("--root", default="data")
-    parser.add_argument("--rate", type=float, default=0.5)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser = example_parser(__doc__)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
 
-    transform = SimCLRTransform(input_size=16, cj_strength=0.5, min_scale=0.4, gaussian_blur=0.0, hf_prob=0.0)
-    dataset = torchvision_dataset(args.data, args.root, transform)
-    backbone = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-                             nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-                             nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    model = nn.Sequential(backbone, SimCLRProjectionHead(64, 128, 32))
+    dataset = torchvision_dataset(args.data, args.root, simclr_views())
+    backbone, feature_dim = small_backbone()
+    model = nn.Sequential(backbone, SimCLRProjectionHead(feature_dim, 128, 32))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 
     pruner = Pruner(len(dataset), args.epochs, rate=args.rate)  # (1)

@@ -89,14 +89,6 @@ class OptimConfig(_Section):
     min_lr_fraction: float = Field(0.0, ge=0, le=1, description="cosine ends at lr * this")
 
 
-# What ``pruning.rate`` alone asks for, by the pruning benchmark's rule (README, "Which method to use"): no
-# method beat ``random`` at rate 0.7 on both datasets, so a rate alone prunes at random. A scorer named
-# without a selector gets the selector EMP measured best with (eps_greedy; matched InfoBatch's 1/(1-r)
-# weights cost 0.04 to 0.06 top-1 at 0.7).
-RECOMMENDED_PRUNING = pruning.RECOMMENDED
-SCORE_SELECTOR = pruning.SCORE_SELECTOR
-
-
 class PruningConfig(_Section):
     """Dynamic data pruning; see ssl_emp/pruning and DESIGN.md. rate 0 or selector full: no pruning."""
     scorer: str = Field("loss", description="loss | emp | ucb")
@@ -131,11 +123,12 @@ class PruningConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _a_rate_means_pruning(cls, data):
-        """A rate with no selector named prunes with the recommended method instead of the no-op ``full``."""
+        """A rate with no selector named prunes with the recommended method instead of the no-op ``full``
+        (``pruning.resolve_method``, the rule the engine's keyword constructor follows)."""
         if isinstance(data, dict) and "selector" not in data and isinstance(data.get("rate"), (int, float)) \
                 and data["rate"] > 0:
-            data = {**data, "selector": SCORE_SELECTOR if "scorer" in data else RECOMMENDED_PRUNING["selector"]}
-            data.setdefault("scorer", RECOMMENDED_PRUNING["scorer"])
+            scorer, selector = pruning.resolve_method(data["rate"], data.get("scorer"), None)
+            data = {**data, "scorer": scorer, "selector": selector}
         return data
 
     @model_validator(mode="after")
@@ -341,7 +334,7 @@ def unused_settings(cfg: PretrainConfig) -> dict[str, str]:
                            f"{_get(cfg, decider)}")
     p = cfg.pruning
     selector = pruning.SELECTORS[p.selector]
-    prunes = p.selector != "full" and (p.rate > 0 or p.infobatch_r is not None)
+    prunes = pruning.prunes(p)
     read = {"selector", "rate"}
     if prunes:
         read |= {*SCHEDULE, *selector.reads}

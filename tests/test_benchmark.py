@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from ssl_emp.config import RECOMMENDED_PRUNING, PruningConfig
+from ssl_emp.config import PruningConfig
+from ssl_emp.pruning import RECOMMENDED as RECOMMENDED_PRUNING
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY = ROOT / "benchmarks" / "results" / "pruning_quality_summary.json"

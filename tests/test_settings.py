@@ -6,7 +6,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from ssl_emp.config import RECOMMENDED_PRUNING, SCORE_SELECTOR, ConfigError, load_pretrain_config
+from ssl_emp.config import ConfigError, load_pretrain_config
+from ssl_emp.pruning import RECOMMENDED as RECOMMENDED_PRUNING
+from ssl_emp.pruning import SCORE_SELECTOR
 from ssl_emp.pretrain import main
 
 RECIPE = "configs/default.yaml"

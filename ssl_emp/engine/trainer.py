@@ -142,16 +142,8 @@ def sample_stats(output: MethodOutput) -> SampleStats:
 
 
 def gather_stats(stats: SampleStats, shard: Shard) -> SampleStats:
-    """The whole global batch's per-sample statistics on every rank: one all-gather of a [n, 4 + d] block."""
-    n = stats.loss.shape[0]
-    missing = torch.full((n,), float("nan"), device=stats.loss.device)
-    fields = [stats.loss, stats.agreement, stats.entropy, stats.positive_prob]
-    columns = [(f if f is not None else missing).detach().float()[:, None] for f in fields]
-    if stats.embedding is not None:
-        columns.append(stats.embedding.detach().float())
-    block = shard.gather_detached(torch.cat(columns, dim=1))
-    gathered = [None if f is None else column for f, column in zip(fields, block[:, :4].unbind(dim=1))]
-    return SampleStats(*gathered, block[:, 4:] if stats.embedding is not None else None)
+    """The whole global batch's per-sample statistics on every rank: one all-gather of their packed block."""
+    return stats.from_block(shard.gather_detached(stats.to_block()))
 
 
 def check_fits_the_data(cfg: PretrainConfig, num_images: int, pruner: Pruner) -> None:

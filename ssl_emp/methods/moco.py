@@ -41,13 +41,13 @@ class MoCo(ContrastiveMethod):
     def forward(self, view0: torch.Tensor, view1: torch.Tensor, shard: Optional[Shard] = None) -> MethodOutput:
         q0, q1 = self.projection_head(self.backbone(torch.cat([view0, view1]))).chunk(2)
         with torch.no_grad():
-            keys = self._keys(view0, view1, shard)  # [n, 2, d]: both views' keys of this rank's samples
+            # [n, 2, d]: both views' keys of this rank's samples, and of the global batch's (every rank's)
+            keys, everyone = self._keys(view0, view1, shard)
             k0, k1 = keys.unbind(dim=1)
             # Negatives are the queue as it was before this batch; then this batch's keys are enqueued: under
             # DDP every rank's keys, in global batch order, so the queue stays identical on all ranks.
             negatives = self.queue.keys.clone()
             if self.training:
-                everyone = keys if shard is None else shard.gather_detached(keys)
                 self.queue.push(everyone.transpose(0, 1).flatten(0, 1))
         loss, entropy, positive_prob = per_sample_infonce_with_stats(q0, q1, k0, k1, negatives, self.temperature)
         return MethodOutput(loss, view_agreement(q0, q1), entropy, positive_prob,
@@ -56,8 +56,10 @@ class MoCo(ContrastiveMethod):
     def _key_encoder(self, images: torch.Tensor) -> torch.Tensor:
         return self.projection_head_momentum(self.backbone_momentum(images)).float()
 
-    def _keys(self, view0: torch.Tensor, view1: torch.Tensor, shard: Optional[Shard]) -> torch.Tensor:
-        """The key encoder's embeddings of both views, [n, 2, d], both views in one BatchNorm batch.
+    def _keys(self, view0: torch.Tensor, view1: torch.Tensor,
+              shard: Optional[Shard]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The key encoder's embeddings of both views, [n, 2, d], both views in one BatchNorm batch: this rank's
+        samples', and the global batch's (one all-gather under DDP, which the queue needs anyway).
 
         Under DDP with ``shuffle_bn``, each rank encodes a random draw of the global batch's samples instead of
         its own (MoCo's shuffled BN): otherwise a sample's query and key share one rank's BN statistics, and
@@ -65,12 +67,19 @@ class MoCo(ContrastiveMethod):
         learning features. On one process the BN batch is the whole batch whatever its order, so there is
         nothing to shuffle.
         """
-        if shard is None or not self.shuffle_bn:
-            k0, k1 = self._key_encoder(torch.cat([view0, view1])).chunk(2)
+        def encode(v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
+            k0, k1 = self._key_encoder(torch.cat([v0, v1])).chunk(2)
             return torch.stack([k0, k1], dim=1)
+
+        if shard is None:
+            keys = encode(view0, view1)
+            return keys, keys
+        if not self.shuffle_bn:
+            keys = encode(view0, view1)
+            return keys, shard.gather_detached(keys)
         drawn, permutation = shard.shuffle(torch.stack([view0, view1], dim=1))
-        k0, k1 = self._key_encoder(torch.cat([drawn[:, 0], drawn[:, 1]])).chunk(2)
-        return shard.unshuffle(torch.stack([k0, k1], dim=1), permutation)[shard.local]
+        everyone = shard.unshuffle(encode(drawn[:, 0], drawn[:, 1]), permutation)
+        return everyone[shard.local], everyone
 
     @torch.no_grad()
     def on_step_end(self) -> None:

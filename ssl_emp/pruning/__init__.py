@@ -13,10 +13,11 @@ from ssl_emp.pruning.sample_stats import SampleStats, prediction_entropy
 from ssl_emp.pruning.sampler import PrunedSampler, WithIndex
 from ssl_emp.pruning.scorers import MEMORY_FORMS, SCORERS, supervised_emp_score
 from ssl_emp.pruning.selectors import SELECTORS
-from ssl_emp.pruning.settings import RECOMMENDED, SCORE_SELECTOR, PruningSettings, check_settings
+from ssl_emp.pruning.settings import (RECOMMENDED, SCORE_SELECTOR, PruningSettings, check_settings, prunes,
+                                      resolve_method)
 from ssl_emp.pruning.stats import achieved_rate, gini
 from ssl_emp.pruning.table import ScoreTable
 
 __all__ = ["EpochPlan", "Pruner", "PrunedSampler", "PruningSettings", "RECOMMENDED", "SCORE_SELECTOR", "MEMORY_FORMS",
            "SCORERS", "SELECTORS", "SampleStats", "ScoreTable", "WithIndex", "achieved_rate", "check_settings", "gini",
-           "prediction_entropy", "supervised_emp_score"]
+           "prediction_entropy", "prunes", "resolve_method", "supervised_emp_score"]

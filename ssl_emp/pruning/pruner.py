@@ -22,7 +22,7 @@ from ssl_emp.pruning.sample_stats import SampleStats
 from ssl_emp.pruning.scorers import SCORERS
 from ssl_emp.pruning.selectors import SELECTORS
 from ssl_emp.pruning.selectors.base import budget
-from ssl_emp.pruning.settings import PruningSettings
+from ssl_emp.pruning.settings import PruningSettings, prunes
 from ssl_emp.pruning.stats import achieved_rate, gini, score_quantiles, spearman, visit_histogram
 from ssl_emp.pruning.table import ScoreTable
 
@@ -65,7 +65,7 @@ class Pruner:
 
     @property
     def active(self) -> bool:
-        return self.cfg.selector != "full" and (self.cfg.rate > 0 or self.published_rule)
+        return prunes(self.cfg)
 
     @property
     def requested_rate(self) -> Optional[float]:
@@ -155,7 +155,7 @@ class Pruner:
         indices = indices.to(self._weights.device, non_blocking=True)
         weights = self.weights(indices).to(stats.loss.dtype)
         loss = (weights * stats.loss).mean()
-        everyone, everyone_stats = _gather_ranks(indices, stats.detached())
+        everyone, everyone_stats = _gather_ranks(indices, stats)
         self.observe(everyone, everyone_stats, self.epoch)
         return loss
 
@@ -209,16 +209,14 @@ class Pruner:
 
 
 def _gather_ranks(indices: torch.Tensor, stats: SampleStats) -> tuple[torch.Tensor, SampleStats]:
-    """Every rank's indices and statistics (equal batch sizes), or these alone outside torch.distributed."""
+    """Every rank's indices and (detached) statistics, ranks stepping with equal batch sizes; these alone
+    outside torch.distributed (``observe`` detaches what it keeps)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return indices, stats
 
-    def gathered(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        if t is None:
-            return None
+    def gathered(t: torch.Tensor) -> torch.Tensor:
         parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
         dist.all_gather(parts, t.contiguous())
         return torch.cat(parts)
 
-    return gathered(indices), SampleStats(*(gathered(t) for t in (stats.loss, stats.agreement, stats.entropy,
-                                                                   stats.positive_prob, stats.embedding)))
+    return gathered(indices), stats.from_block(gathered(stats.to_block()))

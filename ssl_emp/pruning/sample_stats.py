@@ -40,6 +40,20 @@ class SampleStats:
             true_prob = probs.gather(1, labels[:, None]).squeeze(1)
         return cls(loss, true_prob, prediction_entropy(logits), true_prob, F.normalize(probs, dim=1))
 
-    def detached(self) -> "SampleStats":
-        return SampleStats(*(None if t is None else t.detach().float() for t in
-                             (self.loss, self.agreement, self.entropy, self.positive_prob, self.embedding)))
+    def to_block(self) -> torch.Tensor:
+        """Detached float32 ``[B, 4 + d]``: loss, agreement, entropy, positive_prob (NaN where absent), then the
+        embedding: one tensor, so a gather across processes is one collective."""
+        missing = torch.full_like(self.loss, float("nan"), dtype=torch.float32)
+        columns = [(t if t is not None else missing).detach().float()[:, None]
+                   for t in (self.loss, self.agreement, self.entropy, self.positive_prob)]
+        if self.embedding is not None:
+            columns.append(self.embedding.detach().float())
+        return torch.cat(columns, dim=1)
+
+    def from_block(self, block: torch.Tensor) -> "SampleStats":
+        """Statistics unpacked from ``block`` (``to_block``'s layout, any number of rows), with the fields this
+        one has."""
+        fields = (self.loss, self.agreement, self.entropy, self.positive_prob)
+        columns = block[:, :4].unbind(dim=1)
+        return SampleStats(*(None if f is None else c for f, c in zip(fields, columns)),
+                           block[:, 4:] if self.embedding is not None else None)
