@@ -48,7 +48,7 @@ from scipy import stats  # noqa: E402
 from eval.linear_probe import linear_probe  # noqa: E402
 from ssl_emp.config import load_pretrain_config  # noqa: E402
 from ssl_emp.data import load_bank  # noqa: E402
-from ssl_emp.engine import pretrain  # noqa: E402
+from ssl_emp.build import pretrain  # noqa: E402
 from ssl_emp.pruning import achieved_rate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,14 +19,11 @@ from torch import nn
 from torch.utils.data import BatchSampler
 from tqdm import tqdm
 
-from eval.features import load_pretrained
-from eval.linear_probe import logit_accuracy
 from eval.report import add_common_args, common_kwargs, result_header, run_evaluation
-from ssl_emp.config import OptimConfig
 from ssl_emp.data.augment import build_finetune_pipeline
 from ssl_emp.device import autocast, resolve_device
-from ssl_emp.engine.optim import learning_rate
-from ssl_emp.evaluation import load_eval_banks
+from ssl_emp.engine.optim import WarmupCosine
+from ssl_emp.evaluation import load_eval_banks, load_pretrained, logit_accuracy
 from ssl_emp.pruning import Pruner, SampleStats
 
 
@@ -38,18 +35,18 @@ def finetune(checkpoint: str, *, epochs: int = 30, lr: float = 0.05, weight_deca
     started = time.perf_counter()
     dev = resolve_device(device)
     pretrained = load_pretrained(checkpoint, dev, random_init=random_init, seed=seed)
-    train_bank, test_bank, adapted = load_eval_banks(pretrained.config, pretrained.data_info, data_root,
+    train_bank, test_bank, adapted = load_eval_banks(pretrained.config["data"], pretrained.data_info, data_root,
                                                      train_subset, dataset=dataset)
     train_bank, test_bank = train_bank.to(dev), test_bank.to(dev)
     if batch_size > len(train_bank):
         raise ValueError(f"--batch-size {batch_size} is larger than the training split ({len(train_bank)} images).")
-    info, aug_cfg = pretrained.data_info, pretrained.config.augment
+    info, views = pretrained.data_info, pretrained.config["augment"]
     augment = build_finetune_pipeline(train_bank.image_size, info["mean"], info["std"],
-                                      crop_scale_min=max(0.5, aug_cfg.crop_scale_min), hflip_p=aug_cfg.hflip_p).to(dev)
+                                      crop_scale_min=max(0.5, views["crop_scale_min"]), hflip_p=views["hflip_p"]).to(dev)
     torch.manual_seed(seed)
     model = nn.Sequential(pretrained.backbone, nn.Linear(pretrained.feature_dim, train_bank.num_classes)).to(dev)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    schedule = OptimConfig(lr=lr, warmup_epochs=0)  # cosine from the peak, as pretraining's schedule without warm-up
+    schedule = WarmupCosine(lr, epochs)  # cosine from the peak, as pretraining's schedule without warm-up
     # The engine as any supervised loop would use it: the paper's EMP form, CE + beta * prediction entropy.
     pruner = Pruner(len(train_bank), epochs, rate=prune_rate, scorer="emp", memory="entropy", normalize="none",
                     beta=prune_beta, selector=prune_selector if prune_rate > 0 else "full", seed=seed, device=dev)
@@ -61,7 +58,7 @@ def finetune(checkpoint: str, *, epochs: int = 30, lr: float = 0.05, weight_deca
         batches = list(BatchSampler(sampler, batch_size, drop_last=False))
         for b, batch in enumerate(batches):
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(schedule, epoch + b / len(batches), epochs)
+                group["lr"] = schedule(epoch + b / len(batches))
             indices = torch.tensor(batch, device=dev)
             with torch.no_grad():
                 images = augment(train_bank.batch(indices))
@@ -77,7 +74,7 @@ def finetune(checkpoint: str, *, epochs: int = 30, lr: float = 0.05, weight_deca
         logits = torch.cat([model(normalize(test_bank.batch(torch.arange(s, min(s + 512, len(test_bank)), device=dev))))
                             for s in range(0, len(test_bank), 512)]).float()
     return {
-        **result_header(checkpoint, pretrained, random_init, dataset or pretrained.config.data.name, adapted),
+        **result_header(checkpoint, pretrained, random_init, dataset or pretrained.config["data"]["name"], adapted),
         "train_images": len(train_bank), "test_images": len(test_bank),
         **logit_accuracy(logits, test_bank.labels),
         "pruning/requested_rate": pruner.requested_rate if pruner.active else 0.0,

@@ -1,6 +1,6 @@
 """Weighted kNN on frozen features: ``python -m eval.knn --checkpoint RUN_DIR_OR_FILE``.
 
-The usual SSL protocol (Wu et al., 2018; ``ssl_emp.evaluation.knn``): cosine similarity to every training
+The usual SSL protocol (Wu et al., 2018; ``ssl_emp.evaluation.knn_classifier``): cosine similarity to every training
 feature, the k nearest vote with weight ``exp(sim / temperature)``. Defaults k=200, temperature 0.1.
 """
 
@@ -11,10 +11,9 @@ import sys
 import time
 from typing import Optional
 
-from eval.features import frozen_features
 from eval.report import add_common_args, common_kwargs, result_header, run_evaluation
 from ssl_emp.device import resolve_device
-from ssl_emp.evaluation import knn_accuracy
+from ssl_emp.evaluation import frozen_features, knn_accuracy
 
 
 def knn_eval(checkpoint: str, *, k: int = 200, temperature: float = 0.1, random_init: bool = False,

@@ -73,11 +73,11 @@ def headline(command: str, result: dict) -> str:
 
 def result_header(checkpoint: str, pretrained, random_init: bool, dataset: str, adapted: dict) -> dict:
     """The fields every evaluation record starts with: what was evaluated, on which data, adapted how."""
-    from ssl_emp.engine.checkpoint import resolve_checkpoint_path
+    from ssl_emp.checkpoint import resolve_checkpoint_path
 
     header = {"checkpoint": str(resolve_checkpoint_path(checkpoint)),
               "backbone": "random-init" if random_init else f"pretrained (epoch {pretrained.epoch})",
-              "dataset": dataset, "pretrained_on": pretrained.config.data.name}
+              "dataset": dataset, "pretrained_on": pretrained.config["data"]["name"]}
     if adapted:
         header["adapted"] = adapted
     return header
@@ -88,7 +88,7 @@ def run_evaluation(evaluate: Callable[..., dict], args: argparse.Namespace, kwar
     """The CLI flow the three commands share: evaluate (and the random-init floor if asked), report bad input
     as one line, write and log the result, print the headline. Returns the exit status."""
     from ssl_emp.data import DatasetNotFoundError
-    from ssl_emp.engine.checkpoint import CheckpointError
+    from ssl_emp.checkpoint import CheckpointError
 
     try:
         result = evaluate(args.checkpoint, random_init=args.random_init, **kwargs)

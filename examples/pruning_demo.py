@@ -13,7 +13,7 @@ from pathlib import Path
 
 from eval.linear_probe import linear_probe
 from ssl_emp.config import load_pretrain_config
-from ssl_emp.engine import pretrain
+from ssl_emp.build import pretrain
 from ssl_emp.pruning import SELECTORS
 
 RECIPE = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"

@@ -23,20 +23,20 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from ssl_emp.config import PretrainConfig
-from ssl_emp.engine.checkpoint import CheckpointError, atomic_save, backbone_state_dict, load_checkpoint
+from ssl_emp.checkpoint import CheckpointError, atomic_save, backbone_state_dict, load_checkpoint
 from ssl_emp.models import build_backbone
 
 EXPORT_FORMAT = "ssl_emp.backbone/1"
 
 
 def _describe(ckpt: dict) -> dict:
-    cfg = PretrainConfig.model_validate(ckpt["config"])
-    return {"format": EXPORT_FORMAT, "backbone": cfg.model.backbone, "in_channels": ckpt["data"]["channels"],
-            "cifar_stem": cfg.model.cifar_stem, "width": cfg.model.width,
-            "image_size": ckpt["data"]["image_size"], "mean": ckpt["data"]["mean"], "std": ckpt["data"]["std"],
-            "method": cfg.method.name, "dataset": cfg.data.name, "epoch": ckpt["epoch"],
-            "pruning": {"scorer": cfg.pruning.scorer, "selector": cfg.pruning.selector, "rate": cfg.pruning.rate}}
+    cfg, data = ckpt["config"], ckpt["data"]
+    model, pruning = cfg["model"], cfg["pruning"]
+    return {"format": EXPORT_FORMAT, "backbone": model["backbone"], "in_channels": data["channels"],
+            "cifar_stem": model["cifar_stem"], "width": model["width"],
+            "image_size": data["image_size"], "mean": data["mean"], "std": data["std"],
+            "method": cfg["method"]["name"], "dataset": cfg["data"]["name"], "epoch": ckpt["epoch"],
+            "pruning": {"scorer": pruning["scorer"], "selector": pruning["selector"], "rate": pruning["rate"]}}
 
 
 def export_backbone(checkpoint: Union[str, Path], output: Union[str, Path]) -> tuple[Path, Path]:

@@ -11,7 +11,9 @@ import yaml
 from ssl_emp.config import (ConfigError, PretrainConfig, build_config, check_settings_used, describe_options,
                             load_pretrain_config, parse_overrides)
 from ssl_emp.data import DatasetNotFoundError, UnreadableImageError
-from ssl_emp.engine import CheckpointError, RunDirError, pretrain
+from ssl_emp.build import pretrain
+from ssl_emp.checkpoint import CheckpointError
+from ssl_emp.engine import RunDirError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -72,10 +72,6 @@ class Tracker:
                               "Metrics are still written to " + str(self.metrics_path), stacklevel=2)
                 self.mode = "disabled"
 
-    @property
-    def wandb_dir(self) -> Optional[str]:
-        return getattr(self.wandb_run, "dir", None) if self.wandb_run else None
-
     def log(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:
         record = {k: _jsonable(v) for k, v in metrics.items()}
         self._metrics.write(json.dumps({"time": round(time.time(), 3), "step": step, **record}) + "\n")

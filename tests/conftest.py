@@ -19,7 +19,7 @@ def tiny_overrides(tmp_path):
 def tiny_run(tmp_path_factory):
     """One finished two-epoch digits run, shared by the evaluation and export tests (read-only)."""
     from ssl_emp.config import load_pretrain_config
-    from ssl_emp.engine import pretrain
+    from ssl_emp.build import pretrain
 
     out = tmp_path_factory.mktemp("shared-runs")
     cfg = load_pretrain_config("configs/default.yaml", [

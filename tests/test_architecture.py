@@ -7,26 +7,33 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # Each part of the project, and the parts it may import. The order is the layering; a part absent from
-# another's list is below it or beside it, never above.
+# another's list is below it or beside it, never above. Settings live at the edge: only the config package, the
+# build step and the command lines read a config.
 ALLOWED = {
     "ssl_emp.pruning": set(),  # stands alone on torch
     "ssl_emp.device": set(),
     "ssl_emp.distributed": set(),
-    "ssl_emp.config": {"ssl_emp.pruning"},
-    "ssl_emp.data": {"ssl_emp.config"},
-    "ssl_emp.models": {"ssl_emp.config"},
-    "ssl_emp.methods": {"ssl_emp.config", "ssl_emp.models", "ssl_emp.distributed", "ssl_emp.device",
-                        "ssl_emp.pruning"},
-    "ssl_emp.evaluation": {"ssl_emp.config", "ssl_emp.data", "ssl_emp.device"},
+    "ssl_emp.checkpoint": set(),
     "ssl_emp.tracking": set(),
-    "ssl_emp.engine": {"ssl_emp.config", "ssl_emp.data", "ssl_emp.methods", "ssl_emp.models", "ssl_emp.pruning",
-                       "ssl_emp.distributed", "ssl_emp.device", "ssl_emp.evaluation", "ssl_emp.tracking"},
-    "ssl_emp.export": {"ssl_emp.engine", "ssl_emp.models", "ssl_emp.config"},
-    "ssl_emp.pretrain": {"ssl_emp.config", "ssl_emp.data", "ssl_emp.engine"},
+    "ssl_emp.data": set(),
+    "ssl_emp.models": set(),
+    "ssl_emp.methods": {"ssl_emp.distributed", "ssl_emp.device", "ssl_emp.pruning"},
+    "ssl_emp.evaluation": {"ssl_emp.checkpoint", "ssl_emp.data", "ssl_emp.device", "ssl_emp.models"},
+    "ssl_emp.engine": {"ssl_emp.checkpoint", "ssl_emp.data", "ssl_emp.device", "ssl_emp.distributed",
+                       "ssl_emp.evaluation", "ssl_emp.methods", "ssl_emp.pruning"},
+    "ssl_emp.export": {"ssl_emp.checkpoint", "ssl_emp.models"},
+    # the build layer and above
+    "ssl_emp.config": {"ssl_emp.pruning"},
+    "ssl_emp.build": {"ssl_emp.checkpoint", "ssl_emp.config", "ssl_emp.data", "ssl_emp.device",
+                      "ssl_emp.distributed", "ssl_emp.engine", "ssl_emp.evaluation", "ssl_emp.methods",
+                      "ssl_emp.models", "ssl_emp.pruning", "ssl_emp.tracking"},
+    "ssl_emp.pretrain": {"ssl_emp.build", "ssl_emp.checkpoint", "ssl_emp.config", "ssl_emp.data", "ssl_emp.engine"},
     "ssl_emp": {"ssl_emp.export"},  # the package's convenience load_backbone
-    "eval": {"ssl_emp.config", "ssl_emp.data", "ssl_emp.device", "ssl_emp.engine", "ssl_emp.evaluation",
-             "ssl_emp.models", "ssl_emp.pruning", "ssl_emp.tracking"},
+    "eval": {"ssl_emp.checkpoint", "ssl_emp.data", "ssl_emp.device", "ssl_emp.engine", "ssl_emp.evaluation",
+             "ssl_emp.pruning", "ssl_emp.tracking"},
 }
+# The parts that read settings; every other part takes plain keyword arguments and imports no pydantic.
+SETTINGS_LAYER = {"ssl_emp.config", "ssl_emp.build", "ssl_emp.pretrain", "eval"}
 
 
 def _part(module: str) -> str:
@@ -40,9 +47,10 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def import_graph() -> dict[str, set[str]]:
-    """``{module: project modules it imports}`` for every module of ssl_emp and eval. ``from pkg import
-    name`` counts as importing ``pkg.name`` where that is a module, else ``pkg``."""
+def imports(project_only: bool = True) -> dict[str, set[str]]:
+    """``{module: modules it imports}`` for every module of ssl_emp and eval: the project's own modules, or
+    (``project_only=False``) every top-level package besides. ``from pkg import name`` counts as importing
+    ``pkg.name`` where that is a module, else ``pkg``."""
     paths = [*(ROOT / "ssl_emp").rglob("*.py"), *(ROOT / "eval").rglob("*.py")]
     modules = {_module_name(path) for path in paths}
     graph = {}
@@ -55,8 +63,13 @@ def import_graph() -> dict[str, set[str]]:
                 for alias in node.names:
                     submodule = f"{node.module}.{alias.name}"
                     imported.add(submodule if submodule in modules else node.module)
-        graph[_module_name(path)] = {m for m in imported if m in modules}
+        graph[_module_name(path)] = {m if m in modules or project_only else m.split(".")[0] for m in imported
+                                     if m in modules or not project_only}
     return graph
+
+
+def import_graph() -> dict[str, set[str]]:
+    return imports(project_only=True)
 
 
 def layering_violations(graph: dict[str, set[str]]) -> list[str]:
@@ -73,6 +86,14 @@ def layering_violations(graph: dict[str, set[str]]) -> list[str]:
 def test_each_part_imports_only_what_the_layering_allows():
     violations = layering_violations(import_graph())
     assert not violations, "\n".join(violations)
+
+
+def test_only_the_settings_layer_reads_configs():
+    """Below the build step every part takes plain keyword arguments: no pydantic, no ssl_emp.config."""
+    readers = sorted(f"{module} imports {target}" for module, imported in imports(project_only=False).items()
+                     if _part(module) not in SETTINGS_LAYER
+                     for target in imported if target == "pydantic" or target.startswith("ssl_emp.config"))
+    assert not readers, "\n".join(readers)
 
 
 def test_the_parts_form_no_cycle():

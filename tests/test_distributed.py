@@ -12,7 +12,8 @@ import torch.multiprocessing as mp
 
 from ssl_emp.config import load_pretrain_config
 from ssl_emp.data.bank import ImageBank
-from ssl_emp.engine import Pretrainer, pretrain
+from ssl_emp.build import pretrain
+from ssl_emp.engine import Pretrainer
 from ssl_emp.pruning import Pruner
 
 TINY = ["model.width=8", "model.proj_hidden_dim=32", "model.proj_output_dim=16", "train.batch_size=128",
@@ -33,11 +34,12 @@ def _worker(rank, world_size, port, overrides, out_dir):
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     trained, plans, final = [], [], {}
-    original_batch, original_plan, original_run = ImageBank.batch, Pruner.plan, Pretrainer.run
+    original_batches, original_plan, original_run = ImageBank.batches, Pruner.plan, Pretrainer.run
 
-    def recording_batch(self, indices):
-        trained.append((len(plans) - 1, indices.clone()))
-        return original_batch(self, indices)
+    def recording_batches(self, index_batches):
+        for indices, images in original_batches(self, index_batches):
+            trained.append((len(plans) - 1, indices.clone()))
+            yield indices, images
 
     def recording_plan(self, epoch):
         plan = original_plan(self, epoch)
@@ -52,11 +54,11 @@ def _worker(rank, world_size, port, overrides, out_dir):
             final["ddp_ignores"] = sorted(self.forward.parameters_to_ignore)
         return result
 
-    ImageBank.batch, Pruner.plan, Pretrainer.run = recording_batch, recording_plan, recording_run
+    ImageBank.batches, Pruner.plan, Pretrainer.run = recording_batches, recording_plan, recording_run
     try:
         result = pretrain(load_pretrain_config("configs/default.yaml", overrides), show_progress=False)
     finally:
-        ImageBank.batch, Pruner.plan, Pretrainer.run = original_batch, original_plan, original_run
+        ImageBank.batches, Pruner.plan, Pretrainer.run = original_batches, original_plan, original_run
     per_epoch = [torch.cat([idx for e, idx in trained if e == epoch]) for epoch in range(len(plans))]
     torch.save({"trained": per_epoch, "plans": plans, "table": final["table"], "queue": final.get("queue"),
                 "ddp_ignores": final.get("ddp_ignores"),

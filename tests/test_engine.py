@@ -6,9 +6,10 @@ import torch
 
 from eval.linear_probe import linear_probe
 from ssl_emp.config import load_pretrain_config
-from ssl_emp.engine import CheckpointError, RunDirError, load_checkpoint, pretrain
-from ssl_emp.engine.checkpoint import atomic_save
-from ssl_emp.engine.optim import learning_rate
+from ssl_emp.build import pretrain
+from ssl_emp.engine import CheckpointError, RunDirError, load_checkpoint
+from ssl_emp.checkpoint import atomic_save
+from ssl_emp.engine.optim import WarmupCosine
 from ssl_emp.pretrain import main
 
 
@@ -56,8 +57,8 @@ def test_resume_continues_step_count_schedule_and_weights(tiny_overrides, tmp_pa
 
 
 def test_lr_schedule_warms_up_then_decays():
-    cfg = load_pretrain_config(None, ["optim.lr=1.0", "optim.warmup_epochs=1"]).optim
-    lrs = [learning_rate(cfg, step / 10, total_epochs=10) for step in range(101)]
+    schedule = WarmupCosine(lr=1.0, epochs=10, warmup_epochs=1)
+    lrs = [schedule(step / 10) for step in range(101)]
     assert lrs[0] == 0.0 and lrs[5] == pytest.approx(0.5) and lrs[10] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] == pytest.approx(0.0)
 

@@ -11,7 +11,7 @@ from ssl_emp.evaluation import knn_accuracy, knn_rankings
 from eval.knn import main as knn_main
 from eval.linear_probe import main as probe_main
 from ssl_emp.config import load_pretrain_config
-from ssl_emp.engine import pretrain
+from ssl_emp.build import pretrain
 from ssl_emp.pruning import Pruner, SampleStats
 from ssl_emp.pruning.scorers import supervised_emp_score
 

@@ -5,7 +5,8 @@ from torch import nn
 
 import ssl_emp
 from ssl_emp.config import load_pretrain_config
-from ssl_emp.engine import CheckpointError, pretrain
+from ssl_emp.build import pretrain
+from ssl_emp.engine import CheckpointError
 from ssl_emp.export import export_backbone
 from ssl_emp.export import main as export_main
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from ssl_emp.config import load_pretrain_config
-from ssl_emp.engine import CheckpointError, load_checkpoint, pretrain
-from ssl_emp.engine.checkpoint import atomic_save
+from ssl_emp.build import pretrain
+from ssl_emp.engine import CheckpointError, load_checkpoint
+from ssl_emp.checkpoint import atomic_save
 from ssl_emp.tracking import Tracker
 
 KILLABLE = ["model.width=32", "model.proj_hidden_dim=32", "model.proj_output_dim=16", "train.batch_size=64",
@@ -159,11 +160,11 @@ def test_wandb_failing_mid_run_only_warns(tmp_path):
 def test_checkpoint_from_another_architecture_is_refused(tiny_overrides):
     cfg = load_pretrain_config("configs/default.yaml", [*tiny_overrides, "monitor.every=0"])
     run = pretrain(cfg, show_progress=False)
-    from ssl_emp.engine.trainer import Pretrainer
+    from ssl_emp.build import build_trainer
 
     other = load_pretrain_config("configs/default.yaml", [*tiny_overrides, "model.width=16", "monitor.every=0"])
     with pytest.raises(CheckpointError, match="do not fit this run's model"):
-        Pretrainer(other, run.run_dir).load_state_dict(load_checkpoint(run.checkpoint))
+        build_trainer(other, run.run_dir).load_state_dict(load_checkpoint(run.checkpoint))
 
 
 def test_resume_with_an_incompatible_config_is_explained(tiny_overrides):

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 
-from ssl_emp.methods.base import MethodOutput
+from ssl_emp.pruning import SampleStats
 from ssl_emp.methods.losses import per_sample_ntxent, view_agreement
 
 
@@ -50,7 +50,7 @@ def test_view_agreement_is_detached_cosine():
 
 
 def test_training_loss_applies_per_sample_weights():
-    out = MethodOutput(torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3))
+    out = SampleStats(torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3))
     assert out.training_loss().item() == pytest.approx(2.0)
     assert out.training_loss(torch.tensor([0.0, 1.0, 2.0])).item() == pytest.approx((0 + 2 + 6) / 3)
 

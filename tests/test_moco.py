@@ -3,7 +3,8 @@ import torch
 from lightly.loss import NTXentLoss
 
 from ssl_emp.config import load_pretrain_config
-from ssl_emp.methods import MoCo, build_method
+from ssl_emp.build import build_method
+from ssl_emp.methods import MoCo
 from ssl_emp.methods.losses import per_sample_infonce_with_stats
 from ssl_emp.pruning import Pruner
 from ssl_emp.pruning.scorers import MEMORY_FORMS
@@ -14,7 +15,7 @@ def _moco(queue_size=64, momentum=0.9):
         "model.width=8", "model.proj_hidden_dim=32", "model.proj_output_dim=16",
         f"method.queue_size={queue_size}", f"method.momentum={momentum}"])
     torch.manual_seed(0)
-    return build_method(cfg.method, cfg.model, in_channels=1), cfg
+    return build_method(cfg, in_channels=1), cfg
 
 
 def test_per_sample_infonce_mean_matches_lightly_with_a_memory_bank():
@@ -37,7 +38,7 @@ def test_moco_outputs_train_only_the_query_encoder_and_fill_the_queue():
     model, _ = _moco()
     x = torch.rand(8, 1, 8, 8)
     out = model(x, x.flip(-1))
-    assert out.per_sample_loss.shape == out.agreement.shape == (8,)
+    assert out.loss.shape == out.agreement.shape == (8,)
     out.training_loss().backward()
     assert all(p.grad is not None for p in model.backbone.parameters())
     assert all(p.grad is None and not p.requires_grad for p in model.backbone_momentum.parameters())
@@ -59,7 +60,7 @@ def test_queue_is_part_of_the_state_dict():
     model, cfg = _moco()
     model(torch.rand(8, 1, 8, 8), torch.rand(8, 1, 8, 8))
     state = model.state_dict()
-    fresh = build_method(cfg.method, cfg.model, in_channels=1)
+    fresh = build_method(cfg, in_channels=1)
     assert not torch.equal(fresh.queue.keys, model.queue.keys)
     fresh.load_state_dict(state)
     assert torch.equal(fresh.queue.keys, model.queue.keys) and int(fresh.queue.pointer) == 16
@@ -98,11 +99,9 @@ def test_every_emp_memory_form_scores_moco_outputs_on_a_revisit(memory):
     """MoCo's outputs carry everything each memory form reads. On a second visit every form is defined: the
     memory term is finite, tells the samples apart, and moves the scores away from those of the loss alone
     (the same steps scored with beta = 0)."""
-    from ssl_emp.engine.trainer import sample_stats
-
     model, _ = _moco()
     indices = torch.arange(4, 12)
-    outputs = [sample_stats(model(torch.rand(n, 1, 8, 8), torch.rand(n, 1, 8, 8))) for n in (8, 4, 8)]
+    outputs = [model(torch.rand(n, 1, 8, 8), torch.rand(n, 1, 8, 8)) for n in (8, 4, 8)]
     # All 8 samples at epoch 0, half of them again at epoch 1, all at epoch 3 (so recency differs too).
     steps = [(indices, outputs[0], 0), (indices[:4], outputs[1], 1), (indices, outputs[2], 3)]
     pruners = {beta: Pruner(20, 4, scorer="emp", memory=memory, selector="eps_greedy", rate=0.3, beta=beta)

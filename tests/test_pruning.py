@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from ssl_emp.config import load_pretrain_config
-from ssl_emp.engine import load_checkpoint, pretrain
+from ssl_emp.build import pretrain
+from ssl_emp.engine import load_checkpoint
 from ssl_emp.pruning import SELECTORS, Pruner, PruningSettings, SampleStats, ScoreTable, gini, supervised_emp_score
 from ssl_emp.pruning.scorers import SCORERS
 from ssl_emp.pruning.stats import spearman

@@ -9,7 +9,8 @@ from PIL import Image
 from ssl_emp.config import load_pretrain_config
 from ssl_emp.data import UnreadableImageError
 from ssl_emp.data.stream import ImageFolderStream
-from ssl_emp.engine import load_checkpoint, pretrain
+from ssl_emp.build import pretrain
+from ssl_emp.engine import load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ so one call augments a batch as a CPU DataLoader would, without the workers.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import kornia.augmentation as K
 import torch
 from torch import nn
-
-from ssl_emp.config import AugmentConfig
 
 
 def _blur_kernel(image_size: int) -> int:
@@ -19,24 +19,27 @@ def _blur_kernel(image_size: int) -> int:
     return kernel if kernel % 2 == 1 else kernel + 1
 
 
-def build_view_pipeline(cfg: AugmentConfig, image_size: int, channels: int,
-                        mean: list[float], std: list[float]) -> nn.Sequential:
-    """One random view: crop, flip, colour jitter, grayscale, blur, then normalisation."""
-    s = cfg.jitter_strength
+def build_view_pipeline(image_size: int, channels: int, mean: list[float], std: list[float], *,
+                        crop_scale_min: float = 0.08, hflip_p: float = 0.5, jitter_strength: float = 0.5,
+                        jitter_p: float = 0.8, grayscale_p: float = 0.2,
+                        blur_p: Optional[float] = None) -> nn.Sequential:
+    """One random view: crop, flip, colour jitter, grayscale, blur, then normalisation. ``blur_p`` None: 0.5
+    for images of 64 px or more, else no blur."""
+    s = jitter_strength
     ops: list[nn.Module] = [
-        K.RandomResizedCrop((image_size, image_size), scale=(cfg.crop_scale_min, 1.0)),
+        K.RandomResizedCrop((image_size, image_size), scale=(crop_scale_min, 1.0)),
     ]
-    if cfg.hflip_p > 0:
-        ops.append(K.RandomHorizontalFlip(p=cfg.hflip_p))
-    if cfg.jitter_p > 0 and s > 0:
+    if hflip_p > 0:
+        ops.append(K.RandomHorizontalFlip(p=hflip_p))
+    if jitter_p > 0 and s > 0:
         if channels == 3:
-            ops.append(K.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s, p=cfg.jitter_p))
+            ops.append(K.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s, p=jitter_p))
         else:
             # Saturation and hue are undefined for one channel; brightness and contrast still apply.
-            ops.append(K.ColorJitter(0.8 * s, 0.8 * s, 0.0, 0.0, p=cfg.jitter_p))
-    if channels == 3 and cfg.grayscale_p > 0:
-        ops.append(K.RandomGrayscale(p=cfg.grayscale_p))
-    blur_p = cfg.blur_p if cfg.blur_p is not None else (0.5 if image_size >= 64 else 0.0)
+            ops.append(K.ColorJitter(0.8 * s, 0.8 * s, 0.0, 0.0, p=jitter_p))
+    if channels == 3 and grayscale_p > 0:
+        ops.append(K.RandomGrayscale(p=grayscale_p))
+    blur_p = blur_p if blur_p is not None else (0.5 if image_size >= 64 else 0.0)
     if blur_p > 0:
         ops.append(K.RandomGaussianBlur(_blur_kernel(image_size), sigma=(0.1, 2.0), p=blur_p))
     ops.append(K.Normalize(mean=torch.tensor(mean), std=torch.tensor(std)))
@@ -44,11 +47,12 @@ def build_view_pipeline(cfg: AugmentConfig, image_size: int, channels: int,
 
 
 class TwoViews(nn.Module):
-    """``x [B, C, H, W]`` in [0, 1] -> two independently augmented, normalised views."""
+    """``x [B, C, H, W]`` in [0, 1] -> two independently augmented, normalised views. Keyword arguments are
+    :func:`build_view_pipeline`'s (the config's ``augment`` section)."""
 
-    def __init__(self, cfg: AugmentConfig, image_size: int, channels: int, mean: list[float], std: list[float]):
+    def __init__(self, image_size: int, channels: int, mean: list[float], std: list[float], **view_settings):
         super().__init__()
-        self.view = build_view_pipeline(cfg, image_size, channels, mean, std)
+        self.view = build_view_pipeline(image_size, channels, mean, std, **view_settings)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

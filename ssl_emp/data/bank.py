@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import torch
 
@@ -14,6 +15,9 @@ class ImageBank:
     Unlabelled images (STL-10's unlabeled split) carry label -1. Keeping uint8
     costs a quarter of float32, so CIFAR-sized sets fit on the GPU and a batch is
     one gather plus one cast: no DataLoader workers.
+
+    It is a batch source for the trainer, as :class:`~ssl_emp.data.ImageFolderStream` is: ``batches`` yields
+    each step's ``(indices, uint8 images)``.
     """
 
     images: torch.Tensor
@@ -47,6 +51,13 @@ class ImageBank:
 
     def subset(self, indices: torch.Tensor) -> "ImageBank":
         return ImageBank(self.images[indices], self.labels[indices], self.num_classes, self.name)
+
+    drops_unreadable = False  # every image is in memory: a batch holds exactly the samples asked for
+
+    def batches(self, index_batches: Sequence[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(indices, uint8 images)`` for each of ``index_batches``, in order: one gather each."""
+        for indices in index_batches:
+            yield indices, self.images[indices.to(self.device)]
 
     def batch(self, indices: torch.Tensor) -> torch.Tensor:
         """Images at ``indices`` as float in [0, 1] on the bank's device."""

@@ -2,14 +2,17 @@
 not fit in memory. Workers decode each step's files to uint8 tensors, the batch is pinned and copied without
 blocking, and the views are made on the device as for the in-memory bank.
 
-The epoch plan decides which files are read: each step's batch is the plan's, each rank reads its shard.
+The epoch plan decides which files are read: each step's batch is the plan's, each rank reads its shard. Like
+the in-memory :class:`~ssl_emp.data.ImageBank`, it is a batch source: ``batches`` yields each step's
+``(indices, uint8 images)``.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from ssl_emp.data.datasets import UnreadableImageError, decode_square, image_folder, subset_indices
@@ -24,7 +27,7 @@ class ImageFolderStream(Dataset):
     device = torch.device("cpu")
 
     def __init__(self, root: Optional[str], image_size: Optional[int], subset: Optional[int] = None,
-                 skip_unreadable: bool = False, split: str = "train"):
+                 skip_unreadable: bool = False, split: str = "train", workers: int = 4, pin_memory: bool = False):
         folder = image_folder(root, split, image_size)
         keep = subset_indices(len(folder), subset).tolist()
         self.root = folder.root
@@ -33,6 +36,8 @@ class ImageFolderStream(Dataset):
         self.num_classes = len(folder.classes)
         self.image_size = image_size
         self.skip_unreadable = skip_unreadable
+        self.workers, self.pin_memory = workers, pin_memory
+        self.unreadable: set[int] = set()  # files skipped as unreadable so far (skip_unreadable)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -67,6 +72,32 @@ class ImageFolderStream(Dataset):
             raise UnreadableImageError(f"None of the sampled images under '{self.root}' could be read.")
         mean = total / count
         return mean.tolist(), (total_sq / count - mean.pow(2)).clamp_min(1e-12).sqrt().tolist()
+
+    @property
+    def drops_unreadable(self) -> bool:
+        """Whether a batch may hold fewer samples than asked for (unreadable files skipped)."""
+        return self.skip_unreadable
+
+    def batches(self, index_batches: Sequence[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(indices read, uint8 images)`` for each of ``index_batches``, in order, decoded by the workers."""
+        loader = self.loader([b.cpu().tolist() for b in index_batches], self.workers, self.pin_memory)
+        try:
+            for read, images, unreadable in loader:
+                self.unreadable.update(unreadable.tolist())
+                yield read, images
+        except UnreadableImageError as exc:
+            # Re-raised from a DataLoader worker, the message carries the worker's traceback; its last line
+            # names the file.
+            reason = str(exc).strip().splitlines()[-1].removeprefix("ssl_emp.data.datasets.")
+            raise UnreadableImageError(reason.removeprefix("UnreadableImageError: ").rstrip(".")) from None
+
+    def unreadable_count(self) -> int:
+        """Distinct files skipped so far, over all ranks (each reads different files; collective under DDP)."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return len(self.unreadable)
+        everyone: list = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, self.unreadable)
+        return len(set().union(*everyone))
 
     def loader(self, batches: Sequence[Sequence[int]], workers: int, pin_memory: bool) -> DataLoader:
         """Each of ``batches`` (lists of indices, in order) as ``(indices, images, unreadable indices)``."""

@@ -11,23 +11,23 @@ import time
 import torch
 from torch import nn
 
-from ssl_emp.config import PretrainConfig
+from ssl_emp.data import ImageBank
 from ssl_emp.data.augment import Normalize
-from ssl_emp.evaluation import extract_features, knn_accuracy, load_eval_banks
+from ssl_emp.evaluation import extract_features, knn_accuracy
 
 
 class KNNMonitor:
-    def __init__(self, cfg: PretrainConfig, image_size: int, mean: list[float], std: list[float],
-                 device: torch.device):
-        self.cfg = cfg.monitor
-        self.device = device
-        self.normalize = Normalize(mean, std).to(device)
-        self.train_bank, self.test_bank, _ = load_eval_banks(
-            cfg, {"image_size": image_size}, train_subset=self.cfg.train_subset, test_subset=self.cfg.test_subset)
-        self.train_bank, self.test_bank = self.train_bank.to(device), self.test_bank.to(device)
+    """kNN top-1 of the backbone's features, ``test_bank`` classified against ``train_bank``, every ``every``
+    epochs and at the last one."""
+
+    def __init__(self, train_bank: ImageBank, test_bank: ImageBank, normalize: Normalize, device: torch.device, *,
+                 every: int, k: int = 200, temperature: float = 0.1):
+        self.device, self.every, self.k, self.temperature = device, every, k, temperature
+        self.normalize = normalize.to(device)
+        self.train_bank, self.test_bank = train_bank.to(device), test_bank.to(device)
 
     def due(self, epoch: int, epochs: int) -> bool:
-        return self.cfg.every > 0 and (epoch % self.cfg.every == 0 or epoch == epochs)
+        return self.every > 0 and (epoch % self.every == 0 or epoch == epochs)
 
     def __call__(self, backbone: nn.Module) -> dict:
         started = time.perf_counter()
@@ -35,6 +35,6 @@ class KNNMonitor:
         train_x, train_y = extract_features(backbone, self.normalize, self.train_bank, self.device, desc="monitor")
         test_x, test_y = extract_features(backbone, self.normalize, self.test_bank, self.device, desc="monitor")
         backbone.train(was_training)
-        accuracy = knn_accuracy(train_x, train_y, test_x, test_y, self.train_bank.num_classes, self.cfg.k, self.cfg.temperature)
+        accuracy = knn_accuracy(train_x, train_y, test_x, test_y, self.train_bank.num_classes, self.k, self.temperature)
         return {**{f"monitor/knn_{k}": v for k, v in accuracy.items()},
                 "monitor/seconds": time.perf_counter() - started}

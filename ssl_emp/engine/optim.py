@@ -1,14 +1,15 @@
-"""Optimizer and learning-rate schedule from the config."""
+"""Optimizers by name and the learning-rate schedule, from plain keyword arguments."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from lightly.utils.lars import LARS
 from torch import nn
 
-from ssl_emp.config import OptimConfig
+OPTIMIZERS = ("sgd", "lars", "adamw")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -23,28 +24,38 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    if cfg.name == "lars":
-        return LARS(groups, lr=cfg.lr, momentum=cfg.momentum)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    raise ValueError(f"Unknown optimizer '{cfg.name}'. Known: sgd, lars, adamw.")
+def build_optimizer(model: nn.Module, name: str = "sgd", *, lr: float, momentum: float = 0.9,
+                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    groups = param_groups(model, weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "lars":
+        return LARS(groups, lr=lr, momentum=momentum)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise ValueError(f"Unknown optimizer '{name}'. Known: {', '.join(OPTIMIZERS)}.")
 
 
-def learning_rate(cfg: OptimConfig, progress: float, total_epochs: int) -> float:
-    """Linear warm-up then cosine decay over training progress measured in epochs (a float).
+@dataclass(frozen=True)
+class WarmupCosine:
+    """Linear warm-up then cosine decay over training progress measured in epochs (a float):
+    ``schedule(progress)`` is the learning rate there.
 
     Progress rather than step count: a pruned epoch has fewer steps, and the schedule must still span the
     run. A pure function of progress, so a resumed run continues it exactly.
     """
-    progress = min(progress, float(total_epochs))
-    warmup = min(cfg.warmup_epochs, float(total_epochs))
-    if progress < warmup:
-        return cfg.lr * progress / warmup
-    span = max(total_epochs - warmup, 1e-12)
-    cosine = 0.5 * (1.0 + math.cos(math.pi * (progress - warmup) / span))
-    end = cfg.lr * cfg.min_lr_fraction
-    return end + (cfg.lr - end) * cosine
+
+    lr: float
+    epochs: int
+    warmup_epochs: float = 0.0
+    min_lr_fraction: float = 0.0
+
+    def __call__(self, progress: float) -> float:
+        progress = min(progress, float(self.epochs))
+        warmup = min(self.warmup_epochs, float(self.epochs))
+        if progress < warmup:
+            return self.lr * progress / warmup
+        span = max(self.epochs - warmup, 1e-12)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * (progress - warmup) / span))
+        end = self.lr * self.min_lr_fraction
+        return end + (self.lr - end) * cosine

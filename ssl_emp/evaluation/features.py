@@ -9,7 +9,6 @@ import torchvision.transforms.v2.functional as TF
 from torch import nn
 from tqdm import tqdm
 
-from ssl_emp.config import PretrainConfig
 from ssl_emp.data import ImageBank, load_bank
 from ssl_emp.device import autocast
 
@@ -43,16 +42,18 @@ def adapt_bank(bank: ImageBank, channels: int, image_size: int) -> tuple[ImageBa
     return ImageBank(images, bank.labels, bank.num_classes, bank.name), notes
 
 
-def load_eval_banks(cfg: PretrainConfig, data_info: dict, root: Optional[str] = None,
+def load_eval_banks(pretraining_data: dict, data_info: dict, root: Optional[str] = None,
                     train_subset: Optional[int] = None, test_subset: Optional[int] = None,
                     dataset: Optional[str] = None) -> tuple[ImageBank, ImageBank, dict]:
-    """The labelled train and test splits of ``dataset`` (default: the one the backbone was pretrained on),
-    in the backbone's channels and image size; and how they were adapted (empty when nothing was)."""
-    transfer = dataset is not None and dataset != cfg.data.name
-    name = dataset if transfer else cfg.data.name
+    """The labelled train and test splits of ``dataset`` (default: the one the backbone was pretrained on,
+    described by ``pretraining_data``, the run config's ``data`` section), in the backbone's channels and image
+    size (``data_info``: what its checkpoint records); and how they were adapted (empty when nothing was)."""
+    pretrained_on = pretraining_data["name"]
+    transfer = dataset is not None and dataset != pretrained_on
+    name = dataset if transfer else pretrained_on
     # A transfer target has no root in the pretraining config; "data" is where the recipes keep datasets.
-    root = root or (cfg.data.root if not transfer or cfg.data.root else "data")
-    size = None if transfer else (data_info["image_size"] if cfg.data.image_size is not None else None)
+    root = root or (pretraining_data.get("root") if not transfer or pretraining_data.get("root") else "data")
+    size = None if transfer else (data_info["image_size"] if pretraining_data.get("image_size") is not None else None)
     train = load_bank(name, root, "train", size, train_subset)
     test = load_bank(name, root, "test", size, test_subset)
     labelled = train.labels >= 0  # STL-10's unlabeled images cannot train a classifier
@@ -63,5 +64,5 @@ def load_eval_banks(cfg: PretrainConfig, data_info: dict, root: Optional[str] = 
         channels = data_info.get("channels", train.channels)
         train, adapted = adapt_bank(train, channels, data_info["image_size"])
         test, _ = adapt_bank(test, channels, data_info["image_size"])
-        adapted["normalization"] = f"{cfg.data.name}'s channel mean and std (what the backbone was trained on)"
+        adapted["normalization"] = f"{pretrained_on}'s channel mean and std (what the backbone was trained on)"
     return train, test, adapted

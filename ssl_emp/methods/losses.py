@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import reduce
 
 from ssl_emp.device import full_precision
 from ssl_emp.pruning.sample_stats import prediction_entropy
@@ -25,11 +26,16 @@ def _ntxent_logits(z0: torch.Tensor, z1: torch.Tensor, temperature: float) -> tu
     return logits, positives
 
 
-def _row_stats(logits: torch.Tensor, positives: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def per_sample(rows: torch.Tensor) -> torch.Tensor:
+    """``[2B]`` anchor rows (view 0's B, then view 1's) -> ``[B]``: each sample's mean over its two rows."""
+    return reduce(rows, "(views batch) -> batch", "mean", views=2)
+
+
+def _row_stats(logits: torch.Tensor, positives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         entropy = prediction_entropy(logits)
         positive_prob = logits.detach().float().softmax(dim=1).gather(1, positives[:, None]).squeeze(1)
-    return entropy.view(2, batch).mean(dim=0), positive_prob.view(2, batch).mean(dim=0)
+    return per_sample(entropy), per_sample(positive_prob)
 
 
 def per_sample_ntxent(z0: torch.Tensor, z1: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -42,20 +48,11 @@ def per_sample_ntxent(z0: torch.Tensor, z1: torch.Tensor, temperature: float) ->
     return per_sample_ntxent_with_stats(z0, z1, temperature)[0]
 
 
-def ntxent_row_stats(z0: torch.Tensor, z1: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample, detached: the entropy of its contrastive softmax rows and the probability they give its
-    positive, each averaged over the sample's two anchor rows. Inputs for the EMP memory term."""
-    with torch.no_grad():
-        logits, positives = _ntxent_logits(z0, z1, temperature)
-    return _row_stats(logits, positives, z0.shape[0])
-
-
 def per_sample_ntxent_with_stats(z0: torch.Tensor, z1: torch.Tensor, temperature: float):
     """``(loss [B], entropy [B], positive_prob [B])`` from one similarity matrix: the training hot path."""
-    batch = z0.shape[0]
     logits, positives = _ntxent_logits(z0, z1, temperature)
     row_loss = F.cross_entropy(logits, positives, reduction="none")
-    return (row_loss.view(2, batch).mean(dim=0), *_row_stats(logits, positives, batch))
+    return (per_sample(row_loss), *_row_stats(logits, positives))
 
 
 def sample_embedding(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
@@ -86,4 +83,4 @@ def per_sample_infonce_with_stats(q0: torch.Tensor, q1: torch.Tensor, k0: torch.
         logits = torch.cat([(q * k).sum(dim=1, keepdim=True), q @ negatives.T], dim=1) / temperature
     positives = torch.zeros(2 * batch, dtype=torch.long, device=q.device)  # column 0 holds the positive
     row_loss = F.cross_entropy(logits, positives, reduction="none")
-    return (row_loss.view(2, batch).mean(dim=0), *_row_stats(logits, positives, batch))
+    return (per_sample(row_loss), *_row_stats(logits, positives))

@@ -12,33 +12,39 @@ import copy
 from typing import Optional
 
 import torch
+from einops import rearrange
 from lightly.models.modules.heads import MoCoProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from torch import nn
 
-from ssl_emp.config import MethodConfig, ModelConfig
 from ssl_emp.distributed import Shard
-from ssl_emp.methods.base import ContrastiveMethod, MethodOutput
+from ssl_emp.methods.base import ContrastiveMethod
 from ssl_emp.methods.losses import per_sample_infonce_with_stats, sample_embedding, view_agreement
 from ssl_emp.methods.queue import KeyQueue
+from ssl_emp.pruning import SampleStats
 
 
 class MoCo(ContrastiveMethod):
-    def __init__(self, backbone: nn.Module, feature_dim: int, method_cfg: MethodConfig, model_cfg: ModelConfig):
+    """``MoCo(backbone, feature_dim)``: the query encoder is ``backbone`` plus lightly's projection head to
+    ``proj_dim``; the key encoder is its exponential moving average (weight ``momentum``); ``queue_size``
+    negative keys are kept. ``shuffle_bn`` (DDP): keys are encoded on a random draw of the global batch."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, *, proj_hidden_dim: int = 512, proj_dim: int = 128,
+                 temperature: float = 0.5, momentum: float = 0.99, queue_size: int = 4096, shuffle_bn: bool = True):
         super().__init__()
         self.backbone = backbone
-        self.projection_head = MoCoProjectionHead(feature_dim, model_cfg.proj_hidden_dim, model_cfg.proj_output_dim)
+        self.projection_head = MoCoProjectionHead(feature_dim, proj_hidden_dim, proj_dim)
         # The key encoder: same architecture, no gradients, an exponential moving average of the query encoder.
         self.backbone_momentum = copy.deepcopy(backbone)
         self.projection_head_momentum = copy.deepcopy(self.projection_head)
         deactivate_requires_grad(self.backbone_momentum)
         deactivate_requires_grad(self.projection_head_momentum)
-        self.queue = KeyQueue(method_cfg.queue_size, model_cfg.proj_output_dim)
-        self.temperature = method_cfg.temperature
-        self.momentum = method_cfg.momentum
-        self.shuffle_bn = method_cfg.shuffle_bn
+        self.queue = KeyQueue(queue_size, proj_dim)
+        self.temperature = temperature
+        self.momentum = momentum
+        self.shuffle_bn = shuffle_bn
 
-    def forward(self, view0: torch.Tensor, view1: torch.Tensor, shard: Optional[Shard] = None) -> MethodOutput:
+    def forward(self, view0: torch.Tensor, view1: torch.Tensor, shard: Optional[Shard] = None) -> SampleStats:
         q0, q1 = self.projection_head(self.backbone(torch.cat([view0, view1]))).chunk(2)
         with torch.no_grad():
             # [n, 2, d]: both views' keys of this rank's samples, and of the global batch's (every rank's)
@@ -48,10 +54,9 @@ class MoCo(ContrastiveMethod):
             # DDP every rank's keys, in global batch order, so the queue stays identical on all ranks.
             negatives = self.queue.keys.clone()
             if self.training:
-                self.queue.push(everyone.transpose(0, 1).flatten(0, 1))
+                self.queue.push(rearrange(everyone, "batch views dim -> (views batch) dim"))
         loss, entropy, positive_prob = per_sample_infonce_with_stats(q0, q1, k0, k1, negatives, self.temperature)
-        return MethodOutput(loss, view_agreement(q0, q1), entropy, positive_prob,
-                            sample_embedding(q0, q1))
+        return SampleStats(loss, view_agreement(q0, q1), entropy, positive_prob, sample_embedding(q0, q1))
 
     def _key_encoder(self, images: torch.Tensor) -> torch.Tensor:
         return self.projection_head_momentum(self.backbone_momentum(images)).float()
@@ -68,8 +73,7 @@ class MoCo(ContrastiveMethod):
         nothing to shuffle.
         """
         def encode(v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
-            k0, k1 = self._key_encoder(torch.cat([v0, v1])).chunk(2)
-            return torch.stack([k0, k1], dim=1)
+            return rearrange(self._key_encoder(torch.cat([v0, v1])), "(views batch) dim -> batch views dim", views=2)
 
         if shard is None:
             keys = encode(view0, view1)
@@ -77,7 +81,7 @@ class MoCo(ContrastiveMethod):
         if not self.shuffle_bn:
             keys = encode(view0, view1)
             return keys, shard.gather_detached(keys)
-        drawn, permutation = shard.shuffle(torch.stack([view0, view1], dim=1))
+        drawn, permutation = shard.shuffle(torch.stack([view0, view1], dim=1))  # [n, 2, C, H, W]
         everyone = shard.unshuffle(encode(drawn[:, 0], drawn[:, 1]), permutation)
         return everyone[shard.local], everyone
 

@@ -88,6 +88,17 @@ class Pruner:
                 "Lower warmup_epochs or anneal, or add epochs.")
         return rate
 
+    def check_batch_size(self, batch_size: int) -> None:
+        """Refuse a batch larger than what a pruned epoch leaves: ``(1 - rate)`` of the data, the user's notion
+        of what is left. (Pruned epochs keep a little less, making up for the full warm-up and annealing
+        epochs; there the batch is at most one epoch.)"""
+        if self.active and not self.published_rule:
+            kept = budget(self.num_samples, self.cfg.rate)
+            if batch_size > kept:
+                raise ValueError(f"a batch of {batch_size} is larger than the {kept} samples left per epoch at "
+                                 f"rate {self.cfg.rate} ({self.num_samples} samples); lower the batch size or "
+                                 "the rate.")
+
     def is_pruned_epoch(self, epoch: int) -> bool:
         return self.active and self.cfg.warmup_epochs <= epoch < self.first_annealed_epoch
 
@@ -106,7 +117,8 @@ class Pruner:
         return None if self.published_rule else budget(self.num_samples, self.skip_fraction(epoch))
 
     def plan(self, epoch: int) -> EpochPlan:
-        """The epoch's plan, shuffled; a function of (seed, epoch, table) only, so a resumed run rebuilds it."""
+        """The epoch's plan, shuffled, which becomes the current one: ``weights`` and ``step`` read it. The plan
+        is a function of (seed, epoch, table) only, so a resumed run rebuilds it."""
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         if self.is_pruned_epoch(epoch):
             table = self.table.to_cpu()
@@ -153,8 +165,7 @@ class Pruner:
         if isinstance(stats, torch.Tensor):
             stats = SampleStats(stats)
         indices = indices.to(self._weights.device, non_blocking=True)
-        weights = self.weights(indices).to(stats.loss.dtype)
-        loss = (weights * stats.loss).mean()
+        loss = stats.training_loss(self.weights(indices))
         everyone, everyone_stats = _gather_ranks(indices, stats)
         self.observe(everyone, everyone_stats, self.epoch)
         return loss

@@ -40,6 +40,13 @@ class SampleStats:
             true_prob = probs.gather(1, labels[:, None]).squeeze(1)
         return cls(loss, true_prob, prediction_entropy(logits), true_prob, F.normalize(probs, dim=1))
 
+    def training_loss(self, weights: Optional[torch.Tensor] = None, count: Optional[float] = None) -> torch.Tensor:
+        """``sum(w_i * loss_i) / count``, the loss to back-propagate (count defaults to the batch size: the
+        weighted mean). Selectors' weights keep it unbiased (InfoBatch's 1/(1-r)); under DDP each rank passes
+        ``count = global batch / world size``, so that DDP's gradient average is the global batch mean."""
+        loss = self.loss if weights is None else weights.to(self.loss.dtype) * self.loss
+        return loss.mean() if count is None else loss.sum() / count
+
     def to_block(self) -> torch.Tensor:
         """Detached float32 ``[B, 4 + d]``: loss, agreement, entropy, positive_prob (NaN where absent), then the
         embedding: one tensor, so a gather across processes is one collective."""

@@ -1,13 +1,16 @@
 """The pruning engine's settings as plain keyword arguments, checked once, with the rules that tie them.
 
-``ssl_emp.config.PruningConfig`` is the typed command-line face of the same fields; it runs these checks too,
-so a rule lives in one place whether the engine is driven by our config or by a user's own loop.
+This is the one declaration of each pruning setting, its default, its range and its description:
+``ssl_emp.config.PruningConfig`` (the typed command-line face) is derived from these fields and runs these
+checks too, so a rule lives in one place whether the engine is driven by our config or by a user's own loop.
+A field's ``metadata`` holds its description (``doc``) and its bounds (``ge``, ``gt``, ``le``, ``lt``,
+``allow_inf_nan``), spelled as the config's validator reads them.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Optional
+from dataclasses import asdict, dataclass, field, fields
+from typing import Literal, Optional
 
 # What a rate given alone prunes with, by the pruning benchmark's rule (README, "Which method to use"): no
 # method beat ``random`` at rate 0.7 on both datasets, so a rate alone prunes at random. A scorer named
@@ -34,21 +37,33 @@ def prunes(settings) -> bool:
     return settings.selector != "full" and (settings.rate > 0 or settings.infobatch_r is not None)
 
 
+def _setting(default, doc: str, **bounds):
+    return field(default=default, metadata={"doc": doc, **bounds})
+
+
 @dataclass
 class PruningSettings:
-    rate: float = 0.0  # fraction of sample-forwards skipped over the whole run
-    scorer: str = "loss"
-    selector: str = "full"
-    beta: float = 1.0
-    memory: str = "loss_change"
-    normalize: str = "zscore"
-    warmup_epochs: int = 1
-    anneal: float = 0.125
-    eps: float = 0.1
-    ucb_c: float = 1.0
-    history: int = 5
-    infobatch_r: Optional[float] = None
-    infobatch_rescale: bool = True
+    rate: float = _setting(0.0, "fraction of sample-forwards skipped over the whole run", ge=0, lt=1)
+    scorer: str = _setting("loss", "loss | emp | ucb")
+    selector: str = _setting("full", "full | random | rs2 | infobatch | topk | eps_greedy; a rate given without "
+                             "one uses the recommended selector (README)")
+    beta: float = _setting(1.0, "emp: weight of the memory term", ge=0, allow_inf_nan=False)
+    memory: str = _setting("loss_change", "emp memory form: loss_change | drift | recency | agreement | "
+                           "disagreement | entropy | forgetting (default chosen by benchmarks/pruning_quality.py)")
+    normalize: Literal["zscore", "none"] = _setting(
+        "zscore", "emp: put loss and memory on one scale before combining (running z-score), or none: raw "
+        "loss + beta * memory (the paper's supervised form)")
+    warmup_epochs: int = _setting(1, "full-data epochs at the start (fill the score table)", ge=0)
+    anneal: float = _setting(0.125, "the last ceil(anneal * epochs) epochs train on full data (InfoBatch's "
+                             "1 - delta)", ge=0, lt=1)
+    eps: float = _setting(0.1, "eps_greedy: random share of the kept budget", ge=0, le=1)
+    ucb_c: float = _setting(1.0, "ucb: weight of the exploration bonus sqrt(log t / n_i)", ge=0,
+                            allow_inf_nan=False)
+    history: int = _setting(5, "losses remembered per sample (ucb)", ge=1)
+    infobatch_r: Optional[float] = _setting(
+        None, "infobatch: run the published rule with this drop probability (no rate needed; the achieved "
+        "rate is reported); unset: matched to the rate", ge=0, le=1)
+    infobatch_rescale: bool = _setting(True, "InfoBatch: weight kept below-threshold samples 1/(1-r)")
 
     @classmethod
     def from_kwargs(cls, rate: float = 0.0, scorer: Optional[str] = None, selector: Optional[str] = None,

@@ -68,7 +68,6 @@ MEMORY_FORMS: dict[str, Callable[[SampleStats, PreviousVisit], torch.Tensor]] = 
     "entropy": lambda out, prev: _needs("softmax entropies", out.entropy, "entropy"),
     "forgetting": lambda out, prev: 1.0 - _needs("positive probabilities", out.positive_prob, "forgetting"),
 }
-NEEDS_PAST = {"drift", "loss_change", "recency"}
 
 
 def supervised_emp_score(logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:

@@ -1,4 +1,7 @@
-"""A pretrained backbone and its frozen features on labelled data: what every evaluation command starts from."""
+"""A pretrained backbone and its frozen features on labelled data: what every evaluation command starts from.
+
+The checkpoint's config is read as the plain tree it was saved as (``config["model"]["backbone"]``...), so
+this module, like the rest of ``ssl_emp.evaluation``, needs no config package."""
 
 from __future__ import annotations
 
@@ -8,17 +11,16 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ssl_emp.config import PretrainConfig
+from ssl_emp.checkpoint import backbone_state_dict, load_checkpoint
 from ssl_emp.data.augment import Normalize
-from ssl_emp.engine.checkpoint import backbone_state_dict, load_checkpoint
-from ssl_emp.evaluation import extract_features, load_eval_banks
+from ssl_emp.evaluation.features import extract_features, load_eval_banks
 from ssl_emp.models import build_backbone
 
 
 @dataclass
 class PretrainedBackbone:
     backbone: nn.Module
-    config: PretrainConfig
+    config: dict  # the pretraining run's settings, as saved in its checkpoint
     normalize: Normalize
     data_info: dict
     epoch: int
@@ -28,10 +30,10 @@ class PretrainedBackbone:
 def load_pretrained(checkpoint: str, device: torch.device, random_init: bool = False, seed: int = 0) -> PretrainedBackbone:
     """The backbone of a pretraining checkpoint (or, with ``random_init``, a fresh one of the same architecture)."""
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
-    cfg = PretrainConfig.model_validate(ckpt["config"])
-    info = ckpt["data"]
+    cfg, info = ckpt["config"], ckpt["data"]
     torch.manual_seed(seed)
-    backbone, feature_dim = build_backbone(cfg.model.backbone, info["channels"], cfg.model.cifar_stem, cfg.model.width)
+    model = cfg["model"]
+    backbone, feature_dim = build_backbone(model["backbone"], info["channels"], model["cifar_stem"], model["width"])
     if not random_init:
         backbone.load_state_dict(backbone_state_dict(ckpt["model"]))
     return PretrainedBackbone(backbone.to(device).eval(), cfg, Normalize(info["mean"], info["std"]).to(device),
@@ -58,11 +60,11 @@ def frozen_features(checkpoint: str, device: torch.device, *, random_init: bool 
     """Load a checkpoint's backbone (or a random one like it) and extract train and test features once, on its
     pretraining dataset or on ``dataset``."""
     pretrained = load_pretrained(checkpoint, device, random_init=random_init, seed=seed)
-    train_bank, test_bank, adapted = load_eval_banks(pretrained.config, pretrained.data_info, data_root,
+    train_bank, test_bank, adapted = load_eval_banks(pretrained.config["data"], pretrained.data_info, data_root,
                                                      train_subset, dataset=dataset)
     train_x, train_y = extract_features(pretrained.backbone, pretrained.normalize, train_bank, device,
                                         desc="train features")
     test_x, test_y = extract_features(pretrained.backbone, pretrained.normalize, test_bank, device,
                                       desc="test features")
-    return FrozenFeatures(pretrained, dataset or pretrained.config.data.name, adapted, train_bank.num_classes,
+    return FrozenFeatures(pretrained, dataset or pretrained.config["data"]["name"], adapted, train_bank.num_classes,
                           train_x, train_y, test_x, test_y)

@@ -1,0 +1,203 @@
+"""From a :class:`~ssl_emp.config.PretrainConfig` to ready parts, in one place, and :func:`pretrain`, which
+builds them and runs (or resumes) a run.
+
+Settings live at the edge: this module is the only one below the command lines that reads a config. Every
+part it makes takes plain keyword arguments and can be built by hand instead::
+
+    backbone, feature_dim = build_backbone("small_cnn", in_channels=1, width=16)
+    model = SimCLR(backbone, feature_dim, proj_dim=64, temperature=0.2)
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ssl_emp.checkpoint import load_checkpoint
+from ssl_emp.config import PretrainConfig
+from ssl_emp.data import ImageBank, ImageFolderStream, load_bank
+from ssl_emp.data.augment import Normalize, TwoViews
+from ssl_emp.device import resolve_device
+from ssl_emp.distributed import DistContext, init_distributed
+from ssl_emp.engine.monitor import KNNMonitor
+from ssl_emp.engine.optim import WarmupCosine, build_optimizer
+from ssl_emp.engine.run_dir import check_resume_compatible, check_resume_epochs, prepare_run_dir
+from ssl_emp.engine.trainer import PretrainResult, Pretrainer
+from ssl_emp.evaluation import load_eval_banks
+from ssl_emp.methods import METHODS, ContrastiveMethod
+from ssl_emp.methods.queue import ddp_ignored_buffer_names
+from ssl_emp.models import build_backbone
+from ssl_emp.pruning import Pruner
+from ssl_emp.tracking import NullTracker, Tracker
+
+Source = Union[ImageBank, ImageFolderStream]
+
+
+def build_source(cfg: PretrainConfig, device: torch.device) -> Source:
+    """The training images: a uint8 bank in memory, or (``data.in_memory=false``) a folder streamed from disk."""
+    data = cfg.data
+    if not data.in_memory:
+        return ImageFolderStream(data.root, data.image_size, data.subset, data.skip_unreadable,
+                                 workers=data.workers, pin_memory=device.type == "cuda")
+    return load_bank(data.name, data.root, "train", data.image_size, data.subset)
+
+
+def build_method(cfg: PretrainConfig, in_channels: int) -> ContrastiveMethod:
+    """The method named by ``method.name`` on the backbone named by ``model.backbone``; each method takes the
+    settings its constructor names."""
+    backbone, feature_dim = build_backbone(cfg.model.backbone, in_channels, cfg.model.cifar_stem, cfg.model.width)
+    method = METHODS[cfg.method.name]
+    offered = {**cfg.method.model_dump(exclude={"name"}), "proj_hidden_dim": cfg.model.proj_hidden_dim,
+               "proj_dim": cfg.model.proj_output_dim}
+    accepted = inspect.signature(method).parameters
+    return method(backbone, feature_dim, **{k: v for k, v in offered.items() if k in accepted})
+
+
+def build_schedule(cfg: PretrainConfig) -> WarmupCosine:
+    optim = cfg.optim
+    return WarmupCosine(optim.lr, cfg.train.epochs, optim.warmup_epochs, optim.min_lr_fraction)
+
+
+def build_pruner(cfg: PretrainConfig, num_samples: int, device: torch.device) -> Pruner:
+    return Pruner(num_samples, cfg.train.epochs, seed=cfg.train.seed, device=device, **cfg.pruning.model_dump())
+
+
+def build_monitor(cfg: PretrainConfig, image_size: int, mean: list[float], std: list[float],
+                  device: torch.device) -> Optional[KNNMonitor]:
+    monitor = cfg.monitor
+    if not monitor.every:
+        return None
+    train, test, _ = load_eval_banks(cfg.data.model_dump(), {"image_size": image_size},
+                                     train_subset=monitor.train_subset, test_subset=monitor.test_subset)
+    return KNNMonitor(train, test, Normalize(mean, std), device, every=monitor.every, k=monitor.k,
+                      temperature=monitor.temperature)
+
+
+def build_tracker(cfg: PretrainConfig, run_dir: Path, run_id: Optional[str] = None) -> Tracker:
+    return Tracker(run_dir, mode=cfg.tracking.wandb, project=cfg.tracking.project, entity=cfg.tracking.entity,
+                   name=run_dir.name, config=cfg.model_dump(), job_type="pretrain", group=run_dir.name,
+                   run_id=run_id)
+
+
+def check_fits_the_data(cfg: PretrainConfig, num_images: int, world_size: int) -> None:
+    """Settings valid one by one that make no sense for this dataset."""
+    if cfg.train.batch_size > num_images:
+        raise ValueError(f"train.batch_size={cfg.train.batch_size} is larger than the dataset "
+                         f"({num_images} images); lower it.")
+    if cfg.train.batch_size < 2 * world_size:
+        raise ValueError(f"train.batch_size={cfg.train.batch_size} is the global batch; with "
+                         f"{world_size} processes each needs at least 2 samples.")
+    # MoCo enqueues two keys per sample (one per view), so the queue spans queue_size / 2 samples.
+    if cfg.method.name == "moco" and cfg.method.queue_size // 2 >= num_images:
+        raise ValueError(f"method.queue_size={cfg.method.queue_size} holds the keys of {cfg.method.queue_size // 2} "
+                         f"samples (two views each), not fewer than the dataset's {num_images} images: each sample's "
+                         f"own earlier keys would be among its negatives. Use a queue below {2 * num_images}.")
+    if not cfg.data.in_memory and cfg.monitor.every and (cfg.monitor.train_subset is None
+                                                         or cfg.monitor.test_subset is None):
+        raise ValueError("The online kNN monitor holds its images in memory; with data.in_memory=false set "
+                         "monitor.train_subset and monitor.test_subset (e.g. 10000 and 2000), or monitor.every=0.")
+
+
+def _for_training(model: nn.Module, cfg: PretrainConfig, device: torch.device,
+                  ctx: DistContext) -> tuple[nn.Module, nn.Module]:
+    """``(model, forward)``: the model (with SyncBatchNorm if asked), and what the steps call: it under DDP and
+    ``torch.compile`` where asked."""
+    forward = model
+    if ctx.enabled:
+        if cfg.train.sync_batchnorm:
+            if device.type != "cuda":
+                raise ValueError("train.sync_batchnorm=true needs CUDA: PyTorch's SyncBatchNorm has no CPU "
+                                 "implementation. Leave it off for CPU (gloo) runs.")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        # MoCo's queue is identical on every rank by construction; DDP must not broadcast it each step.
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ddp_ignored_buffer_names(model))
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model, torch.compile(forward) if cfg.train.compile else forward
+
+
+def build_trainer(cfg: PretrainConfig, run_dir: Path, ctx: DistContext = DistContext(),
+                  train_bank: Optional[ImageBank] = None) -> Pretrainer:
+    """Every part of a run, made from ``cfg`` (``train_bank``: images already loaded, e.g. by a benchmark)."""
+    device = resolve_device(cfg.train.device, ctx.local_rank)
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
+    source = train_bank if train_bank is not None else build_source(cfg, device)
+    check_fits_the_data(cfg, len(source), ctx.world_size)
+    mean, std = source.channel_stats()
+    source = source.to(device if cfg.data.bank_device == "auto" else "cpu")
+    views = TwoViews(source.image_size, source.channels, mean, std, **cfg.augment.model_dump()).to(device)
+    channels_last = device.type == "cuda" and cfg.train.channels_last
+    model = build_method(cfg, source.channels).to(device)
+    model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    model, forward = _for_training(model, cfg, device, ctx)
+    if ctx.enabled:  # augmentations differ per rank (as with per-rank data loaders); weights were seeded above
+        torch.manual_seed(cfg.train.seed + 1_000_003 * ctx.rank)
+    o = cfg.optim
+    optimizer = build_optimizer(model, o.name, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    pruner = build_pruner(cfg, len(source), device)
+    try:
+        pruner.check_batch_size(cfg.train.batch_size)
+    except ValueError as exc:
+        raise ValueError(f"train.batch_size={cfg.train.batch_size} (pruning.rate={cfg.pruning.rate}): {exc}") from None
+    monitor = build_monitor(cfg, source.image_size, mean, std, device) if ctx.is_main else None
+    data_info = {"name": cfg.data.name, "channels": source.channels, "image_size": source.image_size,
+                 "num_classes": source.num_classes, "mean": mean, "std": std}
+    t = cfg.train
+    return Pretrainer(source, views, model, optimizer, pruner, build_schedule(cfg), run_dir=run_dir,
+                      epochs=t.epochs, batch_size=t.batch_size, device=device, forward=forward, ctx=ctx, seed=t.seed,
+                      amp=t.amp, channels_last=t.channels_last, nonfinite=t.nonfinite,
+                      checkpoint_every=t.checkpoint_every, log_every=t.log_every, monitor=monitor,
+                      run_config=cfg.model_dump(), data_info=data_info)
+
+
+def pretrain(cfg: PretrainConfig, recipe: str = "run", show_progress: Optional[bool] = None,
+             train_bank: Optional[ImageBank] = None) -> PretrainResult:
+    """Run (or resume) one pretraining job; returns where it wrote things and how it went.
+
+    Under torchrun every process calls this; rank 0 alone writes the config, metrics, W&B and checkpoints.
+    """
+    owns_group = not (dist.is_available() and dist.is_initialized())
+    ctx = init_distributed(cfg.train.device)
+    try:
+        return _pretrain(cfg, recipe, show_progress, train_bank, ctx)
+    finally:
+        if ctx.enabled and owns_group:
+            dist.destroy_process_group()
+
+
+def _pretrain(cfg, recipe, show_progress, train_bank, ctx: DistContext) -> PretrainResult:
+    run_dir = prepare_run_dir(cfg.run.out_dir, cfg.run.name, cfg.run.resume, recipe, ctx)
+    trainer = build_trainer(cfg, run_dir, ctx, train_bank)
+    if cfg.run.resume:
+        ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=trainer.device)
+        check_resume_compatible(ckpt["config"], cfg.model_dump(), run_dir)
+        shifts = check_resume_epochs(ckpt["config"], cfg.model_dump(), run_dir, ckpt["epoch"], len(trainer.source))
+        trainer.load_state_dict(ckpt)
+        if ctx.is_main:
+            print(f"Resuming {run_dir} at epoch {trainer.epoch} (step {trainer.global_step}).")
+            for shift in shifts:
+                print(f"  run.extend=true: {shift}")
+    if not ctx.is_main:
+        return trainer.run(NullTracker(), show_progress=False)
+    run_id_file = run_dir / "wandb_run_id"
+    run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    tracker = build_tracker(cfg, run_dir, run_id)
+    if tracker.wandb_run is not None and run_id is None:
+        run_id_file.write_text(tracker.wandb_run.id)
+    try:
+        result = trainer.run(tracker, show_progress)
+        tracker.summary({"final_loss": result.final_loss, "images_per_second": result.images_per_second,
+                         "seconds": result.seconds, "epochs": result.epochs_done,
+                         "pruning/requested_rate": result.requested_rate, "pruning/achieved_rate": result.achieved_rate,
+                         "pruning/sample_forwards": result.sample_forwards, "train/skipped_steps": result.skipped_steps,
+                         "world_size": ctx.world_size})
+    finally:
+        tracker.finish()
+    return result

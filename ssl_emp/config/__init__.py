@@ -1,0 +1,14 @@
+"""Typed, validated run configuration: the schema, loading recipes and overrides, and the check that every
+setting given can affect the run. Pydantic lives here and in the command lines only; everything below the
+build step (``ssl_emp.build``) takes plain keyword arguments."""
+
+from ssl_emp.config.load import build_config, load_pretrain_config, parse_overrides, read_yaml
+from ssl_emp.config.schema import (AugmentConfig, ConfigError, DataConfig, MethodConfig, ModelConfig,
+                                   MonitorConfig, OptimConfig, PretrainConfig, PruningConfig, RunConfig,
+                                   TrackingConfig, TrainConfig)
+from ssl_emp.config.unused import check_settings_used, describe_options, pruning_readers, unused_settings
+
+__all__ = ["AugmentConfig", "ConfigError", "DataConfig", "MethodConfig", "ModelConfig", "MonitorConfig",
+           "OptimConfig", "PretrainConfig", "PruningConfig", "RunConfig", "TrackingConfig", "TrainConfig",
+           "build_config", "check_settings_used", "describe_options", "load_pretrain_config", "parse_overrides",
+           "pruning_readers", "read_yaml", "unused_settings"]

@@ -1,0 +1,110 @@
+"""Loading a run's settings: a YAML recipe plus ``dotted.key=value`` overrides whose values are parsed as YAML
+(``train.epochs=5``, ``augment.hflip_p=0``, ``run.name=demo``). Validation is pydantic's; its errors are
+rewritten into one paragraph that names the offending key, the closest valid key and all valid keys there.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ssl_emp.config.schema import ConfigError, PretrainConfig
+from ssl_emp.config.unused import check_settings_used
+
+def _section_at(model: type[BaseModel], path: tuple[Union[str, int], ...]) -> Optional[type[BaseModel]]:
+    for part in path:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model
+
+
+def _explain(exc: ValidationError, model: type[BaseModel], source: str) -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc)
+        if err["type"] == "extra_forbidden":
+            section = _section_at(model, loc[:-1])
+            valid = sorted(section.model_fields) if section else []
+            prefix = ".".join(str(p) for p in loc[:-1])
+            full = [f"{prefix}.{v}" if prefix else v for v in valid]
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f" Did you mean '{(prefix + '.') if prefix else ''}{close[0]}'?" if close else ""
+            lines.append(f"unknown key '{key}'.{hint} Valid keys here: {', '.join(full)}.")
+        else:
+            given = err.get("input")
+            lines.append(f"'{key}' = {given!r}: {err['msg']}.")
+    return ConfigError(f"Invalid configuration ({source}): " + " ".join(lines))
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"Override '{dotted}': '{part}' is a value, not a section.")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    tree: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"Override '{item}' is not of the form key=value (for example train.epochs=5).")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"Override '{item}': the value is not valid YAML ({exc}).") from None
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: Union[str, Path]) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file '{path}' does not exist. Recipes live in configs/ (for example configs/default.yaml).")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Config file '{path}' is not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"Config file '{path}' must hold a mapping of sections, not {type(tree).__name__}.")
+    return tree
+
+
+def build_config(model: type[BaseModel], tree: dict, overrides: list[str] = (), source: str = "config"):
+    merged = _deep_merge(tree, parse_overrides(list(overrides)))
+    try:
+        return model.model_validate(merged)
+    except ValidationError as exc:
+        raise _explain(exc, model, source) from None
+
+
+def load_pretrain_config(path: Optional[Union[str, Path]] = None, overrides: list[str] = ()) -> PretrainConfig:
+    """A recipe plus command-line overrides; a setting that cannot affect the run is refused when the command
+    line gives it, and warned about (one line on stderr) when the recipe does."""
+    tree = read_yaml(path) if path else {}
+    cfg = build_config(PretrainConfig, tree, overrides, source=str(path) if path else "defaults")
+    check_settings_used(cfg, parse_overrides(list(overrides)), tree, recipe=str(path))
+    return cfg
+
+

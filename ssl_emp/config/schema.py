@@ -1,0 +1,184 @@
+"""The typed sections of a pretraining run: what each setting is, its default and its valid range.
+
+A recipe's keys mirror :class:`PretrainConfig`. The pruning section is derived from
+``ssl_emp.pruning.PruningSettings``, so the engine and the config declare each pruning setting once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, Optional, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+from ssl_emp import pruning
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not describe a valid run."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    name: Literal["digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder"] = Field(
+        "digits", description="dataset to pretrain on")
+    root: Optional[str] = Field(None, description="dataset folder (not needed for digits)")
+    image_size: Optional[int] = Field(
+        None, ge=4, description="resize every image to this square size at load (required for imagefolder)")
+    subset: Optional[int] = Field(None, ge=1, description="use only the first N training images (seeded shuffle)")
+    bank_device: Literal["auto", "cpu"] = Field(
+        "auto", description="auto: keep the uint8 image bank on the training device")
+    in_memory: bool = Field(True, description="false: stream an imagefolder from disk through DataLoader workers "
+                                              "instead of decoding it all into memory")
+    workers: int = Field(4, ge=0, description="DataLoader workers decoding images when streaming")
+    skip_unreadable: bool = Field(False, description="streaming: skip (count and log) image files that cannot be "
+                                                     "decoded, instead of stopping the run")
+
+    @model_validator(mode="after")
+    def _streams_folders_only(self):
+        if not self.in_memory and self.name != "imagefolder":
+            raise ValueError(f"data.in_memory=false streams image files from a folder (data.name=imagefolder); "
+                             f"'{self.name}' is loaded into memory by its own loader")
+        return self
+
+
+class AugmentConfig(_Section):
+    """The SimCLR view recipe; every transform is random per sample."""
+    crop_scale_min: float = Field(0.08, gt=0, le=1, description="random resized crop: smallest area fraction")
+    hflip_p: float = Field(0.5, ge=0, le=1)
+    jitter_strength: float = Field(0.5, ge=0, description="colour jitter: brightness/contrast/saturation 0.8s, hue 0.2s")
+    jitter_p: float = Field(0.8, ge=0, le=1)
+    grayscale_p: float = Field(0.2, ge=0, le=1, description="ignored for 1-channel data")
+    blur_p: Optional[float] = Field(
+        None, ge=0, le=1, description="gaussian blur probability; default 0.5 for images >= 64 px, else off")
+
+
+class ModelConfig(_Section):
+    backbone: Literal["small_cnn", "resnet18", "resnet34", "resnet50"] = "small_cnn"
+    cifar_stem: bool = Field(False, description="ResNet only: 3x3 stride-1 first conv and no max-pool")
+    width: int = Field(64, ge=8, description="small_cnn only: channels of the first block")
+    proj_hidden_dim: int = Field(512, ge=1)
+    proj_output_dim: int = Field(128, ge=1)
+
+
+class MethodConfig(_Section):
+    name: Literal["simclr", "moco"] = "simclr"
+    temperature: float = Field(0.5, gt=0)
+    momentum: float = Field(0.99, ge=0, le=1, description="moco: EMA weight of the key encoder")
+    queue_size: int = Field(4096, ge=1, description="moco: negatives kept in the queue")
+    shuffle_bn: bool = Field(True, description="moco under DDP: encode keys on a random draw of the global batch "
+                                                "per rank (shuffled BatchNorm)")
+    gather_negatives: bool = Field(True, description="simclr under DDP: use every rank's embeddings as negatives")
+
+
+class OptimConfig(_Section):
+    name: Literal["sgd", "lars", "adamw"] = "sgd"
+    lr: float = Field(0.3, gt=0, description="peak learning rate (not scaled by batch size)")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    min_lr_fraction: float = Field(0.0, ge=0, le=1, description="cosine ends at lr * this")
+
+
+class _PruningRules(_Section):
+    """The validators of the pruning section; its fields are PruningSettings' (below)."""
+
+    @field_validator("scorer", "selector", "memory", check_fields=False)
+    @classmethod
+    def _registered(cls, value: str, info):
+        known = {"scorer": pruning.SCORERS, "selector": pruning.SELECTORS, "memory": pruning.MEMORY_FORMS}[info.field_name]
+        if value not in known:
+            raise ValueError(f"unknown {info.field_name} '{value}'; known: {', '.join(known)}")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_rate_means_pruning(cls, data):
+        """A rate with no selector named prunes with the recommended method instead of the no-op ``full``
+        (``pruning.resolve_method``, the rule the engine's keyword constructor follows)."""
+        if isinstance(data, dict) and "selector" not in data and isinstance(data.get("rate"), (int, float)) \
+                and data["rate"] > 0:
+            scorer, selector = pruning.resolve_method(data["rate"], data.get("scorer"), None)
+            data = {**data, "scorer": scorer, "selector": selector}
+        return data
+
+    @model_validator(mode="after")
+    def _settings_agree(self):
+        """The engine's own rules on how settings combine (one place: ``pruning.check_settings``)."""
+        pruning.check_settings(self, prefix="pruning.")
+        return self
+
+
+def _pruning_fields() -> dict:
+    """PruningSettings' fields as pydantic fields: its defaults, types, descriptions and bounds."""
+    hints = get_type_hints(pruning.PruningSettings)
+    out = {}
+    for setting in dataclasses.fields(pruning.PruningSettings):
+        meta = dict(setting.metadata)
+        out[setting.name] = (hints[setting.name], Field(setting.default, description=meta.pop("doc", None), **meta))
+    return out
+
+
+PruningConfig = create_model(
+    "PruningConfig", __base__=_PruningRules, __module__=__name__,
+    __doc__="Dynamic data pruning (ssl_emp.pruning.PruningSettings, the one declaration of these fields); "
+            "rate 0 or selector full: no pruning.",
+    **_pruning_fields())
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(256, ge=2, description="target batch size; each epoch is split into near-equal batches close to it")
+    seed: int = 0
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    amp: bool = Field(True, description="bf16 autocast (CUDA only)")
+    channels_last: bool = Field(True, description="channels_last memory format (CUDA only)")
+    compile: bool = Field(False, description="torch.compile the model")
+    sync_batchnorm: bool = Field(False, description="DDP: BatchNorm statistics over the global batch (SyncBatchNorm)")
+    checkpoint_every: int = Field(10, ge=1, description="epochs between checkpoints (one is always written at the end)")
+    nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="non-finite loss: stop (keep the last good checkpoint) or skip the step and count it "
+        "(skip costs one host sync per step)")
+    log_every: int = Field(10, ge=1, description="steps between metric records (each one syncs with the device)")
+
+
+class MonitorConfig(_Section):
+    """Online kNN accuracy on held-out data during pretraining: quality against compute spent."""
+    every: int = Field(0, ge=0, description="epochs between kNN checks (0: off; the last epoch is always checked)")
+    k: int = Field(200, ge=1)
+    temperature: float = Field(0.1, gt=0)
+    train_subset: Optional[int] = Field(None, ge=1, description="labelled training images in the kNN bank")
+    test_subset: Optional[int] = Field(None, ge=1, description="held-out images classified")
+
+
+class TrackingConfig(_Section):
+    wandb: Literal["auto", "online", "offline", "disabled"] = Field(
+        "auto", description="auto: online when an API key is configured, else offline")
+    project: str = "ssl_emp"
+    entity: Optional[str] = None
+
+
+class RunConfig(_Section):
+    out_dir: str = Field("runs", description="parent folder of run directories")
+    name: Optional[str] = Field(None, description="run directory name; default <recipe>-<timestamp>")
+    resume: bool = Field(False, description="continue the run in out_dir/name from its last checkpoint")
+    extend: bool = Field(False, description="allow a resumed run a new train.epochs (its learning-rate schedule, "
+                                            "annealing window and per-epoch pruning rate shift)")
+
+
+class PretrainConfig(_Section):
+    data: DataConfig = DataConfig()
+    augment: AugmentConfig = AugmentConfig()
+    model: ModelConfig = ModelConfig()
+    method: MethodConfig = MethodConfig()
+    optim: OptimConfig = OptimConfig()
+    pruning: PruningConfig = PruningConfig()
+    train: TrainConfig = TrainConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    run: RunConfig = RunConfig()
+
+

@@ -1,0 +1,121 @@
+"""Settings that cannot affect a run: refused on the command line, warned about in a recipe, and described in
+``--help`` with what reads them."""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel
+
+from ssl_emp import pruning
+from ssl_emp.config.schema import ConfigError, PretrainConfig, PruningConfig
+
+# Settings read only for some values of another setting (pruning's are declared by each scorer and selector).
+READ_ONLY_WHEN = {
+    "method.momentum": ("method.name", ("moco",)),
+    "method.queue_size": ("method.name", ("moco",)),
+    "method.shuffle_bn": ("method.name", ("moco",)),
+    "method.gather_negatives": ("method.name", ("simclr",)),
+    "model.width": ("model.backbone", ("small_cnn",)),
+    "model.cifar_stem": ("model.backbone", ("resnet18", "resnet34", "resnet50")),
+    "run.extend": ("run.resume", (True,)),
+    "data.workers": ("data.in_memory", (False,)),
+    "data.skip_unreadable": ("data.in_memory", (False,)),
+}
+SCHEDULE = ("rate", "warmup_epochs", "anneal")  # read whenever the run prunes
+
+
+def _get(cfg: BaseModel, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def pruning_readers() -> dict[str, list[str]]:
+    """``{setting: [what reads it]}`` for the pruning settings, from each scorer's and selector's declaration."""
+    readers: dict[str, list[str]] = {name: [] for name in PruningConfig.model_fields}
+    for name, scorer in pruning.SCORERS.items():
+        for setting in scorer.reads:
+            readers[setting].append(f"scorer {name}")
+    for name, selector in pruning.SELECTORS.items():
+        for setting in selector.reads:
+            readers[setting].append(f"selector {name}")
+    readers["scorer"] = [f"selector {n}" for n, s in pruning.SELECTORS.items() if s.uses_scores]
+    for setting in SCHEDULE:
+        readers[setting] = ["every selector but full"]
+    readers["selector"] = ["every run"]
+    return readers
+
+
+def unused_settings(cfg: PretrainConfig) -> dict[str, str]:
+    """``{dotted key: why it cannot affect this run}`` for every setting this run does not read."""
+    unused = {}
+    for key, (decider, values) in READ_ONLY_WHEN.items():
+        if _get(cfg, decider) not in values:
+            unused[key] = (f"read only when {decider} is {' or '.join(map(str, values))}, and here it is "
+                           f"{_get(cfg, decider)}")
+    p = cfg.pruning
+    selector = pruning.SELECTORS[p.selector]
+    prunes = pruning.prunes(p)
+    read = {"selector", "rate"}
+    if prunes:
+        read |= {*SCHEDULE, *selector.reads}
+        if selector.uses_scores:
+            read |= {"scorer", *pruning.SCORERS[p.scorer].reads}
+    elif p.selector != "full":
+        unused["pruning.selector"] = "with pruning.rate=0 it prunes nothing; give pruning.rate"
+    readers = pruning_readers()
+    here = f"this run uses selector {p.selector}" + (f" with scorer {p.scorer}" if "scorer" in read else "")
+    for name in PruningConfig.model_fields:
+        if name not in read:
+            who = ", ".join(readers[name]) or "nothing"
+            unused[f"pruning.{name}"] = f"read by {who}; {here}" if prunes else f"read by {who}; this run does not prune"
+    return unused
+
+
+def _flat_keys(tree: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        keys |= _flat_keys(value, dotted + ".") if isinstance(value, dict) else {dotted}
+    return keys
+
+
+def check_settings_used(cfg: PretrainConfig, command_line: dict, recipe_tree: dict, recipe: str = "recipe") -> None:
+    """Refuse a command-line setting that cannot affect the run; warn, once, about such recipe settings.
+    Defaults nobody wrote say nothing."""
+    unused = unused_settings(cfg)
+    given = _flat_keys(command_line)
+    refused = [f"{key} ({why})" for key, why in unused.items() if key in given]
+    if refused:
+        raise ConfigError("These settings would have no effect on this run: " + "; ".join(refused) + ".")
+    from_recipe = sorted(key for key in unused if key in _flat_keys(recipe_tree))
+    if from_recipe:
+        print(f"warning: {recipe} sets {', '.join(from_recipe)}, which this run does not read "
+              f"({unused[from_recipe[0]]}{'; ...' if len(from_recipe) > 1 else ''})", file=sys.stderr)
+
+
+def describe_options(model: type[BaseModel] = PretrainConfig) -> str:
+    """One line per option, for --help, with what reads the settings that are not always read."""
+    readers = pruning_readers()
+    rows = []
+    for section_name, section_field in model.model_fields.items():
+        section = section_field.annotation
+        for name, field in section.model_fields.items():
+            choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+            if choices:
+                annotation = "one of " + " | ".join(map(str, choices))
+            elif get_origin(field.annotation) is Union:
+                annotation = " or ".join(getattr(a, "__name__", str(a)) for a in get_args(field.annotation))
+            else:
+                annotation = getattr(field.annotation, "__name__", str(field.annotation))
+            doc = f"  {field.description}" if field.description else ""
+            key = f"{section_name}.{name}"
+            if key in READ_ONLY_WHEN:
+                decider, values = READ_ONLY_WHEN[key]
+                doc += f"  (read when {decider} is {' | '.join(map(str, values))})"
+            elif section_name == "pruning" and readers.get(name):
+                doc += f"  (read by: {', '.join(readers[name])})"
+            rows.append(f"  {key} = {field.default!r}   [{annotation}]{doc}")
+    return "\n".join(rows)

@@ -1,0 +1,102 @@
+"""Run directories and the rules for resuming one: which settings a resumed run may not change, and what a new
+epoch count shifts. Settings arrive as the plain tree a run saves (``config.yaml``, the checkpoint's
+``config``), so these rules need no config package."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+from ssl_emp.distributed import DistContext
+from ssl_emp.engine.optim import WarmupCosine
+from ssl_emp.pruning import Pruner
+
+
+class RunDirError(RuntimeError):
+    """The run directory clashes with what was asked (exists without resume, or missing with it)."""
+
+
+def prepare_run_dir(out_dir: str, name: Optional[str], resume: bool, recipe: str,
+                    ctx: DistContext = DistContext()) -> Path:
+    """Check the run directory against ``resume`` on every rank (so all fail alike); rank 0 creates it."""
+    if ctx.enabled and not name:
+        raise RunDirError("Under torchrun set run.name: ranks would otherwise each pick a timestamped directory.")
+    run_dir = Path(out_dir) / (name or f"{recipe}-{datetime.now():%Y%m%d-%H%M%S}")
+    has_checkpoint = (run_dir / "checkpoints" / "last.pt").is_file()
+    if resume and not has_checkpoint:
+        raise RunDirError(f"run.resume=true but '{run_dir}' has no checkpoints/last.pt to resume from.")
+    if not resume and has_checkpoint:
+        raise RunDirError(f"Run directory '{run_dir}' already holds a run. Resume it with run.resume=true, "
+                          "or pick another run.name.")
+    ctx.barrier()  # every rank has looked before rank 0 writes anything
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    ctx.barrier()
+    return run_dir
+
+
+# Settings a run cannot change when it resumes: they fix the shapes of the saved state or the dataset it indexes.
+RESUME_FIXED = ("data.name", "data.subset", "data.image_size", "model", "method.name", "method.queue_size")
+
+
+def _flat(tree: dict, prefix: str = ""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def check_resume_compatible(saved: dict, current: dict, run_dir: Path) -> None:
+    before, now = dict(_flat(saved)), dict(_flat(current))
+    changed = [f"{key}: {before.get(key)!r} -> {now.get(key)!r}" for key in sorted(now)
+               if any(key == fixed or key.startswith(fixed + ".") for fixed in RESUME_FIXED)
+               and before.get(key) != now.get(key)]
+    if changed:
+        raise RunDirError(f"Cannot resume '{run_dir}' with this config: it changes settings fixed for the life of a "
+                          f"run ({'; '.join(changed)}). Resume with the run's own config.yaml, or start a new run.")
+
+
+def lr_schedule(settings: dict) -> WarmupCosine:
+    """The learning-rate schedule a run's settings describe."""
+    optim = settings["optim"]
+    return WarmupCosine(optim["lr"], settings["train"]["epochs"], optim["warmup_epochs"], optim["min_lr_fraction"])
+
+
+def schedule_shift(saved: dict, current: dict, epoch: int, num_samples: int) -> list[str]:
+    """What changes, from ``epoch`` on, when a run saved with ``saved`` resumes with another ``train.epochs``:
+    the learning rate, the pruning schedule's annealing window and per-epoch rate are functions of it."""
+    before, after = saved["train"]["epochs"], current["train"]["epochs"]
+    shifts = [f"the learning rate at epoch {epoch} goes from {lr_schedule(saved)(epoch):.4g} to "
+              f"{lr_schedule(current)(epoch):.4g} (cosine over {after} epochs, not {before})"]
+    seed = current["train"]["seed"]
+    old = Pruner(num_samples, before, seed=seed, **saved["pruning"])
+    new = Pruner(num_samples, after, seed=seed, **current["pruning"])
+
+    def window(pruner: Pruner, epochs: int) -> str:
+        first = pruner.first_annealed_epoch + 1
+        return f"{first}-{epochs}" if first <= epochs else "none"
+
+    if old.active and window(old, before) != window(new, after):
+        shifts.append(f"the full-data annealing epochs move from {window(old, before)} to {window(new, after)}")
+    if old.active and not old.published_rule:
+        shifts.append(f"each pruned epoch skips {new.epoch_rate:.3f} of the data, not {old.epoch_rate:.3f}, so "
+                      f"that the whole run skips pruning.rate={current['pruning']['rate']}")
+    return shifts
+
+
+def check_resume_epochs(saved: dict, current: dict, run_dir: Path, epoch: int, num_samples: int) -> list[str]:
+    """Refuse a new ``train.epochs`` on resume unless ``run.extend=true``; returns what it shifts (to print)."""
+    saved_epochs = saved["train"]["epochs"]
+    if saved_epochs == current["train"]["epochs"]:
+        return []
+    # This run's settings but the old epoch count: the shift the epoch count alone makes.
+    shifts = schedule_shift({**current, "train": {**current["train"], "epochs": saved_epochs}}, current, epoch,
+                            num_samples)
+    if not current["run"]["extend"]:
+        raise RunDirError(
+            f"Cannot resume '{run_dir}' with train.epochs={current['train']['epochs']}: it was started with "
+            f"train.epochs={saved_epochs}, and the schedules depend on it: " + "; ".join(shifts)
+            + f". Pass run.extend=true to accept that, or resume with train.epochs={saved_epochs}.")
+    return shifts
