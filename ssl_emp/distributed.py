@@ -37,6 +37,28 @@ class DistContext:
             dist.barrier()
 
 
+def rng_states(ctx: DistContext, device: torch.device) -> dict:
+    """Every rank's generator states (collective under DDP), so that each rank resumes its own stream."""
+    cuda = device.type == "cuda"
+    states = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if cuda else None}
+    gathered = [states]
+    if ctx.enabled:
+        gathered = [None] * ctx.world_size
+        dist.all_gather_object(gathered, states)
+    return {"torch": [g["torch"] for g in gathered], "cuda": [g["cuda"] for g in gathered] if cuda else []}
+
+
+def restore_rng(saved: dict, saved_world_size: int, ctx: DistContext, device: torch.device, reseed: int) -> None:
+    """This rank's generators as :func:`rng_states` saved them; resumed with another process count (plans and
+    weights carry over, augmentation streams cannot) each rank is seeded with ``reseed + 1_000_003 * rank`` instead."""
+    if saved_world_size == ctx.world_size:
+        torch.set_rng_state(saved["torch"][ctx.rank])
+        if device.type == "cuda" and saved["cuda"]:
+            torch.cuda.set_rng_state(saved["cuda"][ctx.rank], device)
+    else:
+        torch.manual_seed(reseed + 1_000_003 * ctx.rank)
+
+
 def init_distributed(device_name: str) -> DistContext:
     """Join the process group torchrun describes in the environment; a plain run is world size 1."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

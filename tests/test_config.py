@@ -1,21 +1,95 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from ssl_emp.config import ConfigError, PretrainConfig, load_pretrain_config, parse_overrides
+from ssl_emp.config import (ConfigError, PretrainConfig, PruningConfig, load_pretrain_config, parse_overrides,
+                            read_yaml)
 from ssl_emp.pretrain import main
+from ssl_emp.pruning import Pruner, PruningSettings
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+DEFAULT = Path(__file__).parent.parent / "configs" / "default.yaml"
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """``{dotted.key: value}`` for a nested mapping."""
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_every_recipe_validates(path):
-    assert isinstance(load_pretrain_config(path), PretrainConfig)
+def test_every_recipe_loads_as_written_with_defaults_elsewhere_and_no_unread_setting(path, capsys):
+    """Each shipped recipe validates; every value it writes reaches the config unchanged, every key it leaves out
+    has the schema default, and it sets nothing the run would not read (that would warn on stderr)."""
+    cfg = load_pretrain_config(path)
+    assert isinstance(cfg, PretrainConfig)
+    assert capsys.readouterr().err == ""
+    written = _flat(read_yaml(path))
+    loaded, defaults = _flat(cfg.model_dump()), _flat(PretrainConfig().model_dump())
+    assert written and set(written) <= set(loaded)
+    for key, value in written.items():
+        assert loaded[key] == value, key
+    derived = {"pruning.scorer", "pruning.selector"} if "pruning.rate" in written else set()
+    for key in set(loaded) - set(written) - derived:
+        assert loaded[key] == defaults[key], key
 
 
-def test_paper_setting_is_resnet50_cifar_stem_cifar100():
-    cfg = load_pretrain_config(Path(__file__).parent.parent / "configs" / "simclr_cifar100_resnet50.yaml")
-    assert (cfg.data.name, cfg.model.backbone, cfg.model.cifar_stem, cfg.method.name) == ("cifar100", "resnet50", True, "simclr")
+def test_an_override_wins_over_the_recipe_and_changes_nothing_else():
+    recipe = load_pretrain_config(DEFAULT).model_dump()
+    overridden = load_pretrain_config(DEFAULT, ["train.epochs=3", "model.width=8", "optim.lr=0.05"]).model_dump()
+    changed = {k for k, v in _flat(overridden).items() if _flat(recipe)[k] != v}
+    assert changed == {"train.epochs", "model.width", "optim.lr"}
+    assert (overridden["train"]["epochs"], overridden["model"]["width"], overridden["optim"]["lr"]) == (3, 8, 0.05)
+    # The recipe's other keys in an overridden section survive the merge (the recipe differs from the defaults).
+    assert overridden["train"]["checkpoint_every"] == recipe["train"]["checkpoint_every"] != \
+        PretrainConfig().train.checkpoint_every
+
+
+def test_a_bad_key_in_a_recipe_file_is_refused_naming_the_file_and_the_valid_key(tmp_path):
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text("train:\n  epoch: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_pretrain_config(recipe)
+    message = str(info.value)
+    assert str(recipe) in message and "unknown key 'train.epoch'" in message and "'train.epochs'" in message
+
+
+def test_a_recipe_that_is_not_a_mapping_is_refused(tmp_path):
+    recipe = tmp_path / "list.yaml"
+    recipe.write_text("- train.epochs: 3\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_pretrain_config(recipe)
+
+
+def test_the_pruning_section_and_the_engine_settings_declare_the_same_fields_and_defaults():
+    engine = {f.name: f.default for f in dataclasses.fields(PruningSettings)}
+    assert list(PruningConfig.model_fields) == list(engine)
+    config_defaults, engine_defaults = PruningConfig(), PruningSettings()
+    for name in engine:
+        assert getattr(config_defaults, name) == getattr(engine_defaults, name) == engine[name], name
+
+
+@pytest.mark.parametrize("overrides, keywords", [
+    ([], {}),
+    (["pruning.rate=0.7"], {"rate": 0.7}),
+    (["pruning.rate=0.5", "pruning.scorer=emp", "pruning.beta=2", "pruning.memory=drift"],
+     {"rate": 0.5, "scorer": "emp", "beta": 2.0, "memory": "drift"}),
+    (["pruning.selector=infobatch", "pruning.infobatch_r=0.5", "pruning.infobatch_rescale=false"],
+     {"selector": "infobatch", "infobatch_r": 0.5, "infobatch_rescale": False}),
+    (["pruning.rate=0.3", "pruning.selector=topk", "pruning.warmup_epochs=2", "pruning.anneal=0.25"],
+     {"rate": 0.3, "selector": "topk", "warmup_epochs": 2, "anneal": 0.25}),
+])
+def test_a_configs_pruning_section_builds_the_engine_settings_the_same_keywords_give(overrides, keywords):
+    """The config and a user's own loop (``Pruner(n, epochs, **keywords)``) resolve the same settings, including
+    the method a rate alone or a scorer alone prunes with."""
+    section = load_pretrain_config(DEFAULT, overrides).pruning
+    settings = PruningSettings(**section.model_dump())
+    for name in PruningConfig.model_fields:
+        assert getattr(settings, name) == getattr(section, name), name
+    assert settings == PruningSettings.from_kwargs(**keywords) == Pruner(100, 40, **keywords).cfg
 
 
 def test_overrides_are_parsed_as_yaml_and_applied():

@@ -10,6 +10,7 @@ import torch
 import torchvision
 
 from ssl_emp.data import DatasetNotFoundError, ImageBank, load_bank
+from ssl_emp.data.datasets import subset_indices
 
 
 def _write_idx(path, array, gz):
@@ -134,10 +135,34 @@ def test_missing_root_is_explained():
         load_bank("cifar10", None, "train")
 
 
-def test_subset_is_fixed_and_resize_applies():
-    a = load_bank("digits", None, "train", image_size=16, subset=100)
-    b = load_bank("digits", None, "train", image_size=16, subset=100)
-    assert a.images.shape == (100, 1, 16, 16) and torch.equal(a.labels, b.labels)
+@pytest.mark.parametrize("total, subset", [(1347, 100), (1347, 1), (1347, 1346), (10, 7)])
+def test_a_subset_is_distinct_in_range_indices_in_file_order_drawn_across_the_whole_set(total, subset):
+    """``data.subset``: N distinct images, in file order, drawn at random (not the first N) and fixed: a run's
+    own seed (the global RNG) does not change which images it gets."""
+    torch.manual_seed(1)
+    keep = subset_indices(total, subset)
+    torch.manual_seed(2)
+    assert torch.equal(subset_indices(total, subset), keep)
+    assert keep.dtype == torch.long and keep.shape == (subset,)
+    assert keep.unique().numel() == subset and 0 <= int(keep.min()) and int(keep.max()) < total
+    assert torch.equal(keep, keep.sort().values)
+    if 1 < subset < total - 1:
+        assert not torch.equal(keep, torch.arange(subset))  # not simply the first N
+    if subset >= 100:
+        assert int(keep.max()) > total // 2 and int(keep.min()) < total // 2  # from across the whole set
+
+
+def test_no_subset_or_one_as_large_as_the_data_is_everything_in_file_order():
+    for subset in (None, 1347, 5000):
+        assert torch.equal(subset_indices(1347, subset), torch.arange(1347))
+
+
+def test_a_subset_bank_is_the_full_banks_images_at_the_subset_indices_resized():
+    full = load_bank("digits", None, "train", image_size=16)
+    part = load_bank("digits", None, "train", image_size=16, subset=100)
+    keep = subset_indices(len(full), 100)
+    assert part.images.shape == (100, 1, 16, 16) and part.num_classes == full.num_classes
+    assert torch.equal(part.images, full.images[keep]) and torch.equal(part.labels, full.labels[keep])
 
 
 def test_bank_rejects_float_images():

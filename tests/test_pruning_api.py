@@ -43,35 +43,102 @@ def _digits():
     return TensorDataset(torch.tensor(x, dtype=torch.float32) / 16, torch.tensor(y))
 
 
+def _step_weights(pruner, indices, per_sample):
+    """``pruner.step``'s loss and the weight it gives each sample's loss, as autograd sees it:
+    ``B * d loss / d loss_i`` (1 for a plain mean)."""
+    if per_sample.requires_grad:
+        per_sample.retain_grad()
+    else:
+        per_sample.requires_grad_()
+    loss = pruner.step(indices, per_sample)
+    loss.backward()
+    return loss, per_sample.grad * len(indices)
+
+
 def test_three_lines_in_a_plain_loop_prune_at_the_rate_and_weight_the_loss():
-    """A supervised loop on digits with matched InfoBatch: every epoch trains exactly its plan, the run skips
-    the requested fraction, and step() returns the plan-weighted mean of the per-sample losses."""
+    """A supervised loop on digits with matched InfoBatch: every epoch trains exactly its plan and the run skips
+    the requested fraction. step()'s loss is a weighted mean of the per-sample losses whose weights (read from
+    the gradient) are 1 in full-data epochs; in pruned ones only the lowest scorers are dropped, the kept ones
+    among them share one weight above 1, and the weights add up to the dataset size (the loss stays unbiased)."""
     torch.manual_seed(0)
     dataset = _digits()
+    n = len(dataset)
     model = torch.nn.Linear(64, 10)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    pruner = Pruner(len(dataset), 8, rate=0.5, scorer="loss", selector="infobatch")
+    pruner = Pruner(n, 8, rate=0.5, scorer="loss", selector="infobatch")
     loader = DataLoader(WithIndex(dataset), batch_size=128, sampler=pruner.sampler())
-    trained_per_epoch, weighted_seen = [], False
+    trained_per_epoch = []
     for epoch in range(8):
         loader.sampler.set_epoch(epoch)
-        trained = []
+        scores = pruner.table.scores.clone()  # what this epoch's plan is built from
+        trained, weights = [], []
         for indices, (x, y) in loader:
             per_sample = F.cross_entropy(model(x), y, reduction="none")
-            loss = pruner.step(indices, per_sample)
-            weights = pruner._weights[indices]
-            assert loss.item() == pytest.approx((weights * per_sample).mean().item(), rel=1e-6)
-            weighted_seen |= bool((weights > 1).any())
             optimizer.zero_grad()
-            loss.backward()
+            loss, w = _step_weights(pruner, indices, per_sample)
+            assert loss.item() == pytest.approx((w * per_sample.detach()).mean().item(), rel=1e-5)
             optimizer.step()
             trained.append(indices)
-        trained_per_epoch.append(torch.cat(trained))
-    assert [len(t) for t in trained_per_epoch][0] == len(dataset) and len(trained_per_epoch[3]) < len(dataset)
+            weights.append(w)
+        trained, weights = torch.cat(trained), torch.cat(weights)
+        trained_per_epoch.append(trained)
+        if not pruner.is_pruned_epoch(epoch):
+            assert len(trained) == n and torch.equal(weights, torch.ones(n))
+            continue
+        assert len(trained) < n
+        up = weights > 1
+        assert up.any() and torch.allclose(weights[up], weights[up][0]) and (weights[~up] == 1).all()
+        assert weights.sum().item() == pytest.approx(n, rel=1e-4)
+        dropped = torch.ones(n, dtype=torch.bool)
+        dropped[trained] = False
+        low = torch.cat([scores[dropped], scores[trained[up]]])
+        assert low.max() <= scores[trained[~up]].min()
     assert all(t.unique().numel() == t.numel() for t in trained_per_epoch)
     assert pruner.achieved_rate() == pytest.approx(0.5, abs=0.005)
-    assert weighted_seen  # InfoBatch's kept low-loss samples weigh 1 / (1 - r)
     assert (pruner.table.visits > 0).all()
+
+
+def test_published_infobatch_weighs_exactly_the_kept_below_mean_samples_by_one_over_one_minus_r():
+    torch.manual_seed(0)
+    n, r, epochs = 400, 0.3, 6
+    difficulty = torch.rand(n)
+    pruner = Pruner(n, epochs, selector="infobatch", infobatch_r=r, scorer="loss")
+    for epoch in range(epochs):
+        plan = pruner.plan(epoch)
+        scores = pruner.table.scores.clone()
+        trained, weights = [], []
+        for indices in plan.indices.split(64):
+            _, w = _step_weights(pruner, indices, difficulty[indices] + 0.01 * torch.rand(len(indices)))
+            trained.append(indices)
+            weights.append(w)
+        trained, weights = torch.cat(trained), torch.cat(weights)
+        if not pruner.is_pruned_epoch(epoch):
+            assert len(trained) == n and torch.equal(weights, torch.ones(n))
+            continue
+        below = scores < scores.mean()
+        dropped = torch.ones(n, dtype=torch.bool)
+        dropped[trained] = False
+        assert dropped.any() and below[dropped].all()
+        # About r of the below-mean samples are dropped (a coin flip each).
+        assert int(dropped.sum()) == pytest.approx(r * int(below.sum()), abs=4 * (n * r * (1 - r)) ** 0.5)
+        torch.testing.assert_close(weights, torch.where(below[trained], 1 / (1 - r), 1.0))
+
+
+@pytest.mark.parametrize("settings", [
+    {"rate": 0.5, "selector": "random"}, {"rate": 0.5, "selector": "rs2"}, {"rate": 0.5, "selector": "topk"},
+    {"rate": 0.5, "scorer": "emp", "selector": "eps_greedy"},
+    {"rate": 0.5, "selector": "infobatch", "infobatch_rescale": False},
+    {"selector": "infobatch", "infobatch_r": 0.5, "infobatch_rescale": False},
+], ids=["random", "rs2", "topk", "eps_greedy", "infobatch-unscaled", "infobatch-published-unscaled"])
+def test_a_selector_that_does_not_reweight_steps_with_the_plain_mean(settings):
+    torch.manual_seed(0)
+    pruner = Pruner(120, 5, **settings)
+    for epoch in range(5):
+        for indices in pruner.plan(epoch).indices.split(32):
+            per_sample = torch.rand(len(indices))
+            loss, w = _step_weights(pruner, indices, per_sample)
+            assert loss.item() == per_sample.mean().item()
+            torch.testing.assert_close(w, torch.ones(len(indices)))
 
 
 def test_sampler_moves_to_the_next_epoch_by_itself_and_len_matches_iteration():
@@ -140,3 +207,12 @@ def test_importing_the_pruner_loads_nothing_else_of_the_project():
             "if m.startswith(('ssl_emp', 'lightly', 'torchvision', 'eval', 'kornia', 'pydantic'))))")
     loaded = eval(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert loaded and all(m == "ssl_emp" or m.startswith("ssl_emp.pruning") for m in loaded), loaded
+
+
+@pytest.mark.parametrize("bad", [dict(beta=-1.0), dict(beta=float("nan")), dict(anneal=1.0), dict(eps=2.0),
+                                 dict(history=0), dict(warmup_epochs=-1), dict(infobatch_r=1.5), dict(rate=1.0)])
+def test_the_engine_refuses_settings_outside_their_declared_bounds(bad):
+    """The bounds PruningSettings declares hold for a user's own loop too, not only behind the config."""
+    (name, value), = bad.items()
+    with pytest.raises(ValueError, match=f"^{name}={value}: must be"):
+        Pruner(100, 8, **bad)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ssl_emp.checkpoint import FORMAT, CheckpointError, atomic_save
 from ssl_emp.data import UnreadableImageError
 from ssl_emp.device import autocast
-from ssl_emp.distributed import DistContext, Shard, split_sizes
+from ssl_emp.distributed import DistContext, Shard, restore_rng, rng_states, split_sizes
 from ssl_emp.methods import ContrastiveMethod
 from ssl_emp.pruning import EpochPlan, Pruner, SampleStats, achieved_rate
 
@@ -77,8 +77,8 @@ class Pretrainer:
         return {"format": FORMAT, "epoch": self.epoch, "global_step": self.global_step,
                 "samples_seen": self.samples_seen, "skipped_steps": self.skipped_steps, "config": self.run_config,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "pruning": self.pruner.state_dict(), "rng": self._rng_states(), "world_size": self.ctx.world_size,
-                "data": self.data_info}
+                "pruning": self.pruner.state_dict(), "rng": rng_states(self.ctx, self.device),
+                "world_size": self.ctx.world_size, "data": self.data_info}
 
     def load_state_dict(self, ckpt: dict) -> None:
         try:
@@ -94,22 +94,7 @@ class Pretrainer:
         self.pruner.load_state_dict(ckpt["pruning"])
         self.epoch, self.global_step, self.samples_seen = ckpt["epoch"], ckpt["global_step"], ckpt["samples_seen"]
         self.skipped_steps = ckpt.get("skipped_steps", 0)
-        rng = ckpt["rng"]
-        if ckpt.get("world_size", 1) == self.ctx.world_size:
-            torch.set_rng_state(rng["torch"][self.ctx.rank])
-            if self.cuda and rng["cuda"]:
-                torch.cuda.set_rng_state(rng["cuda"][self.ctx.rank], self.device)
-        else:  # resumed with another process count: plans and weights carry over, augmentation streams cannot
-            torch.manual_seed(self.seed + 1_000_003 * self.ctx.rank + self.epoch)
-
-    def _rng_states(self) -> dict:
-        """Every rank's generator states (collective under DDP), so each rank resumes its own stream."""
-        states = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.device) if self.cuda else None}
-        gathered = [states]
-        if self.ctx.enabled:
-            gathered = [None] * self.ctx.world_size
-            dist.all_gather_object(gathered, states)
-        return {"torch": [g["torch"] for g in gathered], "cuda": [g["cuda"] for g in gathered] if self.cuda else []}
+        restore_rng(ckpt["rng"], ckpt.get("world_size", 1), self.ctx, self.device, reseed=self.seed + self.epoch)
 
     def save_checkpoint(self) -> Path:
         """Rank 0 writes (atomically); every rank takes part in gathering the RNG states."""

@@ -9,6 +9,7 @@ A field's ``metadata`` holds its description (``doc``) and its bounds (``ge``, `
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal, Optional
 
@@ -83,6 +84,20 @@ class PruningSettings:
         return asdict(self)
 
 
+_BOUNDS = {"ge": (lambda v, b: v >= b, "at least"), "gt": (lambda v, b: v > b, "greater than"),
+           "le": (lambda v, b: v <= b, "at most"), "lt": (lambda v, b: v < b, "less than")}
+
+
+def _out_of_bounds(value, metadata) -> str:
+    """Why ``value`` breaks a field's declared bounds ('' when it does not)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number" if metadata.get("allow_inf_nan") is False or "ge" in metadata else ""
+    for name, (holds, words) in _BOUNDS.items():
+        if name in metadata and not holds(value, metadata[name]):
+            return f"must be {words} {metadata[name]}"
+    return ""
+
+
 def check_settings(settings, prefix: str = "") -> None:
     """Raise ValueError on a setting out of range or settings that contradict each other. ``settings`` is
     anything with PruningSettings' attributes; ``prefix`` is how the caller spells their namespace (the
@@ -94,8 +109,10 @@ def check_settings(settings, prefix: str = "") -> None:
     for name, known in (("scorer", SCORERS), ("selector", SELECTORS), ("memory", MEMORY_FORMS)):
         if getattr(settings, name) not in known:
             raise ValueError(f"unknown {p}{name} '{getattr(settings, name)}'; known: {', '.join(known)}")
-    if not 0 <= settings.rate < 1:
-        raise ValueError(f"{p}rate={settings.rate}: the fraction of sample-forwards skipped must be in [0, 1)")
+    for setting in fields(PruningSettings):
+        value = getattr(settings, setting.name)
+        if value is not None and (why := _out_of_bounds(value, setting.metadata)):
+            raise ValueError(f"{p}{setting.name}={value}: {why} ({setting.metadata['doc']})")
     if settings.normalize not in ("zscore", "none"):
         raise ValueError(f"{p}normalize='{settings.normalize}'; known: zscore, none")
     if settings.selector == "full" and settings.rate > 0:
