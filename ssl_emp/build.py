@@ -61,6 +61,7 @@ def build_method(cfg: PretrainConfig, in_channels: int) -> ContrastiveMethod:
 
 
 def build_schedule(cfg: PretrainConfig) -> WarmupCosine:
+    """The learning rate over the run's epochs; the trainer walks it by the fraction of planned compute done."""
     optim = cfg.optim
     return WarmupCosine(optim.lr, cfg.train.epochs, optim.warmup_epochs, optim.min_lr_fraction)
 
@@ -153,6 +154,7 @@ def build_trainer(cfg: PretrainConfig, run_dir: Path, ctx: DistContext = DistCon
                       epochs=t.epochs, batch_size=t.batch_size, device=device, forward=forward, ctx=ctx, seed=t.seed,
                       amp=t.amp, channels_last=t.channels_last, nonfinite=t.nonfinite,
                       checkpoint_every=t.checkpoint_every, log_every=t.log_every, monitor=monitor,
+                      max_forwards=t.max_forwards,
                       run_config=cfg.model_dump(), data_info=data_info)
 
 
@@ -177,7 +179,8 @@ def _pretrain(cfg, recipe, show_progress, train_bank, ctx: DistContext) -> Pretr
     if cfg.run.resume:
         ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=trainer.device)
         check_resume_compatible(ckpt["config"], cfg.model_dump(), run_dir)
-        shifts = check_resume_epochs(ckpt["config"], cfg.model_dump(), run_dir, ckpt["epoch"], len(trainer.source))
+        shifts = check_resume_epochs(ckpt["config"], cfg.model_dump(), run_dir, ckpt["epoch"], len(trainer.source),
+                                     ckpt["samples_seen"])
         trainer.load_state_dict(ckpt)
         if ctx.is_main:
             print(f"Resuming {run_dir} at epoch {trainer.epoch} (step {trainer.global_step}).")

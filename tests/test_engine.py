@@ -160,3 +160,54 @@ def test_resume_with_new_epochs_is_refused_unless_extended(tiny_overrides):
     # Epochs 5-6 are pruned at the 8-epoch run's per-epoch rate, 7-8 are the new annealing window.
     kept = [r["pruning/epoch_kept_fraction"] for r in extended.history]
     assert kept == [pytest.approx(0.52, abs=0.002)] * 2 + [1.0, 1.0]
+
+
+def _lr_by_compute(tmp_path, name: str, epochs: int = 8, max_forwards=None, **pruning):
+    """One short run on hand-made parts: ``(fraction of the run's compute done before each step, the learning rate
+    the optimizer stepped with)``, read from the optimizer and the pruner's count, and the forwards spent."""
+    from ssl_emp.data import ImageBank
+    from ssl_emp.data.augment import TwoViews
+    from ssl_emp.engine import Pretrainer
+    from ssl_emp.engine.optim import build_optimizer
+    from ssl_emp.methods import SimCLR
+    from ssl_emp.models import build_backbone
+    from ssl_emp.pruning import Pruner
+    from ssl_emp.tracking import NullTracker
+
+    torch.manual_seed(0)
+    bank = ImageBank(torch.randint(0, 256, (120, 1, 8, 8), dtype=torch.uint8), torch.zeros(120, dtype=torch.long),
+                     num_classes=1, name="noise")
+    backbone, dim = build_backbone("small_cnn", in_channels=1, width=8)
+    model = SimCLR(backbone, dim, proj_hidden_dim=16, proj_dim=8)
+    optimizer = build_optimizer(model, "sgd", lr=1.0)
+    pruner = Pruner(len(bank), epochs, **pruning)
+    steps = []
+    optimizer.register_step_pre_hook(lambda opt, *_: steps.append((pruner.sample_forwards, opt.param_groups[0]["lr"])))
+    trainer = Pretrainer(bank, TwoViews(8, 1, [0.5], [0.25]), model, optimizer, pruner,
+                         WarmupCosine(1.0, epochs, warmup_epochs=1), run_dir=tmp_path / name, epochs=epochs,
+                         batch_size=20, device=torch.device("cpu"), checkpoint_every=100, max_forwards=max_forwards)
+    result = trainer.run(NullTracker(), show_progress=False)
+    return [(done / result.sample_forwards, lr) for done, lr in steps], result
+
+
+def test_runs_at_different_rates_see_the_same_learning_rate_at_the_same_fraction_of_compute(tmp_path):
+    """The schedule follows the compute: full data, a pruned run (full warm-up and annealing epochs included)
+    and all the data cut to the pruned run's compute walk one curve per unit of compute, and end it together."""
+    full, _ = _lr_by_compute(tmp_path, "full")
+    pruned, spent = _lr_by_compute(tmp_path, "pruned", rate=0.5, selector="random", anneal=0.2)
+    equal, equal_spent = _lr_by_compute(tmp_path, "equal", max_forwards=spent.sample_forwards)
+    curve = WarmupCosine(1.0, 8, warmup_epochs=1)
+    for steps in (full, pruned, equal):
+        assert [lr for _, lr in steps] == pytest.approx([curve(8 * fraction) for fraction, _ in steps], abs=1e-9)
+        assert steps[-1][0] > 0.8  # the last step starts near the end of the compute: the curve is walked whole
+    # Epoch-indexed, the pruned run's steps in its annealing epoch would sit at the curve's cold tail; by compute
+    # they sit where full data's do.
+    assert len(pruned) < len(full) and len(equal) < len(full)
+
+
+def test_equal_compute_spends_exactly_the_pruned_runs_forwards(tmp_path):
+    _, pruned = _lr_by_compute(tmp_path, "pruned", rate=0.7, selector="random", anneal=0.0)
+    _, equal = _lr_by_compute(tmp_path, "equal", max_forwards=pruned.sample_forwards)
+    assert equal.sample_forwards == pruned.sample_forwards  # its last epoch is cut short, not rounded
+    assert equal.achieved_rate != pytest.approx(0.0) and equal.epochs_done < 8
+    assert (tmp_path / "equal" / "checkpoints" / "last.pt").is_file()  # the early end still saves

@@ -143,6 +143,9 @@ class TrainConfig(_Section):
         "stop", description="non-finite loss: stop (keep the last good checkpoint) or skip the step and count it "
         "(skip costs one host sync per step)")
     log_every: int = Field(10, ge=1, description="steps between metric records (each one syncs with the device)")
+    max_forwards: Optional[int] = Field(
+        None, ge=1, description="end the run after this many sample-forwards, its last epoch cut short (all the "
+        "data for exactly a pruned run's compute: the benchmark's full_equal_compute)")
 
 
 class MonitorConfig(_Section):

@@ -26,8 +26,9 @@ class KNNMonitor:
         self.normalize = normalize.to(device)
         self.train_bank, self.test_bank = train_bank.to(device), test_bank.to(device)
 
-    def due(self, epoch: int, epochs: int) -> bool:
-        return self.every > 0 and (epoch % self.every == 0 or epoch == epochs)
+    def due(self, epoch: int, last: bool) -> bool:
+        """Whether to check after ``epoch`` (``last``: the run's final epoch)."""
+        return self.every > 0 and (epoch % self.every == 0 or last)
 
     def __call__(self, backbone: nn.Module) -> dict:
         started = time.perf_counter()

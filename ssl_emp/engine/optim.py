@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from lightly.utils.lars import LARS
@@ -36,17 +37,31 @@ def build_optimizer(model: nn.Module, name: str = "sgd", *, lr: float, momentum:
     raise ValueError(f"Unknown optimizer '{name}'. Known: {', '.join(OPTIMIZERS)}.")
 
 
+def compute_progress(epochs: int, forwards_done: int, planned_forwards: Optional[int],
+                     max_forwards: Optional[int] = None) -> Optional[float]:
+    """Where a run stands on its schedule, in epochs: the fraction of its planned sample-forwards done, times
+    ``epochs``. Schedules follow the compute, not the epoch count, so runs at different pruning rates, and a
+    full-data run cut to the same compute (``max_forwards``), walk the same curve per unit of compute and end it
+    together. None where the compute cannot be planned (InfoBatch's published rule): the schedule then follows
+    the epochs."""
+    if planned_forwards is None:
+        return None
+    planned = min(planned_forwards, max_forwards or planned_forwards)
+    return epochs * min(forwards_done, planned) / planned
+
+
 @dataclass(frozen=True)
 class WarmupCosine:
-    """Linear warm-up then cosine decay over training progress measured in epochs (a float):
-    ``schedule(progress)`` is the learning rate there.
+    """Linear warm-up then cosine decay over training progress measured in epochs (a float; the trainer maps the
+    fraction of planned compute done onto them, :func:`compute_progress`): ``schedule(progress)`` is the
+    learning rate there.
 
     Progress rather than step count: a pruned epoch has fewer steps, and the schedule must still span the
     run. A pure function of progress, so a resumed run continues it exactly.
     """
 
     lr: float
-    epochs: int
+    epochs: float
     warmup_epochs: float = 0.0
     min_lr_fraction: float = 0.0
 

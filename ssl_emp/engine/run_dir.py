@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from ssl_emp.distributed import DistContext
-from ssl_emp.engine.optim import WarmupCosine
+from ssl_emp.engine.optim import WarmupCosine, compute_progress
 from ssl_emp.pruning import Pruner
 
 
@@ -58,21 +58,23 @@ def check_resume_compatible(saved: dict, current: dict, run_dir: Path) -> None:
                           f"run ({'; '.join(changed)}). Resume with the run's own config.yaml, or start a new run.")
 
 
-def lr_schedule(settings: dict) -> WarmupCosine:
-    """The learning-rate schedule a run's settings describe."""
-    optim = settings["optim"]
-    return WarmupCosine(optim["lr"], settings["train"]["epochs"], optim["warmup_epochs"], optim["min_lr_fraction"])
+def lr_at(settings: dict, pruner: Pruner, epoch: int, forwards_done: int) -> float:
+    """The learning rate a run's settings give where it stands (as the trainer computes it)."""
+    optim, train = settings["optim"], settings["train"]
+    schedule = WarmupCosine(optim["lr"], train["epochs"], optim["warmup_epochs"], optim["min_lr_fraction"])
+    progress = compute_progress(train["epochs"], forwards_done, pruner.planned_forwards(), train.get("max_forwards"))
+    return schedule(epoch if progress is None else progress)
 
 
-def schedule_shift(saved: dict, current: dict, epoch: int, num_samples: int) -> list[str]:
+def schedule_shift(saved: dict, current: dict, epoch: int, num_samples: int, forwards_done: int) -> list[str]:
     """What changes, from ``epoch`` on, when a run saved with ``saved`` resumes with another ``train.epochs``:
     the learning rate, the pruning schedule's annealing window and per-epoch rate are functions of it."""
     before, after = saved["train"]["epochs"], current["train"]["epochs"]
-    shifts = [f"the learning rate at epoch {epoch} goes from {lr_schedule(saved)(epoch):.4g} to "
-              f"{lr_schedule(current)(epoch):.4g} (cosine over {after} epochs, not {before})"]
     seed = current["train"]["seed"]
     old = Pruner(num_samples, before, seed=seed, **saved["pruning"])
     new = Pruner(num_samples, after, seed=seed, **current["pruning"])
+    shifts = [f"the learning rate at epoch {epoch} goes from {lr_at(saved, old, epoch, forwards_done):.4g} to "
+              f"{lr_at(current, new, epoch, forwards_done):.4g} (cosine over {after} epochs, not {before})"]
 
     def window(pruner: Pruner, epochs: int) -> str:
         first = pruner.first_annealed_epoch + 1
@@ -86,14 +88,15 @@ def schedule_shift(saved: dict, current: dict, epoch: int, num_samples: int) -> 
     return shifts
 
 
-def check_resume_epochs(saved: dict, current: dict, run_dir: Path, epoch: int, num_samples: int) -> list[str]:
+def check_resume_epochs(saved: dict, current: dict, run_dir: Path, epoch: int, num_samples: int,
+                        forwards_done: int) -> list[str]:
     """Refuse a new ``train.epochs`` on resume unless ``run.extend=true``; returns what it shifts (to print)."""
     saved_epochs = saved["train"]["epochs"]
     if saved_epochs == current["train"]["epochs"]:
         return []
     # This run's settings but the old epoch count: the shift the epoch count alone makes.
     shifts = schedule_shift({**current, "train": {**current["train"], "epochs": saved_epochs}}, current, epoch,
-                            num_samples)
+                            num_samples, forwards_done)
     if not current["run"]["extend"]:
         raise RunDirError(
             f"Cannot resume '{run_dir}' with train.epochs={current['train']['epochs']}: it was started with "

@@ -27,6 +27,7 @@ from ssl_emp.checkpoint import FORMAT, CheckpointError, atomic_save
 from ssl_emp.data import UnreadableImageError
 from ssl_emp.device import autocast
 from ssl_emp.distributed import DistContext, Shard, restore_rng, rng_states, split_sizes
+from ssl_emp.engine.optim import compute_progress
 from ssl_emp.methods import ContrastiveMethod
 from ssl_emp.pruning import EpochPlan, Pruner, SampleStats, achieved_rate
 
@@ -52,19 +53,24 @@ class PretrainResult:
 class Pretrainer:
     """One pretraining run over parts made elsewhere. ``method`` is the model whose state is saved; ``forward``
     is what steps call (the method wrapped by DDP or ``torch.compile``; default the method itself).
-    ``run_config`` and ``data_info`` are saved in each checkpoint, so evaluation can rebuild the backbone."""
+    ``schedule(progress)`` gives the learning rate over ``epochs``, progress being the fraction of the planned
+    sample-forwards done (:func:`~ssl_emp.engine.optim.compute_progress`). ``max_forwards`` ends the run once
+    that many sample-forwards are done, its last epoch cut short. ``run_config`` and ``data_info`` are saved in each checkpoint, so evaluation can
+    rebuild the backbone."""
 
     def __init__(self, source, views: nn.Module, method: ContrastiveMethod, optimizer: torch.optim.Optimizer,
                  pruner: Pruner, schedule: Callable[[float], float], *, run_dir: Path, epochs: int,
                  batch_size: int, device: torch.device, forward: Optional[nn.Module] = None,
                  ctx: DistContext = DistContext(), seed: int = 0, amp: bool = True, channels_last: bool = True,
                  nonfinite: str = "stop", checkpoint_every: int = 10, log_every: int = 10, monitor=None,
-                 run_config: Optional[dict] = None, data_info: Optional[dict] = None):
+                 max_forwards: Optional[int] = None, run_config: Optional[dict] = None,
+                 data_info: Optional[dict] = None):
         self.source, self.views, self.model, self.optimizer = source, views, method, optimizer
         self.pruner, self.schedule, self.forward = pruner, schedule, forward or method
         self.run_dir, self.epochs, self.batch_size, self.device, self.ctx = run_dir, epochs, batch_size, device, ctx
         self.seed, self.amp, self.nonfinite, self.monitor = seed, amp, nonfinite, monitor
-        self.checkpoint_every, self.log_every = checkpoint_every, log_every
+        self.checkpoint_every, self.log_every, self.max_forwards = checkpoint_every, log_every, max_forwards
+        self.planned_forwards = pruner.planned_forwards()
         self.run_config, self.data_info = run_config or {}, data_info or {}
         self.cuda = device.type == "cuda"
         self.memory_format = torch.channels_last if (self.cuda and channels_last) else torch.contiguous_format
@@ -162,6 +168,12 @@ class Pretrainer:
             self.pruner.observe(global_indices, stats, self.epoch)
         return stats
 
+    def progress(self, epoch_fraction: float = 0.0) -> float:
+        """Where the run is on its schedule, in epochs: the planned compute's fraction done, or, where it cannot
+        be planned, the epochs done (with ``epoch_fraction`` of the current one)."""
+        by_compute = compute_progress(self.epochs, self.samples_seen, self.planned_forwards, self.max_forwards)
+        return self.epoch + epoch_fraction if by_compute is None else by_compute
+
     def train_epoch(self, plan: EpochPlan, bar: Optional[tqdm] = None, tracker=None) -> tuple[torch.Tensor, int]:
         """Train on one epoch's plan; returns the summed per-sample loss (on the device) and the samples it sums."""
         # Near-equal batches close to batch_size: a pruned epoch's remainder would otherwise be a
@@ -172,7 +184,7 @@ class Pretrainer:
         local = [b if s is None else b[s.local] for b, s in zip(batches, shards)]
         loss_sum, trained = torch.zeros((), device=self.device), 0
         for b, (indices, images) in enumerate(self.source.batches(local)):
-            lr = self.schedule(self.epoch + b / num_batches)
+            lr = self.schedule(self.progress(b / num_batches))
             stats = self.train_step(indices, images, shards[b], batches[b], lr)
             self.global_step += 1
             self.samples_seen += len(batches[b]) if stats is None else len(stats.loss)
@@ -199,7 +211,7 @@ class Pretrainer:
         history: list[dict] = []
         started, images_trained, last_epoch_loss = time.perf_counter(), 0, float("nan")
         checkpoint = self.run_dir / "checkpoints" / "last.pt"
-        expected_forwards = round((1.0 - self.pruner.cfg.rate if self.pruner.active else 1.0) * epochs * num_samples)
+        expected_forwards = min(self.planned_forwards or epochs * num_samples, self.max_forwards or epochs * num_samples)
         quiet = not self.ctx.is_main or show_progress is False
         bar = tqdm(total=expected_forwards, initial=min(self.samples_seen, expected_forwards), unit="img",
                    unit_scale=True, dynamic_ncols=True, disable=True if quiet else None)
@@ -207,6 +219,8 @@ class Pretrainer:
         while self.epoch < epochs:
             epoch_start = time.perf_counter()
             plan = self.pruner.plan(self.epoch)
+            if self.max_forwards is not None:  # the compute budget may end within this epoch
+                plan = plan.head(self.max_forwards - self.samples_seen)
             try:
                 loss_sum, trained = self.train_epoch(plan, bar, tracker)
             except UnreadableImageError as exc:
@@ -223,11 +237,13 @@ class Pretrainer:
             last_epoch_loss = (loss_sum / max(trained, 1)).item()
             images_trained += len(plan)
             self.epoch += 1
+            finished = self.epoch == epochs or (self.max_forwards is not None and self.samples_seen >= self.max_forwards)
             record: dict[str, Any] = {
                 "epoch": self.epoch, "train/epoch_loss": last_epoch_loss, "train/epoch_seconds": epoch_seconds,
                 "train/images_per_second": len(plan) / epoch_seconds, "train/samples_seen": self.samples_seen,
-                "train/lr": self.schedule(self.epoch), **self.pruner.epoch_metrics(plan, self.epoch, self.samples_seen)}
-            if self.monitor is not None and self.monitor.due(self.epoch, epochs) and math.isfinite(last_epoch_loss):
+                "train/lr": self.schedule(self.progress()),
+                **self.pruner.epoch_metrics(plan, self.epoch, self.samples_seen)}
+            if self.monitor is not None and self.monitor.due(self.epoch, finished) and math.isfinite(last_epoch_loss):
                 record.update(self.monitor(self.model.backbone))
             if self.skipped_steps:
                 record["train/skipped_steps"] = self.skipped_steps
@@ -242,7 +258,7 @@ class Pretrainer:
                     f"{self.epoch}); the run stopped without saving, so the last good checkpoint is {checkpoint}. "
                     "Lower optim.lr, check the data, or set train.nonfinite=skip to skip such steps (they are "
                     "counted as train/skipped_steps).")
-            saving = self.epoch % self.checkpoint_every == 0 or self.epoch == epochs
+            saving = self.epoch % self.checkpoint_every == 0 or finished
             if saving:
                 checkpoint = self.save_checkpoint()
             if (saving or "monitor/knn_top1" in record) and self.ctx.is_main:
@@ -250,6 +266,8 @@ class Pretrainer:
                 saved = f"  checkpoint {checkpoint}" if saving else ""
                 bar.write(f"epoch {self.epoch}/{epochs}  loss {last_epoch_loss:.4f}{knn}  "
                           f"{record['train/images_per_second']:.0f} img/s  kept {len(plan)}/{num_samples}{saved}")
+            if finished:
+                break
         bar.close()
         seconds = time.perf_counter() - started
         return PretrainResult(

@@ -17,6 +17,11 @@ class EpochPlan:
     def __len__(self) -> int:
         return self.indices.numel()
 
+    def head(self, count: int) -> "EpochPlan":
+        """The first ``count`` samples of the plan (a run whose compute budget ends within this epoch)."""
+        weights = self.weights[:count] if self.weights is not None else None
+        return EpochPlan(self.indices[:count], weights, self.info)
+
     def shuffled(self, generator: torch.Generator) -> "EpochPlan":
         order = torch.randperm(len(self), generator=generator)
         weights = self.weights[order] if self.weights is not None else None

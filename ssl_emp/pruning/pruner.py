@@ -116,6 +116,12 @@ class Pruner:
             return self.num_samples
         return None if self.published_rule else budget(self.num_samples, self.skip_fraction(epoch))
 
+    def planned_forwards(self) -> Optional[int]:
+        """The sample-forwards the whole run plans (the sum of :meth:`planned_size` over its epochs); None under
+        InfoBatch's published rule, whose pruned epochs' sizes are a matter of chance."""
+        sizes = [self.planned_size(epoch) for epoch in range(self.epochs)]
+        return None if None in sizes else sum(sizes)
+
     def plan(self, epoch: int) -> EpochPlan:
         """The epoch's plan, shuffled, which becomes the current one: ``weights`` and ``step`` read it. The plan
         is a function of (seed, epoch, table) only, so a resumed run rebuilds it."""
