@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast gpu-wheels gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,26 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The GPU check (benchmarks/gpu_check.sh: GPU-only tests, the throughput benchmark beside lightly, the sync-debug
+# pass; at most ~8 min on one H100/H200). The GPU image has Python 3.12 and no network: `make gpu-wheels` here
+# downloads the packages it lacks, at this venv's versions, into $(GPU_WHEELS)/; carry that folder there and run
+# `GPU_WHEELS=wheels bash benchmarks/gpu_check.sh` (or `make gpu-check`), which installs only what is missing.
+GPU_WHEELS   ?= wheels
+GPU_PYTHON   ?= 3.12
+GPU_PACKAGES  = kornia kornia-rs lightly pydantic pydantic-core annotated-types typing-inspection typing-extensions
+
+gpu-wheels:
+	@test -x $(BIN)/pip || { echo 'no $(VENV): run make setup first'; exit 1; }
+	mkdir -p $(GPU_WHEELS)
+	$(BIN)/pip download --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp \
+	    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+	    --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d $(GPU_WHEELS) \
+	    $$($(BIN)/python -c "import importlib.metadata as m; \
+	        print(' '.join(n + '==' + m.version(n) for n in '$(GPU_PACKAGES)'.split()))")
+
+gpu-check:
+	bash benchmarks/gpu_check.sh --wheels $(GPU_WHEELS)
 
 clean:
 	rm -rf runs $(VENV)
