@@ -1,5 +1,7 @@
 """The pruning engine: budgets, InfoBatch's rule, scorers, resume, and the run-level rate."""
 
+import math
+
 import pytest
 import torch
 
@@ -131,44 +133,89 @@ def test_unreachable_rate_is_explained():
         Pruner(N, 10, selector="random", rate=0.9, warmup_epochs=2)
 
 
-def _output(loss, embedding=None, agreement=None):
+def _output(loss, embedding=None, agreement=None, chance=None):
     loss = torch.as_tensor(loss, dtype=torch.float32)
-    return SampleStats(loss, agreement if agreement is not None else torch.zeros_like(loss), embedding=embedding)
+    return SampleStats(loss, agreement if agreement is not None else torch.zeros_like(loss), embedding=embedding,
+                       chance_loss=None if chance is None else torch.full_like(loss, chance))
 
 
-def test_drift_is_how_far_a_sample_moved_since_its_last_visit():
+def _visit(scorer, table, idx, loss, epoch, **output):
+    scorer(_output(loss, **output), table, idx, epoch=epoch)
+    table.record(idx, torch.as_tensor(loss, dtype=torch.float32), epoch)
+
+
+def test_drift_is_how_fast_a_sample_moves_read_against_the_time_since():
     scorer = SCORERS["emp"](PruningSettings(scorer="emp", memory="drift"))
     table, idx = ScoreTable(3), torch.arange(3)
-    first = torch.eye(3)
-    scorer(_output([1.0, 1.0, 1.0], first), table, idx, epoch=0)
-    assert scorer.last_memory.isnan().all()  # a first visit has no "since"
-    table.record(idx, torch.ones(3), 0)
+    _visit(scorer, table, idx, [1.0, 1.0, 1.0], 0, embedding=torch.eye(3))
     moved = torch.tensor([[1.0, 0, 0], [1.0, 1.0, 0], [0, 0, -1.0]])  # same place, 45 degrees, opposite
-    scorer(_output([1.0, 1.0, 1.0], moved), table, idx, epoch=1)
-    assert scorer.last_memory.tolist() == pytest.approx([0.0, 1 - 2 ** -0.5, 2.0], abs=1e-6)
+    _visit(scorer, table, idx, [1.0, 1.0, 1.0], 2, embedding=moved)  # two epochs after the first visit
+    rates = torch.tensor([0.0, 1 - 2 ** -0.5, 2.0]) / 2
+    assert scorer.memory_now(table, epoch=3).tolist() == pytest.approx((rates * 1).tolist(), abs=1e-6)
+    assert scorer.memory_now(table, epoch=6).tolist() == pytest.approx((rates * 4).tolist(), abs=1e-6)
 
 
-def test_recency_and_loss_change_look_at_the_previous_visit():
+def test_time_forms_keep_growing_while_a_sample_is_left_out():
+    """Read at selection, for every sample: a skipped sample's wait, and what it may have forgotten, grow."""
     table, idx = ScoreTable(2), torch.arange(2)
-    table.record(idx[:1], torch.tensor([2.0]), epoch=0)
-    table.record(idx[1:], torch.tensor([2.0]), epoch=3)
-    for form, expected in (("recency", [5.0, 2.0]), ("loss_change", [1.0, -1.5])):
+    for form, at5, at9 in (("recency", [5.0, 2.0], [9.0, 6.0]), ("loss_change", [0.2, 0.0], [0.6, 0.0])):
         scorer = SCORERS["emp"](PruningSettings(scorer="emp", memory=form))
-        scorer(_output([3.0, 0.5]), table, idx, epoch=5)
-        assert scorer.last_memory.tolist() == pytest.approx(expected)
+        table = ScoreTable(2)
+        _visit(scorer, table, idx, [2.0, 2.0], 0)
+        _visit(scorer, table, idx[:1], [2.5], 5)  # sample 0's loss rose 0.1 a epoch: forgotten
+        _visit(scorer, table, idx[1:], [1.0], 3)  # sample 1's fell: still learning, no forgetting
+        assert scorer.memory_now(table, epoch=5 + 1).tolist() == pytest.approx([0.1, 0.0] if form == "loss_change"
+                                                                                else [1.0, 3.0])
+        assert scorer.memory_now(table, epoch=5 + 5)[0] > scorer.memory_now(table, epoch=5 + 1)[0]
+
+
+def test_loss_change_is_taken_above_chance_so_a_larger_batch_is_not_forgetting():
+    """NT-Xent grows with log(candidates): the same sample, as well learnt, in a batch of 4x the negatives."""
+    scorer = SCORERS["emp"](PruningSettings(scorer="emp", memory="loss_change"))
+    table, idx = ScoreTable(1), torch.arange(1)
+    _visit(scorer, table, idx, [math.log(255) + 0.5], 0, chance=math.log(255))
+    _visit(scorer, table, idx, [math.log(1023) + 0.5], 1, chance=math.log(1023))
+    assert scorer.memory_now(table, epoch=3).tolist() == pytest.approx([0.0], abs=1e-6)
 
 
 def test_emp_scores_mean_the_same_whatever_the_scale_of_loss_and_memory():
     """beta has one meaning on every dataset: rescaling the loss and the memory term (say, another
-    temperature) leaves the z-scored EMP scores unchanged."""
+    temperature) leaves the EMP selection scores, z-scored over the whole table, unchanged."""
     torch.manual_seed(0)
     loss, agreement = torch.rand(64) * 3 + 2, torch.rand(64)
     scores = []
     for scale in (1.0, 10.0):
         scorer = SCORERS["emp"](PruningSettings(scorer="emp", memory="agreement", beta=1.0))
-        scores.append(scorer(_output(loss * scale, agreement=agreement * scale + 5), ScoreTable(64), torch.arange(64)))
+        table = ScoreTable(64)
+        _visit(scorer, table, torch.arange(64), loss * scale, 0, agreement=agreement * scale + 5)
+        scores.append(scorer.selection_scores(table, epoch=1))
     assert torch.allclose(scores[0], scores[1], atol=1e-4)
-    assert scores[0].mean().abs() < 1e-4  # each term is centred on its running mean
+    assert scores[0].mean().abs() < 1e-4  # each term is centred on the table's mean
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.7, 0.9])
+def test_the_emp_default_starves_no_sample(rate):
+    """Under the EMP default at rate r, no sample waits more than 3 / (1 - r) epochs between visits, even where
+    the loss alone would leave the easy half out for good (the control below does)."""
+    epochs, n = 60, 200
+    generator = torch.Generator().manual_seed(0)
+    easy = torch.arange(n) < n // 2  # the easy half's loss stays below every hard sample's
+    waits = {}
+    for label, method in (("emp", dict(scorer="emp")), ("loss top-k", dict(scorer="loss", selector="topk"))):
+        pruner = Pruner(n, epochs, rate=rate, anneal=0.0, seed=0, **method)
+        last, longest = torch.full((n,), -1), torch.zeros(n, dtype=torch.long)
+        for epoch in range(epochs):
+            plan = pruner.plan(epoch)
+            for batch in plan.indices.split(32):
+                loss = torch.where(easy[batch], 1.0, 3.0) + 0.3 * torch.rand(len(batch), generator=generator)
+                pruner.observe(batch, SampleStats(loss, chance_loss=torch.full_like(loss, 4.0)), epoch)
+            visited = plan.indices
+            longest[visited] = torch.maximum(longest[visited], epoch - last[visited])
+            last[visited] = epoch
+        longest = torch.maximum(longest, epochs - last)  # a wait still open at the end counts too
+        waits[label] = int(longest.max())
+    assert pruner.cfg.selector == "topk" and waits["emp"] <= 3 / (1 - rate)
+    assert waits["loss top-k"] > 3 / (1 - rate)  # the control: the test can fail
 
 
 def test_emp_with_beta_ranks_real_simclr_samples_differently_from_the_loss(tiny_overrides):
@@ -180,10 +227,12 @@ def test_emp_with_beta_ranks_real_simclr_samples_differently_from_the_loss(tiny_
     result = pretrain(cfg, show_progress=False)
     rho = [h["pruning/memory_spearman"] for h in result.history if h.get("pruning/memory_spearman") is not None]
     assert rho and max(rho) < 0.9
-    table = load_checkpoint(result.checkpoint)["pruning"]["table"]
-    last_loss = table["loss_history"].gather(1, ((table["visits"] - 1) % 5)[:, None]).squeeze(1)
-    seen = table["last_epoch"] == 5
-    assert spearman(table["scores"][seen], last_loss[seen]) < 0.95  # the scores are not the loss reordered
+    pruner = Pruner(1347, 6, **cfg.pruning.model_dump())
+    pruner.load_state_dict(load_checkpoint(result.checkpoint)["pruning"])
+    scores = pruner.scorer.selection_scores(pruner.table, epoch=6, keep=0.5)  # what the next selection reads
+    last_loss = pruner.table.last_loss(torch.arange(1347))
+    seen = pruner.table.last_epoch == 5
+    assert spearman(scores[seen], last_loss[seen]) < 0.95  # the scores are not the loss reordered
 
 
 def test_ucb_puts_rarely_visited_samples_first():

@@ -7,6 +7,8 @@ to agree with ``lightly.loss.NTXentLoss`` on the mean.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from einops import reduce
@@ -59,6 +61,12 @@ def sample_embedding(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
     """Where a sample sits, detached: the normalised mean of its two views' normalised embeddings."""
     z0, z1 = F.normalize(z0.detach().float(), dim=1), F.normalize(z1.detach().float(), dim=1)
     return F.normalize(z0 + z1, dim=1)
+
+
+def chance_loss(like: torch.Tensor, candidates: int) -> torch.Tensor:
+    """``log(candidates)`` per sample, detached: the loss of a uniform guess among a row's candidates (the
+    positive and the negatives), so losses from batches of different sizes can be compared above it."""
+    return torch.full(like.shape, math.log(candidates), dtype=torch.float32, device=like.device)
 
 
 def view_agreement(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:

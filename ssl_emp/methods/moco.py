@@ -19,7 +19,7 @@ from torch import nn
 
 from ssl_emp.distributed import Shard
 from ssl_emp.methods.base import ContrastiveMethod
-from ssl_emp.methods.losses import per_sample_infonce_with_stats, sample_embedding, view_agreement
+from ssl_emp.methods.losses import chance_loss, per_sample_infonce_with_stats, sample_embedding, view_agreement
 from ssl_emp.methods.queue import KeyQueue
 from ssl_emp.pruning import SampleStats
 
@@ -56,7 +56,8 @@ class MoCo(ContrastiveMethod):
             if self.training:
                 self.queue.push(rearrange(everyone, "batch views dim -> (views batch) dim"))
         loss, entropy, positive_prob = per_sample_infonce_with_stats(q0, q1, k0, k1, negatives, self.temperature)
-        return SampleStats(loss, view_agreement(q0, q1), entropy, positive_prob, sample_embedding(q0, q1))
+        return SampleStats(loss, view_agreement(q0, q1), entropy, positive_prob, sample_embedding(q0, q1),
+                           chance_loss(loss, 1 + negatives.shape[0]))
 
     def _key_encoder(self, images: torch.Tensor) -> torch.Tensor:
         return self.projection_head_momentum(self.backbone_momentum(images)).float()

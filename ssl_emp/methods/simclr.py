@@ -10,7 +10,7 @@ from torch import nn
 
 from ssl_emp.distributed import Shard
 from ssl_emp.methods.base import ContrastiveMethod
-from ssl_emp.methods.losses import per_sample_ntxent_with_stats, sample_embedding, view_agreement
+from ssl_emp.methods.losses import chance_loss, per_sample_ntxent_with_stats, sample_embedding, view_agreement
 from ssl_emp.pruning import SampleStats
 
 
@@ -36,6 +36,8 @@ class SimCLR(ContrastiveMethod):
             # which are then exactly those of a single process holding the whole global batch.
             loss, entropy, positive_prob = per_sample_ntxent_with_stats(shard.gather(z0), shard.gather(z1),
                                                                         self.temperature)
-            return SampleStats(loss[shard.local], agreement, entropy[shard.local], positive_prob[shard.local], embedding)
+            local = shard.local
+            return SampleStats(loss[local], agreement, entropy[local], positive_prob[local], embedding,
+                               chance_loss(agreement, 2 * shard.total - 1))
         loss, entropy, positive_prob = per_sample_ntxent_with_stats(z0, z1, self.temperature)
-        return SampleStats(loss, agreement, entropy, positive_prob, embedding)
+        return SampleStats(loss, agreement, entropy, positive_prob, embedding, chance_loss(loss, 2 * len(z0) - 1))

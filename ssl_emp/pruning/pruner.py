@@ -128,7 +128,8 @@ class Pruner:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         if self.is_pruned_epoch(epoch):
             table = self.table.to_cpu()
-            table.scores = self.scorer.selection_scores(table, epoch)
+            keep = None if self.published_rule else 1.0 - self.skip_fraction(epoch)
+            table.scores = self.scorer.selection_scores(table, epoch, keep)
             plan = self.selector.select(table, self.skip_fraction(epoch), generator)
         else:
             plan = EpochPlan(torch.arange(self.num_samples))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -29,6 +30,9 @@ class SampleStats:
     entropy: Optional[torch.Tensor] = None  # [B] entropy of the sample's softmax rows
     positive_prob: Optional[torch.Tensor] = None  # [B] probability given to the sample's positive (or label)
     embedding: Optional[torch.Tensor] = None  # [B, d] where the sample sits (EMP ``drift``)
+    # [B] the loss of a uniform guess, log(number of candidates): EMP compares losses over time above it, so
+    # that a change of batch size (NT-Xent grows with the log of the negatives) does not read as forgetting
+    chance_loss: Optional[torch.Tensor] = None
 
     @classmethod
     def from_logits(cls, logits: torch.Tensor, labels: torch.Tensor) -> "SampleStats":
@@ -38,7 +42,8 @@ class SampleStats:
         with torch.no_grad():
             probs = logits.detach().float().softmax(dim=1)
             true_prob = probs.gather(1, labels[:, None]).squeeze(1)
-        return cls(loss, true_prob, prediction_entropy(logits), true_prob, F.normalize(probs, dim=1))
+        chance = torch.full_like(loss, math.log(logits.shape[1]))
+        return cls(loss, true_prob, prediction_entropy(logits), true_prob, F.normalize(probs, dim=1), chance)
 
     def training_loss(self, weights: Optional[torch.Tensor] = None, count: Optional[float] = None) -> torch.Tensor:
         """``sum(w_i * loss_i) / count``, the loss to back-propagate (count defaults to the batch size: the
@@ -48,11 +53,11 @@ class SampleStats:
         return loss.mean() if count is None else loss.sum() / count
 
     def to_block(self) -> torch.Tensor:
-        """Detached float32 ``[B, 4 + d]``: loss, agreement, entropy, positive_prob (NaN where absent), then the
-        embedding: one tensor, so a gather across processes is one collective."""
+        """Detached float32 ``[B, 5 + d]``: loss, agreement, entropy, positive_prob, chance_loss (NaN where
+        absent), then the embedding: one tensor, so a gather across processes is one collective."""
         missing = torch.full_like(self.loss, float("nan"), dtype=torch.float32)
         columns = [(t if t is not None else missing).detach().float()[:, None]
-                   for t in (self.loss, self.agreement, self.entropy, self.positive_prob)]
+                   for t in (self.loss, self.agreement, self.entropy, self.positive_prob, self.chance_loss)]
         if self.embedding is not None:
             columns.append(self.embedding.detach().float())
         return torch.cat(columns, dim=1)
@@ -61,6 +66,7 @@ class SampleStats:
         """Statistics unpacked from ``block`` (``to_block``'s layout, any number of rows), with the fields this
         one has."""
         fields = (self.loss, self.agreement, self.entropy, self.positive_prob)
-        columns = block[:, :4].unbind(dim=1)
+        columns = block[:, :5].unbind(dim=1)
         return SampleStats(*(None if f is None else c for f, c in zip(fields, columns)),
-                           block[:, 4:] if self.embedding is not None else None)
+                           embedding=block[:, 5:] if self.embedding is not None else None,
+                           chance_loss=None if self.chance_loss is None else columns[4])

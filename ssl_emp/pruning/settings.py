@@ -49,11 +49,12 @@ class PruningSettings:
     selector: str = _setting("full", "full | random | rs2 | infobatch | topk | eps_greedy; a rate given without "
                              "one uses the recommended selector (README)")
     beta: float = _setting(1.0, "emp: weight of the memory term", ge=0, allow_inf_nan=False)
-    memory: str = _setting("loss_change", "emp memory form: loss_change | drift | recency | agreement | "
-                           "disagreement | entropy | forgetting (default chosen by benchmarks/pruning_quality.py)")
+    memory: str = _setting("loss_change", "emp memory form: loss_change | drift | recency | spaced | "
+                           "agreement | disagreement | entropy | forgetting (default chosen by "
+                           "benchmarks/pruning_quality.py)")
     normalize: Literal["zscore", "none"] = _setting(
-        "zscore", "emp: put loss and memory on one scale before combining (running z-score), or none: raw "
-        "loss + beta * memory (the paper's supervised form)")
+        "zscore", "emp: put loss and memory on one scale before combining (z-scores over the whole table), or "
+        "none: raw loss + beta * memory (the paper's supervised form)")
     warmup_epochs: int = _setting(1, "full-data epochs at the start (fill the score table)", ge=0)
     anneal: float = _setting(0.125, "the last ceil(anneal * epochs) epochs train on full data (InfoBatch's "
                              "1 - delta)", ge=0, lt=1)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from ssl_emp.pruning.sample_stats import SampleStats
@@ -11,7 +13,9 @@ class Scorer:
 
     ``__call__`` runs inside every training step, before the table records the visit (so it sees each
     sample's previous visit), and must stay on the device. ``selection_scores`` runs once per epoch, on the
-    CPU copy the selector reads: a scorer whose score depends on time (UCB's bonus) refreshes it there.
+    CPU copy the selector reads: a scorer whose score depends on time (UCB's bonus, EMP's memory) refreshes
+    it there, for every sample; ``keep`` is the fraction the epoch keeps (None where that is a matter of
+    chance, under InfoBatch's published rule).
     """
 
     reads: tuple[str, ...] = ()  # the pruning settings this scorer reads (the config refuses the others)
@@ -22,7 +26,7 @@ class Scorer:
     def __call__(self, stats: SampleStats, table: ScoreTable, indices: torch.Tensor, epoch: int = 0) -> torch.Tensor:
         raise NotImplementedError
 
-    def selection_scores(self, table: ScoreTable, epoch: int) -> torch.Tensor:
+    def selection_scores(self, table: ScoreTable, epoch: int, keep: Optional[float] = None) -> torch.Tensor:
         return table.scores
 
     def state_dict(self) -> dict:

@@ -24,6 +24,6 @@ class UCBScorer(Scorer):
         seen = ~window.isnan()
         return window.nan_to_num(0.0).sum(dim=1) / seen.sum(dim=1).clamp_min(1)
 
-    def selection_scores(self, table, epoch):
+    def selection_scores(self, table, epoch, keep=None):
         bonus = self.cfg.ucb_c * (math.log(epoch + 1) / table.visits.clamp_min(1).double()).sqrt()
         return table.scores + bonus.to(table.scores.dtype)  # unseen samples stay at +inf
