@@ -18,7 +18,7 @@ ALLOWED = {
     "ssl_emp.data": set(),
     "ssl_emp.models": set(),
     "ssl_emp.methods": {"ssl_emp.distributed", "ssl_emp.device", "ssl_emp.pruning"},
-    "ssl_emp.evaluation": {"ssl_emp.checkpoint", "ssl_emp.data", "ssl_emp.device", "ssl_emp.models"},
+    "ssl_emp.evaluation": {"ssl_emp.checkpoint", "ssl_emp.data", "ssl_emp.device", "ssl_emp.export", "ssl_emp.models"},
     "ssl_emp.engine": {"ssl_emp.checkpoint", "ssl_emp.data", "ssl_emp.device", "ssl_emp.distributed",
                        "ssl_emp.evaluation", "ssl_emp.methods", "ssl_emp.pruning"},
     "ssl_emp.export": {"ssl_emp.checkpoint", "ssl_emp.models"},
