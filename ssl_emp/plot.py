@@ -63,6 +63,8 @@ def plot_runs(run_dirs: Sequence[Path], output: Path) -> Path:
         knn_ax.text(0.5, 0.5, "no kNN records\n(set monitor.every=N)", ha="center", va="center",
                     transform=knn_ax.transAxes)
     hist_ax.set(title="visits per sample", xlabel="times trained on", ylabel="samples")
+    hist_ax.set_ylim(bottom=0)
+    hist_ax.xaxis.get_major_locator().set_params(integer=True)
     for ax in (loss_ax, knn_ax, hist_ax):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
