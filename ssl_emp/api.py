@@ -24,7 +24,7 @@ from ssl_emp.engine import PretrainResult
 # Keyword arguments that name one setting, as lightly-train's and timm's users expect to write them.
 SHORT_NAMES = {"epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "optim.lr", "seed": "train.seed",
                "device": "train.device", "model": "model.backbone", "method": "method.name",
-               "rate": "pruning.rate", "wandb": "tracking.wandb"}
+               "rate": "pruning.rate", "wandb": "tracking.wandb", "image_size": "data.image_size"}
 DATASETS = get_args(DataConfig.model_fields["name"].annotation)
 
 
@@ -45,8 +45,10 @@ class Run:
         return load_backbone(self.checkpoint)
 
 
-def _data_settings(data: Union[str, Path]) -> list[str]:
-    """A dataset name, or a folder of images (``imagefolder``)."""
+def _data_settings(data: Union[str, Path, dict]) -> list[str]:
+    """A dataset name, a folder of images (``imagefolder``), or the data section as a dict."""
+    if isinstance(data, dict):
+        return _flatten("data", data)
     if str(data) in DATASETS:
         return [f"data.name={data}"]
     if Path(data).is_dir():
@@ -74,13 +76,14 @@ def _keyword_settings(settings: dict[str, Any]) -> list[str]:
     return out
 
 
-def train(out: Optional[Union[str, Path]] = None, data: Optional[Union[str, Path]] = None, *,
+def train(out: Optional[Union[str, Path]] = None, data: Optional[Union[str, Path, dict]] = None, *,
           config: Optional[Union[str, Path]] = None, overrides: Sequence[str] = (), resume: bool = False,
           show_progress: Optional[bool] = None, **settings: Any) -> Run:
     """Pretrain and return the run: its folder, final metrics and (``run.backbone``) the backbone.
 
     ``out``: the run's folder (default ``runs/<recipe>-<timestamp>``); ``data``: a dataset name (``digits``,
-    ``cifar10``, ...) or a folder of images; ``config``: a recipe (YAML); ``overrides``: ``key=value`` strings;
+    ``cifar10``, ...), a folder of images, or the data section as a dict (``{"name": "cifar10", "root": ...}``);
+    ``config``: a recipe (YAML); ``overrides``: ``key=value`` strings;
     ``settings``: sections as dicts or :data:`SHORT_NAMES`. ``resume=True`` continues the run in ``out`` from its
     last checkpoint with its saved settings, plus any given. Bad settings raise :class:`ssl_emp.config.ConfigError`.
     """

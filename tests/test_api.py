@@ -65,3 +65,16 @@ def test_console_scripts_point_at_the_commands():
         with pytest.raises(SystemExit) as exit_:
             main(["--help"])
         assert exit_.value.code == 0, name
+
+
+def test_train_takes_a_folder_of_images(tmp_path):
+    from PIL import Image
+
+    for i in range(32):
+        (tmp_path / "images" / "train" / "a").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (20, 20), (8 * i, 255 - 8 * i, 100)).save(tmp_path / "images" / "train" / "a" / f"{i}.png")
+    run = ssl_emp.train(out=tmp_path / "run", data=tmp_path / "images", image_size=16,
+                        **{**TINY, "epochs": 1, "batch_size": 16})
+    saved = yaml.safe_load((run.run_dir / "config.yaml").read_text())["data"]
+    assert (saved["name"], saved["root"], saved["image_size"]) == ("imagefolder", str(tmp_path / "images"), 16)
+    assert run.metrics["train/samples_seen"] == 32

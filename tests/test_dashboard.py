@@ -97,3 +97,28 @@ def test_plot_draws_a_png_from_a_real_run(offline_run, tmp_path, capsys):
     assert width > 1000 and height > 300  # three panels side by side
     assert plot_main([str(tmp_path)]) == 2  # a folder without metrics.jsonl: one line, no traceback
     assert "No metrics.jsonl" in capsys.readouterr().err
+
+
+def test_view_pairs_read_a_streamed_folder_and_leave_the_rng_alone(tmp_path):
+    """A folder streamed from disk is read file by file (an unreadable one left out), and drawing the views
+    consumes none of the training's random numbers."""
+    from PIL import Image
+
+    from ssl_emp.data.augment import TwoViews
+    from ssl_emp.data.stream import ImageFolderStream
+    from ssl_emp.engine.dashboard import view_pairs
+
+    for i in range(6):
+        (tmp_path / "train" / "a").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (20, 20), (40 * i, 100, 200)).save(tmp_path / "train" / "a" / f"{i}.png")
+    (tmp_path / "train" / "a" / "9.png").write_bytes(b"not an image")
+    stream = ImageFolderStream(str(tmp_path), 16, skip_unreadable=True)
+    views = TwoViews(16, 3, [0.5] * 3, [0.25] * 3)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    grid, caption = view_pairs(stream, views, [0.5] * 3, [0.25] * 3, torch.device("cpu"), count=7)
+    assert torch.equal(torch.get_rng_state(), before)
+    readable = [i for i, path in enumerate(stream.paths) if not path.endswith("9.png")]
+    assert caption.startswith(f"rows: samples {readable};")
+    side = 16 * 6 + 2  # each picture enlarged to 96 px, plus the grid's padding
+    assert grid.dtype == torch.uint8 and grid.shape == (2 + len(readable) * side, 2 + 3 * side, 3)
