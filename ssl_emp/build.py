@@ -84,7 +84,7 @@ def build_monitor(cfg: PretrainConfig, image_size: int, mean: list[float], std: 
 def build_tracker(cfg: PretrainConfig, run_dir: Path, run_id: Optional[str] = None) -> Tracker:
     return Tracker(run_dir, mode=cfg.tracking.wandb, project=cfg.tracking.project, entity=cfg.tracking.entity,
                    name=run_dir.name, config=cfg.model_dump(), job_type="pretrain", group=run_dir.name,
-                   run_id=run_id)
+                   run_id=run_id, images_every=cfg.tracking.images_every)
 
 
 def check_fits_the_data(cfg: PretrainConfig, num_images: int, world_size: int) -> None:
@@ -192,10 +192,14 @@ def _pretrain(cfg, recipe, show_progress, train_bank, ctx: DistContext) -> Pretr
     run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     tracker = build_tracker(cfg, run_dir, run_id)
+    print(tracker.describe())
     if tracker.wandb_run is not None and run_id is None:
         run_id_file.write_text(tracker.wandb_run.id)
     try:
         result = trainer.run(tracker, show_progress)
+        if cfg.tracking.checkpoint_artifact:
+            tracker.log_checkpoint(result.checkpoint, {"epoch": result.epochs_done,
+                                                       "achieved_rate": result.achieved_rate})
         tracker.summary({"final_loss": result.final_loss, "images_per_second": result.images_per_second,
                          "seconds": result.seconds, "epochs": result.epochs_done,
                          "pruning/requested_rate": result.requested_rate, "pruning/achieved_rate": result.achieved_rate,

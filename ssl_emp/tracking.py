@@ -2,7 +2,9 @@
 
 W&B never needs a network or an account: with no API key configured the
 default mode is offline, and any failure to start it is reported and training
-goes on without it.
+goes on without it. Besides the scalars, W&B gets the console output (its Logs
+tab), pictures every few epochs (``epoch_pictures``) and, if asked, the last
+checkpoint as an artifact (``log_checkpoint``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 
 def wandb_api_key_configured() -> bool:
@@ -49,12 +51,13 @@ class Tracker:
 
     def __init__(self, run_dir: Path, *, mode: str, project: str, entity: Optional[str], name: str,
                  config: dict, job_type: str, group: Optional[str] = None, run_id: Optional[str] = None,
-                 metrics_file: str = "metrics.jsonl"):
+                 metrics_file: str = "metrics.jsonl", images_every: int = 0):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.run_dir / metrics_file
         self._metrics = open(self.metrics_path, "a", buffering=1)
         self.mode = resolve_wandb_mode(mode)
+        self.images_every = images_every
         self.wandb_run = None
         if self.mode != "disabled":
             try:
@@ -63,7 +66,9 @@ class Tracker:
                 self.wandb_run = wandb.init(
                     project=project, entity=entity, name=name, config=config, job_type=job_type,
                     group=group, id=run_id, resume="allow" if run_id else None, mode=self.mode,
-                    dir=str(self.run_dir), settings=wandb.Settings(silent=True, console="off"))
+                    dir=str(self.run_dir), settings=wandb.Settings(silent=True, console="wrap"))
+                # console "wrap" copies stdout and stderr to the Logs tab; "redirect" (auto's choice) would
+                # swap the process's file descriptors, which breaks callers that capture output.
                 # Representation quality against compute: the monitor's x-axis is sample-forwards, not steps.
                 self.wandb_run.define_metric("pruning/sample_forwards")
                 self.wandb_run.define_metric("monitor/*", step_metric="pruning/sample_forwards")
@@ -95,6 +100,53 @@ class Tracker:
                 out[key] = value
         return out
 
+    def describe(self) -> str:
+        """One line for the start of a run: the W&B mode, and for an offline run the command that uploads it."""
+        if self.wandb_run is None:
+            return f"W&B: disabled; metrics go to {self.metrics_path}"
+        if self.mode == "offline":
+            return f"W&B: offline; to upload this run later: wandb sync {Path(self.wandb_run.dir).parent}"
+        return f"W&B: {self.mode}, {self.wandb_run.url}"
+
+    def epoch_pictures(self, epoch: int, last: bool, make: Callable[[], Any], step: Optional[int] = None) -> None:
+        """Every ``images_every`` epochs and at the last, log ``make()``'s pictures (an
+        :class:`ssl_emp.engine.dashboard.EpochPictures`): made only when due and W&B is on."""
+        if self.wandb_run is None or not self.images_every or not (epoch % self.images_every == 0 or last):
+            return
+        try:
+            self.wandb_run.log(self._pictures_for_wandb(make()), step=step)
+        except Exception as exc:  # noqa: BLE001 - W&B trouble must never stop training
+            warnings.warn(f"W&B pictures failed ({type(exc).__name__}: {exc}); continuing.", stacklevel=2)
+
+    @staticmethod
+    def _pictures_for_wandb(pictures) -> dict[str, Any]:
+        import wandb
+
+        out = {"views/pairs": wandb.Image(pictures.views.numpy(), caption=pictures.views_caption)}
+        table = wandb.Table(columns=["group", "index", "image", "score", "visits", "last_epoch"])
+        panels = {}
+        for row in pictures.samples:
+            caption = f"#{row['index']} score {row['score']:.3g} visits {row['visits']}"
+            image = wandb.Image(row["image"].numpy(), caption=caption)
+            table.add_data(row["group"], row["index"], image, row["score"], row["visits"], row["last_epoch"])
+            panels.setdefault("pruning/" + row["group"].replace(" ", "_"), []).append(image)
+        if pictures.samples:
+            out["pruning/samples"] = table
+        return {**out, **panels}
+
+    def log_checkpoint(self, path: Path, metadata: Optional[dict] = None) -> None:
+        """Upload ``path`` as this run's model artifact (alias ``last``); offline, it is kept for ``wandb sync``."""
+        if self.wandb_run is None:
+            return
+        try:
+            import wandb
+
+            artifact = wandb.Artifact(f"checkpoint-{self.wandb_run.id}", type="model", metadata=metadata or {})
+            artifact.add_file(str(path), name=Path(path).name)
+            self.wandb_run.log_artifact(artifact, aliases=["last"])
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(f"W&B checkpoint artifact failed ({type(exc).__name__}: {exc}); continuing.", stacklevel=2)
+
     def summary(self, values: dict[str, Any]) -> None:
         if self.wandb_run is not None:
             for key, value in values.items():
@@ -115,6 +167,9 @@ class NullTracker:
     wandb_run = None
 
     def log(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:
+        pass
+
+    def epoch_pictures(self, epoch: int, last: bool, make: Callable[[], Any], step: Optional[int] = None) -> None:
         pass
 
     def summary(self, values: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ ALLOWED = {
     "ssl_emp.data": set(),
     "ssl_emp.models": set(),
     "ssl_emp.methods": {"ssl_emp.distributed", "ssl_emp.device", "ssl_emp.pruning"},
-    "ssl_emp.evaluation": {"ssl_emp.checkpoint", "ssl_emp.data", "ssl_emp.device", "ssl_emp.models"},
+    "ssl_emp.evaluation": {"ssl_emp.checkpoint", "ssl_emp.data", "ssl_emp.device", "ssl_emp.export", "ssl_emp.models"},
     "ssl_emp.engine": {"ssl_emp.checkpoint", "ssl_emp.data", "ssl_emp.device", "ssl_emp.distributed",
                        "ssl_emp.evaluation", "ssl_emp.methods", "ssl_emp.pruning"},
     "ssl_emp.export": {"ssl_emp.checkpoint", "ssl_emp.models"},
@@ -28,12 +28,14 @@ ALLOWED = {
                       "ssl_emp.distributed", "ssl_emp.engine", "ssl_emp.evaluation", "ssl_emp.methods",
                       "ssl_emp.models", "ssl_emp.pruning", "ssl_emp.tracking"},
     "ssl_emp.pretrain": {"ssl_emp.build", "ssl_emp.checkpoint", "ssl_emp.config", "ssl_emp.data", "ssl_emp.engine"},
-    "ssl_emp": {"ssl_emp.export"},  # the package's convenience load_backbone
+    "ssl_emp.api": {"ssl_emp.build", "ssl_emp.config", "ssl_emp.engine", "ssl_emp.export"},
+    "ssl_emp.plot": set(),  # reads metrics.jsonl only
+    "ssl_emp": {"ssl_emp.api", "ssl_emp.export"},  # the package's load_backbone and (lazily) train
     "eval": {"ssl_emp.checkpoint", "ssl_emp.data", "ssl_emp.device", "ssl_emp.engine", "ssl_emp.evaluation",
              "ssl_emp.pruning", "ssl_emp.tracking"},
 }
 # The parts that read settings; every other part takes plain keyword arguments and imports no pydantic.
-SETTINGS_LAYER = {"ssl_emp.config", "ssl_emp.build", "ssl_emp.pretrain", "eval"}
+SETTINGS_LAYER = {"ssl_emp.config", "ssl_emp.build", "ssl_emp.pretrain", "ssl_emp.api", "eval"}
 
 
 def _part(module: str) -> str:

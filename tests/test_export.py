@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 import torchvision
@@ -9,6 +11,7 @@ from ssl_emp.build import pretrain
 from ssl_emp.engine import CheckpointError
 from ssl_emp.export import export_backbone
 from ssl_emp.export import main as export_main
+from ssl_emp.models import torchvision_resnet
 
 
 @pytest.fixture(scope="module")
@@ -26,25 +29,46 @@ def resnet_runs(tmp_path_factory):
     return runs
 
 
-def test_exported_resnet_loads_into_an_unmodified_torchvision_model(resnet_runs, tmp_path):
-    weights, meta = export_backbone(resnet_runs[False], tmp_path / "backbone.pt")
-    state = torch.load(weights, weights_only=True)
-    model = torchvision.models.resnet18()
-    model.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)  # digits are grayscale: one input channel
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert sorted(missing) == ["fc.bias", "fc.weight"] and unexpected == []
-    for key, value in model.state_dict().items():
-        if not key.startswith("fc."):
-            assert torch.equal(value, state[key]), key
-    assert meta.is_file()
+def _features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(x)
 
 
-def test_cifar_stem_backbone_loads_strictly_once_the_stem_is_rebuilt(resnet_runs, tmp_path):
-    weights, _ = export_backbone(resnet_runs[True], tmp_path / "backbone.pt")
-    model = torchvision.models.resnet18()
-    model.conv1 = nn.Conv2d(1, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    model.maxpool, model.fc = nn.Identity(), nn.Identity()
-    model.load_state_dict(torch.load(weights, weights_only=True), strict=True)
+@pytest.mark.parametrize("cifar_stem", [False, True])
+def test_safetensors_export_loads_strictly_into_the_torchvision_builder(resnet_runs, tmp_path, cifar_stem):
+    """The found bug: the digits ResNet-18 would not load into a stock torchvision model. The builder makes the
+    stem the description names, and the weights load with strict=True and give the source backbone's features."""
+    from safetensors.torch import load_file
+
+    weights, meta = export_backbone(resnet_runs[cifar_stem], tmp_path / "backbone.safetensors")
+    description = json.loads(meta.read_text())
+    assert description["torchvision"] == (f"ssl_emp.models.torchvision_resnet('resnet18', in_channels=1, "
+                                          f"cifar_stem={cifar_stem})")
+    model = torchvision_resnet("resnet18", in_channels=description["in_channels"], cifar_stem=cifar_stem)
+    model.load_state_dict(load_file(weights), strict=True)
+    x = torch.rand(3, 1, 32, 32)
+    assert torch.allclose(_features(model, x), _features(ssl_emp.load_backbone(resnet_runs[cifar_stem]), x))
+    with pytest.raises(RuntimeError, match="conv1.weight"):  # the other stem does not fit: the builder matters
+        torchvision_resnet("resnet18", in_channels=1, cifar_stem=not cifar_stem).load_state_dict(load_file(weights))
+
+
+def test_timm_loads_the_export_through_pretrained_cfg_overlay(resnet_runs, tmp_path):
+    timm = pytest.importorskip("timm")
+    weights, meta = export_backbone(resnet_runs[False], tmp_path / "backbone.safetensors")
+    x = torch.rand(3, 1, 32, 32)
+    source = _features(ssl_emp.load_backbone(resnet_runs[False]), x)
+    model = timm.create_model("resnet18", pretrained=True, num_classes=0, in_chans=1,
+                              pretrained_cfg_overlay=dict(file=str(weights)))
+    assert torch.allclose(_features(model, x), source, atol=1e-5)
+    # The description's arguments (with the run's input size, mean and std for timm's data config) load it too.
+    arguments = json.loads(meta.read_text())["timm"]
+    arguments["pretrained_cfg_overlay"]["file"] = str(weights)
+    model = timm.create_model(**arguments)
+    assert list(model.pretrained_cfg["mean"]) == json.loads(meta.read_text())["mean"]
+    assert torch.allclose(_features(model, x), source, atol=1e-5)
+    # timm has no ResNet with the CIFAR stem: the export says so instead of giving arguments that would fail.
+    _, cifar_meta = export_backbone(resnet_runs[True], tmp_path / "cifar.safetensors")
+    assert json.loads(cifar_meta.read_text())["timm"] is None
 
 
 def test_load_backbone_gives_the_same_model_from_run_dir_and_export(resnet_runs, tmp_path):
@@ -55,6 +79,25 @@ def test_load_backbone_gives_the_same_model_from_run_dir_and_export(resnet_runs,
     with torch.no_grad():
         assert from_run(x).shape == (2, 512)
         assert torch.equal(from_run(x), from_export(x))
+    # A safetensors export carries its description in its header: it loads with the .json beside it gone.
+    weights, meta = export_backbone(resnet_runs[True], tmp_path / "b.safetensors")
+    meta.unlink()
+    with torch.no_grad():
+        assert torch.equal(from_run(x), ssl_emp.load_backbone(weights)(x))
+
+
+def test_eval_commands_take_an_exported_backbone_as_they_take_its_run(tiny_run, tmp_path, capsys):
+    """The found bug: ``eval.knn --checkpoint <exported backbone>`` answered "not an ssl_emp checkpoint"."""
+    from eval.knn import knn_eval
+    from eval.knn import main as knn_main
+
+    weights, _ = export_backbone(tiny_run, tmp_path / "backbone.safetensors")
+    from_run, from_export = knn_eval(str(tiny_run), device="cpu"), knn_eval(str(weights), device="cpu")
+    assert from_export["top1"] == from_run["top1"] > 0.3  # chance is 0.1
+    assert from_export["pretrained_on"] == "digits"
+    output = tmp_path / "knn.json"
+    assert knn_main(["--checkpoint", str(weights), "--device", "cpu", "--no-wandb", "--output", str(output)]) == 0
+    assert json.loads(output.read_text())["top1"] == from_run["top1"]
 
 
 def test_load_backbone_explains_what_is_missing_or_wrong(resnet_runs, tmp_path):

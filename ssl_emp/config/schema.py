@@ -162,6 +162,10 @@ class TrackingConfig(_Section):
         "auto", description="auto: online when an API key is configured, else offline")
     project: str = "ssl_emp"
     entity: Optional[str] = None
+    images_every: int = Field(10, ge=0, description="epochs between W&B pictures: augmented view pairs, and the "
+                              "samples scored highest, lowest and never kept (0: none; the last epoch is included)")
+    checkpoint_artifact: bool = Field(False, description="upload the last checkpoint to W&B as a model artifact at "
+                                                         "the end (off by default: checkpoints can be large)")
 
 
 class RunConfig(_Section):

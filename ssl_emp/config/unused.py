@@ -22,6 +22,8 @@ READ_ONLY_WHEN = {
     "run.extend": ("run.resume", (True,)),
     "data.workers": ("data.in_memory", (False,)),
     "data.skip_unreadable": ("data.in_memory", (False,)),
+    "tracking.images_every": ("tracking.wandb", ("auto", "online", "offline")),
+    "tracking.checkpoint_artifact": ("tracking.wandb", ("auto", "online", "offline")),
 }
 SCHEDULE = ("rate", "warmup_epochs", "anneal")  # read whenever the run prunes
 

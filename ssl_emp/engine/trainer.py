@@ -27,6 +27,7 @@ from ssl_emp.checkpoint import FORMAT, CheckpointError, atomic_save
 from ssl_emp.data import UnreadableImageError
 from ssl_emp.device import autocast
 from ssl_emp.distributed import DistContext, Shard, restore_rng, rng_states, split_sizes
+from ssl_emp.engine.dashboard import epoch_pictures
 from ssl_emp.engine.optim import compute_progress
 from ssl_emp.methods import ContrastiveMethod
 from ssl_emp.pruning import EpochPlan, Pruner, SampleStats, achieved_rate
@@ -251,6 +252,7 @@ class Pretrainer:
                 record["data/unreadable_files"] = self.source.unreadable_count()
             history.append(record)
             tracker.log(record, step=self.global_step)
+            tracker.epoch_pictures(self.epoch, finished, lambda: epoch_pictures(self), step=self.global_step)
             if not math.isfinite(last_epoch_loss):
                 bar.close()
                 raise FloatingPointError(

@@ -11,10 +11,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ssl_emp.checkpoint import backbone_state_dict, load_checkpoint
+from ssl_emp.checkpoint import CheckpointError
 from ssl_emp.data.augment import Normalize
 from ssl_emp.evaluation.features import extract_features, load_eval_banks
-from ssl_emp.models import build_backbone
+from ssl_emp.export import read_backbone
 
 
 @dataclass
@@ -28,16 +28,19 @@ class PretrainedBackbone:
 
 
 def load_pretrained(checkpoint: str, device: torch.device, random_init: bool = False, seed: int = 0) -> PretrainedBackbone:
-    """The backbone of a pretraining checkpoint (or, with ``random_init``, a fresh one of the same architecture)."""
-    ckpt = load_checkpoint(checkpoint, map_location="cpu")
-    cfg, info = ckpt["config"], ckpt["data"]
+    """The backbone of a run directory, a pretraining checkpoint or an exported backbone (``ssl_emp.export``);
+    with ``random_init``, a fresh one of the same architecture."""
+    saved = read_backbone(checkpoint, map_location="cpu")
+    if saved.config is None or saved.data is None:
+        raise CheckpointError(f"'{checkpoint}' was exported without its run's settings, which evaluation needs to "
+                              "find and prepare the data; export the run again with this version.")
     torch.manual_seed(seed)
-    model = cfg["model"]
-    backbone, feature_dim = build_backbone(model["backbone"], info["channels"], model["cifar_stem"], model["width"])
+    backbone, feature_dim = saved.build()
     if not random_init:
-        backbone.load_state_dict(backbone_state_dict(ckpt["model"]))
-    return PretrainedBackbone(backbone.to(device).eval(), cfg, Normalize(info["mean"], info["std"]).to(device),
-                              info, ckpt["epoch"], feature_dim)
+        backbone.load_state_dict(saved.state)
+    info = saved.data
+    return PretrainedBackbone(backbone.to(device).eval(), saved.config,
+                              Normalize(info["mean"], info["std"]).to(device), info, saved.epoch, feature_dim)
 
 
 @dataclass

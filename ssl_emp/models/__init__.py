@@ -1,3 +1,3 @@
-from ssl_emp.models.backbones import BACKBONES, build_backbone
+from ssl_emp.models.backbones import BACKBONES, build_backbone, torchvision_resnet
 
-__all__ = ["BACKBONES", "build_backbone"]
+__all__ = ["BACKBONES", "build_backbone", "torchvision_resnet"]

@@ -1,0 +1,96 @@
+"""A run at a glance, without W&B: ``python -m ssl_emp.plot RUN [RUN ...] [--output plot.png]``.
+
+Three panels from each run's ``metrics.jsonl``: the epoch loss and the online kNN top-1 against sample-forwards
+(compute spent, so pruned and full-data runs compare per unit of compute), and the last epoch's visit histogram
+(how many samples were trained on k times). Several runs share the panels, one colour each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+FORWARDS = "pruning/sample_forwards"
+
+
+class PlotError(ValueError):
+    """A run folder with nothing to plot."""
+
+
+def epoch_records(run_dir: Path) -> list[dict]:
+    """The per-epoch records of a run, one per epoch: a resumed run repeats the epochs after its last checkpoint,
+    and the later record of an epoch is the one the run continued from."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise PlotError(f"No metrics.jsonl in '{run_dir}'; pass a run directory (runs/NAME).")
+    by_epoch: dict[int, dict] = {}
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+        if isinstance(record, dict) and "epoch" in record and FORWARDS in record:
+            by_epoch[record["epoch"]] = record
+    if not by_epoch:
+        raise PlotError(f"'{path}' has no epoch records yet (the run has not finished an epoch).")
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def plot_runs(run_dirs: Sequence[Path], output: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed (a cluster node, CI)
+    import matplotlib.pyplot as plt
+
+    runs = {Path(r).name: epoch_records(Path(r)) for r in run_dirs}
+    fig, (loss_ax, knn_ax, hist_ax) = plt.subplots(1, 3, figsize=(15, 4.2))
+    has_knn = False
+    for name, records in runs.items():
+        forwards = [r[FORWARDS] for r in records]
+        loss_ax.plot(forwards, [r.get("train/epoch_loss") for r in records], marker=".", label=name)
+        knn = [(r[FORWARDS], r["monitor/knn_top1"]) for r in records if "monitor/knn_top1" in r]
+        if knn:
+            has_knn = True
+            knn_ax.plot(*zip(*knn), marker="o", label=name)
+        counts = records[-1].get("pruning/visit_histogram") or []
+        hist_ax.step(range(len(counts)), counts, where="mid", label=f"{name} (epoch {records[-1]['epoch']})")
+    loss_ax.set(title="training loss", xlabel="sample-forwards", ylabel="epoch loss")
+    knn_ax.set(title="online kNN top-1", xlabel="sample-forwards", ylabel="top-1")
+    if not has_knn:
+        knn_ax.text(0.5, 0.5, "no kNN records\n(set monitor.every=N)", ha="center", va="center",
+                    transform=knn_ax.transAxes)
+    hist_ax.set(title="visits per sample", xlabel="times trained on", ylabel="samples")
+    hist_ax.set_ylim(bottom=0)
+    hist_ax.xaxis.get_major_locator().set_params(integer=True)
+    for ax in (loss_ax, knn_ax, hist_ax):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=110)
+    plt.close(fig)
+    return output
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ssl_emp.plot", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories (each with its metrics.jsonl)")
+    parser.add_argument("--output", help="PNG to write (default: the first run's plot.png)")
+    args = parser.parse_args(argv)
+    output = Path(args.output) if args.output else Path(args.runs[0]) / "plot.png"
+    try:
+        written = plot_runs([Path(r) for r in args.runs], output)
+    except PlotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"plot: {written}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
