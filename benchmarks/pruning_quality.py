@@ -25,9 +25,9 @@ default with that anneal is an ablation row. The learning rate follows the fract
 Order of work, each stage deciding by a rule written here before it ran:
 
 1. **floors**: the probe on untrained backbones (5 init seeds).
-2. **calibrate** (seeds 1000-1001, validation): for each regime, the first epoch count in ``epochs`` for which
-   full data clears the floor by >= 0.08 and beats ``random`` at the headline rate 0.9 by >= 0.03 (means over
-   the two seeds); if none does, the one with the most headroom, marked as missing the bar.
+2. **calibrate** (seeds 1000-1001, validation): for each regime, the first (cheapest) epoch count in ``epochs``
+   for which full data clears the floor by >= 0.08 and beats ``random`` at the headline rate 0.9 by >= 0.03
+   (means over the two seeds); if none does, the one with the most headroom, marked as missing the bar.
 3. **select** (seeds 2000-2001, validation, headline rate): the EMP default is the candidate in ``EMP_CANDIDATES``
    with the highest mean paired gain over ``random`` across regimes among those whose memory term's mean
    Spearman correlation with the loss is at most 0.9 in absolute value; the best loss-only selector likewise
@@ -45,6 +45,7 @@ import argparse
 import json
 import math
 import random as pyrandom
+import shutil
 import statistics
 import subprocess
 import sys
@@ -86,7 +87,7 @@ class Regime:
     base: str  # the dataset the images and the probe's labels come from
     recipe: str
     overrides: list[str]
-    epochs: tuple[int, ...]  # candidates, in order of preference (calibration picks one)
+    epochs: tuple[int, ...]  # candidates, cheapest first (calibration picks the first with headroom)
     size: Optional[int] = None  # the pretraining pool drawn from the base training split (None: all)
     variant: Optional[str] = None  # longtail | redundant
     metric: str = "top1"  # what the tables read: top1, or balanced accuracy where classes are imbalanced
@@ -97,12 +98,12 @@ class Regime:
 
 _SMALL = ["data.image_size=16", "model.width=8", "train.batch_size=256"]
 REGIMES = {
-    "digits": Regime("digits", "configs/default.yaml", ["model.width=8", "train.batch_size=128"], (30, 20, 12),
+    "digits": Regime("digits", "configs/default.yaml", ["model.width=8", "train.batch_size=128"], (12, 20, 30),
                      probe_per_class=100, val_per_class=30),
-    "fashion-mnist": Regime("fashion-mnist", "configs/simclr_fashion_mnist.yaml", _SMALL, (20, 15, 12), size=10000),
-    "longtail": Regime("fashion-mnist", "configs/simclr_fashion_mnist.yaml", _SMALL, (20, 15, 12),
+    "fashion-mnist": Regime("fashion-mnist", "configs/simclr_fashion_mnist.yaml", _SMALL, (12, 20, 30), size=10000),
+    "longtail": Regime("fashion-mnist", "configs/simclr_fashion_mnist.yaml", _SMALL, (20, 30, 40),
                        variant="longtail", metric="balanced_acc"),
-    "redundant": Regime("fashion-mnist", "configs/simclr_fashion_mnist.yaml", _SMALL, (20, 15, 12),
+    "redundant": Regime("fashion-mnist", "configs/simclr_fashion_mnist.yaml", _SMALL, (20, 30, 40),
                         variant="redundant"),
 }
 COMMON = ["train.checkpoint_every=100000", "monitor.every=0", "tracking.wandb=disabled"]
@@ -205,7 +206,7 @@ def probe(checkpoint: Path, data: RegimeData, probe_epochs: int, random_init: bo
 
 
 def run_name(key: dict) -> str:
-    text = f"{key['regime']}-{key['stage']}-{key['method']}-r{key['requested_rate']}-s{key['seed']}"
+    text = f"{key['regime']}-{key['stage']}-{key['method']}-r{key['requested_rate']}-s{key['seed']}-e{key.get('epochs')}"
     return "".join(c if c.isalnum() or c in "-._" else "_" for c in text)
 
 
@@ -230,6 +231,7 @@ def run_one(key: dict, overrides: list[str], data: RegimeData, workdir: str, pro
     if data.is_copy is not None:
         visits = load_checkpoint(result.checkpoint)["pruning"]["table"]["visits"].double().cpu()
         record["copy_forward_share"] = (visits[data.is_copy].sum() / visits.sum()).item()
+    shutil.rmtree(result.run_dir, ignore_errors=True)  # hundreds of runs: keep the records, not the folders
     return record
 
 
