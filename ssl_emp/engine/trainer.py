@@ -28,7 +28,7 @@ from ssl_emp.device import autocast
 from ssl_emp.distributed import DistContext, Shard, restore_rng, rng_states, split_sizes
 from ssl_emp.engine.interrupt import EpochPosition, RunInterrupted, StopSignals
 from ssl_emp.engine.optim import compute_progress
-from ssl_emp.engine.progress import Progress, mode_for
+from ssl_emp.progress import Progress, mode_for
 from ssl_emp.methods import ContrastiveMethod
 from ssl_emp.pruning import EpochPlan, Pruner, SampleStats, achieved_rate
 
