@@ -127,3 +127,59 @@ def test_progress_prints_a_line_per_epoch_when_output_is_not_a_terminal(tmp_path
         assert re.search(r"loss \d+\.\d{4}  \d+ img/s  kept 1347/1347.*elapsed \d+:\d\d:\d\d  eta \d+:\d\d:\d\d$",
                          line), line
     assert "\r" not in done.stdout + done.stderr
+
+
+def _ddp_worker(rank, world_size, port, overrides, out_dir, signal_at):
+    """One gloo rank; rank 1 alone is sent SIGTERM during step ``signal_at`` (0: never)."""
+    from ssl_emp.build import pretrain
+    from ssl_emp.config import load_pretrain_config
+    from ssl_emp.engine import Pretrainer, RunInterrupted
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    original = Pretrainer.train_step
+
+    def signalled_step(self, *args, **kwargs):
+        if rank == 1 and self.global_step + 1 == signal_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *args, **kwargs)
+
+    Pretrainer.train_step = signalled_step
+    try:
+        result = pretrain(load_pretrain_config("configs/default.yaml", overrides), show_progress=False)
+        outcome = {"finished_at": result.global_step}
+    except RunInterrupted as stopped:
+        outcome = {"epoch": stopped.epoch, "step": stopped.step, "code": stopped.exit_code}
+    finally:
+        Pretrainer.train_step = original
+    (out_dir / f"rank{rank}.json").write_text(json.dumps(outcome))
+
+
+def _ddp(tmp_path, overrides, signal_at, name):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / f"outcome-{name}"
+    out.mkdir()
+    mp.start_processes(_ddp_worker, args=(2, port, overrides, out, signal_at), nprocs=2, start_method="spawn")
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+@pytest.mark.slow
+def test_under_ddp_a_signal_to_one_rank_stops_every_rank_at_the_same_step_and_resumes(tmp_path, monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    overrides = ["model.width=8", "model.proj_hidden_dim=32", "model.proj_output_dim=16", "train.batch_size=128",
+                 "train.epochs=2", "tracking.wandb=disabled", "monitor.every=0", "train.device=cpu",
+                 f"run.out_dir={tmp_path}", "run.name=ddp"]
+    first, second = _ddp(tmp_path, overrides, signal_at=5, name="stopped")
+    assert first == second == {"epoch": 1, "step": 5, "code": 143}  # rank 0 was never signalled
+    saved = load_checkpoint(tmp_path / "ddp")
+    assert saved["global_step"] == 5 and saved["position"]["steps_done"] == 5
+    resumed = _ddp(tmp_path, [*overrides, "run.resume=true"], signal_at=0, name="resumed")
+    assert resumed == [{"finished_at": 22}] * 2  # two epochs of 11 steps, none repeated or skipped

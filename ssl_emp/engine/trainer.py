@@ -229,6 +229,10 @@ class Pretrainer:
 
     def run(self, tracker, show_progress: Optional[bool] = None) -> PretrainResult:
         """Train to the end; SIGINT or SIGTERM stop it after the current step, saved, with :class:`RunInterrupted`."""
+        with StopSignals(self.ctx) as stop:
+            return self._run(tracker, show_progress, stop)
+
+    def _run(self, tracker, show_progress: Optional[bool], stop: StopSignals) -> PretrainResult:
         epochs, num_samples = self.epochs, len(self.source)
         history: list[dict] = []
         started, images_trained, last_epoch_loss = time.perf_counter(), 0, float("nan")
@@ -238,69 +242,67 @@ class Pretrainer:
                             mode=mode_for(show_progress) if self.ctx.is_main else "off")
         position, self.position = self.position, None
         self.model.train()
-        with StopSignals(self.ctx) as stop:
-            while self.epoch < epochs:
-                epoch_start, seen_before = time.perf_counter(), self.samples_seen
-                if position is not None:  # resumed inside this epoch: its saved plan, from the saved step
-                    plan = self.pruner.use_plan(self.epoch, position.plan)
-                else:
-                    plan = self.pruner.plan(self.epoch)
-                    if self.max_forwards is not None:  # the compute budget may end within this epoch
-                        plan = plan.head(self.max_forwards - self.samples_seen)
-                try:
-                    reached = self.train_epoch(plan, progress, tracker, stop, position)
-                except UnreadableImageError as exc:
-                    progress.close()
-                    kept = (f"its last checkpoint ({checkpoint}) is intact" if checkpoint.is_file()
-                            else "no checkpoint had been written yet")
-                    raise UnreadableImageError(
-                        f"{exc}. The run stopped in epoch {self.epoch + 1}; {kept}. Remove or replace the file, or "
-                        "set data.skip_unreadable=true to skip such files (they are counted as data/unreadable_files)."
-                    ) from None
-                position = None
-                if reached.signum and reached.inside:
-                    progress.close()
-                    raise self._interrupted(reached.signum, reached)
-                if self.cuda:
-                    torch.cuda.synchronize()
-                epoch_seconds = time.perf_counter() - epoch_start
-                last_epoch_loss = (reached.loss_sum / max(reached.trained, 1)).item()
-                images_trained += self.samples_seen - seen_before
-                self.epoch += 1
-                finished = self.epoch == epochs or (self.max_forwards is not None
-                                                    and self.samples_seen >= self.max_forwards)
-                record: dict[str, Any] = {
-                    "epoch": self.epoch, "train/epoch_loss": last_epoch_loss, "train/epoch_seconds": epoch_seconds,
-                    "train/images_per_second": (self.samples_seen - seen_before) / epoch_seconds,
-                    "train/samples_seen": self.samples_seen, "train/lr": self.schedule(self.progress()),
-                    **self.pruner.epoch_metrics(plan, self.epoch, self.samples_seen)}
-                if self.monitor is not None and self.monitor.due(self.epoch, finished) and math.isfinite(last_epoch_loss):
-                    record.update(self.monitor(self.model.backbone))
-                if self.skipped_steps:
-                    record["train/skipped_steps"] = self.skipped_steps
-                if self.source.drops_unreadable:
-                    record["data/unreadable_files"] = self.source.unreadable_count()
-                history.append(record)
-                tracker.log(record, step=self.global_step)
-                if not math.isfinite(last_epoch_loss):
-                    progress.close()
-                    raise FloatingPointError(
-                        f"The training loss became {last_epoch_loss} at step {int(self.first_nonfinite_step)} (epoch "
-                        f"{self.epoch}); the run stopped without saving, so the last good checkpoint is {checkpoint}. "
-                        "Lower optim.lr, check the data, or set train.nonfinite=skip to skip such steps (they are "
-                        "counted as train/skipped_steps).")
-                saving = self.epoch % self.checkpoint_every == 0 or finished
-                if saving:
-                    checkpoint = self.save_checkpoint()
-                knn = f"  kNN top-1 {record['monitor/knn_top1']:.4f}" if "monitor/knn_top1" in record else ""
-                progress.line(f"epoch {self.epoch}/{epochs}  loss {last_epoch_loss:.4f}{knn}  "
-                              f"{record['train/images_per_second']:.0f} img/s  kept {len(plan)}/{num_samples}"
-                              + (f"  checkpoint {checkpoint}" if saving else ""), always=saving or bool(knn))
-                if finished:
-                    break
-                if reached.signum:  # asked at the epoch's last step: the epoch is done, and saved here
-                    progress.close()
-                    raise self._interrupted(reached.signum)
+        while self.epoch < epochs:
+            epoch_start, seen_before = time.perf_counter(), self.samples_seen
+            if position is not None:  # resumed inside this epoch: its saved plan, from the saved step
+                plan = self.pruner.use_plan(self.epoch, position.plan)
+            else:
+                plan = self.pruner.plan(self.epoch)
+                if self.max_forwards is not None:  # the compute budget may end within this epoch
+                    plan = plan.head(self.max_forwards - self.samples_seen)
+            try:
+                reached = self.train_epoch(plan, progress, tracker, stop, position)
+            except UnreadableImageError as exc:
+                progress.close()
+                kept = (f"its last checkpoint ({checkpoint}) is intact" if checkpoint.is_file()
+                        else "no checkpoint had been written yet")
+                raise UnreadableImageError(
+                    f"{exc}. The run stopped in epoch {self.epoch + 1}; {kept}. Remove or replace the file, or set "
+                    "data.skip_unreadable=true to skip such files (they are counted as data/unreadable_files)."
+                ) from None
+            position = None
+            if reached.signum and reached.inside:
+                progress.close()
+                raise self._interrupted(reached.signum, reached)
+            if self.cuda:
+                torch.cuda.synchronize()
+            epoch_seconds = time.perf_counter() - epoch_start
+            last_epoch_loss = (reached.loss_sum / max(reached.trained, 1)).item()
+            images_trained += self.samples_seen - seen_before
+            self.epoch += 1
+            finished = self.epoch == epochs or (self.max_forwards is not None and self.samples_seen >= self.max_forwards)
+            record: dict[str, Any] = {
+                "epoch": self.epoch, "train/epoch_loss": last_epoch_loss, "train/epoch_seconds": epoch_seconds,
+                "train/images_per_second": (self.samples_seen - seen_before) / epoch_seconds,
+                "train/samples_seen": self.samples_seen, "train/lr": self.schedule(self.progress()),
+                **self.pruner.epoch_metrics(plan, self.epoch, self.samples_seen)}
+            if self.monitor is not None and self.monitor.due(self.epoch, finished) and math.isfinite(last_epoch_loss):
+                record.update(self.monitor(self.model.backbone))
+            if self.skipped_steps:
+                record["train/skipped_steps"] = self.skipped_steps
+            if self.source.drops_unreadable:
+                record["data/unreadable_files"] = self.source.unreadable_count()
+            history.append(record)
+            tracker.log(record, step=self.global_step)
+            if not math.isfinite(last_epoch_loss):
+                progress.close()
+                raise FloatingPointError(
+                    f"The training loss became {last_epoch_loss} at step {int(self.first_nonfinite_step)} (epoch "
+                    f"{self.epoch}); the run stopped without saving, so the last good checkpoint is {checkpoint}. "
+                    "Lower optim.lr, check the data, or set train.nonfinite=skip to skip such steps (they are "
+                    "counted as train/skipped_steps).")
+            saving = self.epoch % self.checkpoint_every == 0 or finished
+            if saving:
+                checkpoint = self.save_checkpoint()
+            knn = f"  kNN top-1 {record['monitor/knn_top1']:.4f}" if "monitor/knn_top1" in record else ""
+            progress.line(f"epoch {self.epoch}/{epochs}  loss {last_epoch_loss:.4f}{knn}  "
+                          f"{record['train/images_per_second']:.0f} img/s  kept {len(plan)}/{num_samples}"
+                          + (f"  checkpoint {checkpoint}" if saving else ""), always=saving or bool(knn))
+            if finished:
+                break
+            if reached.signum:  # asked at the epoch's last step: the epoch is done, and saved here
+                progress.close()
+                raise self._interrupted(reached.signum)
         progress.close()
         seconds = time.perf_counter() - started
         return PretrainResult(
