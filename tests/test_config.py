@@ -195,3 +195,15 @@ def test_an_override_error_names_the_override_not_the_recipe():
     assert "(override train.epochs=many)" in message and "default.yaml" not in message
     with pytest.raises(ConfigError, match=r"unknown key 'train\.epoch' \(override train\.epoch=3\)"):
         load_pretrain_config(DEFAULT, ["train.epoch=3"])
+
+
+def test_resume_from_something_that_is_not_a_run_gets_one_line(tmp_path, capsys):
+    assert main(["--resume", "README.md"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(DEFAULT.read_text())
+    (run / "checkpoints" / "last.pt").write_text("not a checkpoint\n")
+    assert main(["--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a checkpoint" in err
