@@ -97,6 +97,9 @@ def run_evaluation(evaluate: Callable[..., dict], args: argparse.Namespace, kwar
     except (CheckpointError, DatasetNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # an evaluation keeps no state worth saving: one line, not a traceback
+        print(f"\n{label}: interrupted; nothing was written", file=sys.stderr)
+        return 130
     output = write_result(result, args, job_type)
     print(headline(label, result) + extra_line(result) + f"\n  written to {output}")
     return 0

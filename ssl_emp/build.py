@@ -11,6 +11,7 @@ part it makes takes plain keyword arguments and can be built by hand instead::
 from __future__ import annotations
 
 import inspect
+import sys
 from pathlib import Path
 from typing import Optional, Union
 
@@ -22,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ssl_emp.checkpoint import load_checkpoint
 from ssl_emp.config import PretrainConfig
-from ssl_emp.data import ImageBank, ImageFolderStream, load_bank
+from ssl_emp.data import ImageBank, ImageFolderStream, fit_batch_size, load_bank
 from ssl_emp.data.augment import Normalize, TwoViews
 from ssl_emp.device import resolve_device
 from ssl_emp.distributed import DistContext, init_distributed
@@ -87,13 +88,10 @@ def build_tracker(cfg: PretrainConfig, run_dir: Path, run_id: Optional[str] = No
                    run_id=run_id, images_every=cfg.tracking.images_every)
 
 
-def check_fits_the_data(cfg: PretrainConfig, num_images: int, world_size: int) -> None:
-    """Settings valid one by one that make no sense for this dataset."""
-    if cfg.train.batch_size > num_images:
-        raise ValueError(f"train.batch_size={cfg.train.batch_size} is larger than the dataset "
-                         f"({num_images} images); lower it.")
-    if cfg.train.batch_size < 2 * world_size:
-        raise ValueError(f"train.batch_size={cfg.train.batch_size} is the global batch; with "
+def check_fits_the_data(cfg: PretrainConfig, num_images: int, world_size: int, batch_size: int) -> None:
+    """Settings valid one by one that make no sense for this dataset (``batch_size``: the batch it allows)."""
+    if batch_size < 2 * world_size:
+        raise ValueError(f"train.batch_size={batch_size} is the global batch; with "
                          f"{world_size} processes each needs at least 2 samples.")
     # MoCo enqueues two keys per sample (one per view), so the queue spans queue_size / 2 samples.
     if cfg.method.name == "moco" and cfg.method.queue_size // 2 >= num_images:
@@ -129,7 +127,10 @@ def build_trainer(cfg: PretrainConfig, run_dir: Path, ctx: DistContext = DistCon
     device = resolve_device(cfg.train.device, ctx.local_rank)
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     source = train_bank if train_bank is not None else build_source(cfg, device)
-    check_fits_the_data(cfg, len(source), ctx.world_size)
+    batch_size, note = fit_batch_size(cfg.train.batch_size, len(source), "train.batch_size")
+    if note and ctx.is_main:
+        print(note, file=sys.stderr)
+    check_fits_the_data(cfg, len(source), ctx.world_size, batch_size)
     mean, std = source.channel_stats()
     source = source.to(device if cfg.data.bank_device == "auto" else "cpu")
     views = TwoViews(source.image_size, source.channels, mean, std, **cfg.augment.model_dump()).to(device)
@@ -143,15 +144,15 @@ def build_trainer(cfg: PretrainConfig, run_dir: Path, ctx: DistContext = DistCon
     optimizer = build_optimizer(model, o.name, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     pruner = build_pruner(cfg, len(source), device)
     try:
-        pruner.check_batch_size(cfg.train.batch_size)
+        pruner.check_batch_size(batch_size)
     except ValueError as exc:
-        raise ValueError(f"train.batch_size={cfg.train.batch_size} (pruning.rate={cfg.pruning.rate}): {exc}") from None
+        raise ValueError(f"train.batch_size={batch_size} (pruning.rate={cfg.pruning.rate}): {exc}") from None
     monitor = build_monitor(cfg, source.image_size, mean, std, device) if ctx.is_main else None
     data_info = {"name": cfg.data.name, "channels": source.channels, "image_size": source.image_size,
                  "num_classes": source.num_classes, "mean": mean, "std": std}
     t = cfg.train
     return Pretrainer(source, views, model, optimizer, pruner, build_schedule(cfg), run_dir=run_dir,
-                      epochs=t.epochs, batch_size=t.batch_size, device=device, forward=forward, ctx=ctx, seed=t.seed,
+                      epochs=t.epochs, batch_size=batch_size, device=device, forward=forward, ctx=ctx, seed=t.seed,
                       amp=t.amp, channels_last=t.channels_last, nonfinite=t.nonfinite,
                       checkpoint_every=t.checkpoint_every, log_every=t.log_every, monitor=monitor,
                       max_forwards=t.max_forwards,

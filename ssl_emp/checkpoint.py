@@ -55,11 +55,19 @@ def resolve_checkpoint_path(path: Union[str, Path]) -> Path:
 
 def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> dict:
     path = resolve_checkpoint_path(path)
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    # torch.save writes a zip archive (a pickle in old versions); anything else would get torch's page-long message
+    if not (magic.startswith(b"PK\x03\x04") or magic.startswith(b"\x80")):
+        raise CheckpointError(f"'{path}' is not a checkpoint (not a file torch.save wrote). Pass a run directory "
+                              "or its checkpoints/last.pt.")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        reason = next((line for line in lines if "Unpickler error" in line), lines[0])[:300]  # not torch's page
         raise CheckpointError(f"Checkpoint '{path}' holds objects other than tensors and plain values; "
-                              f"it was not loaded, since that could run code ({exc}).") from None
+                              f"it was not loaded, since that could run code ({reason}).") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, io.UnsupportedOperation, OSError) as exc:
         raise CheckpointError(f"Checkpoint '{path}' is corrupt or truncated and cannot be read "
                               f"({type(exc).__name__}: {exc}). An earlier epoch_*.pt beside it may still be good.") from None

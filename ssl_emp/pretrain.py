@@ -6,14 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
-from ssl_emp.config import (ConfigError, PretrainConfig, build_config, check_settings_used, describe_options,
-                            load_pretrain_config, parse_overrides)
-from ssl_emp.data import DatasetNotFoundError, UnreadableImageError
-from ssl_emp.build import pretrain
-from ssl_emp.checkpoint import CheckpointError
-from ssl_emp.engine import RunDirError
+# Only the standard library up here: `--help` answers before torch (seconds to import) is loaded. The options it
+# lists are a snapshot of describe_options() (ssl_emp/config/options.txt; a test keeps it current).
+OPTIONS_HELP = Path(__file__).with_name("config") / "options.txt"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,11 +16,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ssl_emp.pretrain",
         description="Contrastive self-supervised pretraining. Options are set in a YAML recipe and/or as "
                     "key=value overrides (values parsed as YAML).",
-        epilog="options (key = default [type]):\n" + describe_options()
-               + "\n\nexamples:\n  python -m ssl_emp.pretrain --config configs/default.yaml train.epochs=5"
+        epilog="options (key = default [type]; the default recipe sets some of them otherwise):\n"
+               + OPTIONS_HELP.read_text().rstrip()
+               + "\n\nexamples:\n  python -m ssl_emp.pretrain train.epochs=5 pruning.rate=0.5"
+                 "\n  python -m ssl_emp.pretrain --config configs/simclr_fashion_mnist.yaml data.root=data"
                  "\n  python -m ssl_emp.pretrain --resume runs/default-20261124-101500",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML recipe (see configs/); defaults apply to keys it leaves out")
+    parser.add_argument("--config", help="YAML recipe (see configs/; default: configs/default.yaml, SimCLR on the "
+                                         "bundled digits); the defaults below apply to keys it leaves out")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue this run from its last checkpoint, with its saved config plus any overrides")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
@@ -41,6 +39,23 @@ def describe_request(pruning) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        return _run(args)
+    except KeyboardInterrupt:  # before training began (loading data, building the model): nothing to save
+        print("\ninterrupted before training started; nothing was saved", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from ssl_emp.build import pretrain
+    from ssl_emp.checkpoint import CheckpointError
+    from ssl_emp.config import ConfigError, PretrainConfig, build_config, check_settings_used, parse_overrides
+    from ssl_emp.config import load_pretrain_config
+    from ssl_emp.data import DatasetNotFoundError, UnreadableImageError
+    from ssl_emp.engine import RunDirError, RunInterrupted
+
+    try:
         if args.resume:
             run_dir = Path(args.resume)
             saved = run_dir / "config.yaml"
@@ -52,11 +67,15 @@ def main(argv: list[str] | None = None) -> int:
             check_settings_used(cfg, parse_overrides(args.overrides), {})
         else:
             cfg = load_pretrain_config(args.config, args.overrides)
-        recipe = Path(args.config).stem if args.config else "run"
+        recipe = Path(args.config).stem if args.config else "default"
         result = pretrain(cfg, recipe=recipe)
     except (ConfigError, DatasetNotFoundError, CheckpointError, RunDirError, UnreadableImageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunInterrupted as stopped:
+        if stopped.is_main:
+            print(stopped, file=sys.stderr)
+        return stopped.exit_code
     if not result.is_main:
         return 0
     print(

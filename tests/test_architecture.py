@@ -15,12 +15,14 @@ ALLOWED = {
     "ssl_emp.distributed": set(),
     "ssl_emp.checkpoint": set(),
     "ssl_emp.tracking": set(),
+    "ssl_emp.progress": set(),  # a bar or plain lines, for any loop
     "ssl_emp.data": set(),
     "ssl_emp.models": set(),
     "ssl_emp.methods": {"ssl_emp.distributed", "ssl_emp.device", "ssl_emp.pruning"},
-    "ssl_emp.evaluation": {"ssl_emp.checkpoint", "ssl_emp.data", "ssl_emp.device", "ssl_emp.export", "ssl_emp.models"},
+    "ssl_emp.evaluation": {"ssl_emp.checkpoint", "ssl_emp.data", "ssl_emp.device", "ssl_emp.export", "ssl_emp.models",
+                           "ssl_emp.progress"},
     "ssl_emp.engine": {"ssl_emp.checkpoint", "ssl_emp.data", "ssl_emp.device", "ssl_emp.distributed",
-                       "ssl_emp.evaluation", "ssl_emp.methods", "ssl_emp.pruning"},
+                       "ssl_emp.evaluation", "ssl_emp.methods", "ssl_emp.progress", "ssl_emp.pruning"},
     "ssl_emp.export": {"ssl_emp.checkpoint", "ssl_emp.models"},
     # the build layer and above
     "ssl_emp.config": {"ssl_emp.pruning"},
@@ -32,7 +34,7 @@ ALLOWED = {
     "ssl_emp.plot": set(),  # reads metrics.jsonl only
     "ssl_emp": {"ssl_emp.api", "ssl_emp.export"},  # the package's load_backbone and (lazily) train
     "eval": {"ssl_emp.checkpoint", "ssl_emp.data", "ssl_emp.device", "ssl_emp.engine", "ssl_emp.evaluation",
-             "ssl_emp.pruning", "ssl_emp.tracking"},
+             "ssl_emp.progress", "ssl_emp.pruning", "ssl_emp.tracking"},
 }
 # The parts that read settings; every other part takes plain keyword arguments and imports no pydantic.
 SETTINGS_LAYER = {"ssl_emp.config", "ssl_emp.build", "ssl_emp.pretrain", "ssl_emp.api", "eval"}

@@ -1,10 +1,14 @@
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from ssl_emp.config import (ConfigError, PretrainConfig, PruningConfig, load_pretrain_config, parse_overrides,
-                            read_yaml)
+from ssl_emp.config import (ConfigError, PretrainConfig, PruningConfig, describe_options, load_pretrain_config,
+                            parse_overrides, read_yaml)
+from ssl_emp.config.load import DEFAULT_RECIPE
+from ssl_emp.config.unused import OPTIONS_HELP
 from ssl_emp.pretrain import main
 from ssl_emp.pruning import Pruner, PruningSettings
 
@@ -160,3 +164,46 @@ def test_matched_infobatch_without_warmup_is_refused_rather_than_missing_its_rat
     with pytest.raises(ConfigError, match="warmup_epochs >= 1"):
         load_pretrain_config(None, ["pruning.selector=infobatch", "pruning.rate=0.3", "pruning.warmup_epochs=0"])
     load_pretrain_config(None, ["pruning.selector=random", "pruning.rate=0.3", "pruning.warmup_epochs=0"])
+
+
+def test_help_answers_before_torch_is_imported():
+    """`--help` must be quick: torch, kornia, lightly and wandb load only after the arguments are parsed."""
+    probe = ("import sys\nfrom ssl_emp.pretrain import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+             "print('loaded:', sorted(m for m in ('torch', 'kornia', 'lightly', 'wandb') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert "pruning.rate" in done.stdout and "loaded: []" in done.stdout
+
+
+def test_the_options_help_prints_is_current():
+    assert OPTIONS_HELP.read_text() == describe_options() + "\n", (
+        "ssl_emp/config/options.txt is out of date: python -c 'from ssl_emp.config import write_options_help; "
+        "write_options_help()'")
+
+
+def test_no_recipe_means_the_default_recipe():
+    assert DEFAULT_RECIPE.read_text() == DEFAULT.read_text()  # the package's copy is configs/default.yaml
+    assert load_pretrain_config(None) == load_pretrain_config(DEFAULT)
+    assert load_pretrain_config(None, ["train.epochs=3"]).model.width == read_yaml(DEFAULT)["model"]["width"]
+
+
+def test_an_override_error_names_the_override_not_the_recipe():
+    with pytest.raises(ConfigError) as info:
+        load_pretrain_config(DEFAULT, ["train.epochs=many"])
+    message = str(info.value)
+    assert "(override train.epochs=many)" in message and "default.yaml" not in message
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.epoch' \(override train\.epoch=3\)"):
+        load_pretrain_config(DEFAULT, ["train.epoch=3"])
+
+
+def test_resume_from_something_that_is_not_a_run_gets_one_line(tmp_path, capsys):
+    assert main(["--resume", "README.md"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(DEFAULT.read_text())
+    (run / "checkpoints" / "last.pt").write_text("not a checkpoint\n")
+    assert main(["--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a checkpoint" in err

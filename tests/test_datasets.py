@@ -21,6 +21,21 @@ def _write_idx(path, array, gz):
         f.write(payload)
 
 
+def test_fashion_mnist_without_a_root_is_found_where_the_debian_package_puts_it(tmp_path, monkeypatch):
+    """data.name=fashion-mnist alone: the package's gzipped files are unpacked into ./data and read from there,
+    in pretraining as in evaluation (one lookup, in ssl_emp.data)."""
+    package = tmp_path / "usr-share-datasets-fashion-mnist"
+    package.mkdir()
+    rng = np.random.default_rng(1)
+    for prefix, n in (("train", 4), ("t10k", 2)):
+        _write_idx(package / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), True)
+        _write_idx(package / f"{prefix}-labels-idx1-ubyte", np.arange(n, dtype=np.uint8), True)
+    monkeypatch.setattr("ssl_emp.data.datasets.DEBIAN_FASHION_MNIST", package)
+    monkeypatch.chdir(tmp_path)
+    assert len(load_bank("fashion-mnist", None, "train")) == 4 and len(load_bank("fashion-mnist", None, "test")) == 2
+    assert (tmp_path / "data" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+
+
 def test_digits_is_the_bundled_dataset_split_75_25():
     train, test = load_bank("digits", None, "train"), load_bank("digits", None, "test")
     assert len(train) + len(test) == 1797 and len(test) == 450

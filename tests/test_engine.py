@@ -74,9 +74,10 @@ def test_resume_without_checkpoint_is_explained(tiny_overrides):
         pretrain(_cfg(tiny_overrides, "run.resume=true"), show_progress=False)
 
 
-def test_batch_larger_than_dataset_is_explained(tiny_overrides):
-    with pytest.raises(ValueError, match="larger than the dataset"):
-        pretrain(_cfg(tiny_overrides, "train.batch_size=5000"), show_progress=False)
+def test_batch_larger_than_the_dataset_shrinks_to_it_with_a_note(tiny_overrides, capsys):
+    result = pretrain(_cfg(tiny_overrides, "train.batch_size=5000", "train.epochs=1"), show_progress=False)
+    assert "train.batch_size 5000 is more than the 1347 images there are; using 1347" in capsys.readouterr().err
+    assert result.global_step == 1 and result.sample_forwards == 1347  # the whole set in one batch
 
 
 def test_corrupt_and_foreign_checkpoints_are_explained(tmp_path):

@@ -123,3 +123,39 @@ def test_linear_probe_transfers_a_digits_backbone_to_another_dataset(tiny_run, t
     assert result["adapted"]["image_size"].startswith("32 -> 8")
     assert result["train_images"] == 1347 and result["test_images"] == 450
     assert result["top1"] > 0.5  # far above chance (0.1): the adapted images are the digits again
+
+
+def test_each_evaluation_is_a_python_function_returning_its_record(tiny_run):
+    from eval import finetune as finetune_module, knn, linear_probe
+
+    probe = linear_probe.run(tiny_run, epochs=2, batch_size=64, show_progress=False)
+    assert probe["probe"]["batch_size"] == 64 and probe["test_images"] == 450
+    assert knn.run(tiny_run, k=5, batch_size=100, show_progress=False)["knn"] == {"k": 5, "temperature": 0.1}
+    assert finetune_module.run(tiny_run, epochs=1, show_progress=False)["finetune"]["epochs"] == 1
+
+
+def test_finetune_shrinks_a_batch_larger_than_its_data_with_a_note(tiny_run, capsys, tmp_path):
+    assert finetune_main(["--checkpoint", str(tiny_run), "--no-wandb", "--epochs", "1", "--train-subset", "200",
+                          "--output", str(tmp_path / "out.json")]) == 0
+    assert "--batch-size 256 is more than the 200 images there are; using 200" in capsys.readouterr().err
+    assert json.loads((tmp_path / "out.json").read_text())["finetune"]["batch_size"] == 200
+
+
+@pytest.mark.parametrize("command", [probe_main, knn_main, finetune_main], ids=["probe", "knn", "finetune"])
+def test_a_file_that_is_not_a_checkpoint_gets_one_line(command, capsys):
+    assert command(["--checkpoint", "README.md", "--no-wandb"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'README.md' is not a checkpoint" in err and "weights_only" not in err
+
+
+def test_evaluations_print_progress_lines_when_output_is_not_a_terminal(tiny_run, capsys, tmp_path):
+    """The probe, kNN and fine-tuning say what they are doing in a log file, not only at the end."""
+    assert probe_main(["--checkpoint", str(tiny_run), "--no-wandb", "--epochs", "2",
+                       "--output", str(tmp_path / "p.json")]) == 0
+    out = capsys.readouterr().out
+    assert "train features: 1347 images  elapsed" in out and "test features: 450 images" in out
+    assert "classifier: 2 epochs over 1347 features" in out
+    assert finetune_main(["--checkpoint", str(tiny_run), "--no-wandb", "--epochs", "2",
+                          "--output", str(tmp_path / "f.json")]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("fine-tune epoch")]
+    assert [line.split()[2] for line in lines] == ["1/2", "2/2"] and all("eta" in line for line in lines)

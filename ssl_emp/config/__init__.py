@@ -6,9 +6,10 @@ from ssl_emp.config.load import build_config, load_pretrain_config, parse_overri
 from ssl_emp.config.schema import (AugmentConfig, ConfigError, DataConfig, MethodConfig, ModelConfig,
                                    MonitorConfig, OptimConfig, PretrainConfig, PruningConfig, RunConfig,
                                    TrackingConfig, TrainConfig)
-from ssl_emp.config.unused import check_settings_used, describe_options, pruning_readers, unused_settings
+from ssl_emp.config.unused import (check_settings_used, describe_options, pruning_readers, unused_settings,
+                                   write_options_help)
 
 __all__ = ["AugmentConfig", "ConfigError", "DataConfig", "MethodConfig", "ModelConfig", "MonitorConfig",
            "OptimConfig", "PretrainConfig", "PruningConfig", "RunConfig", "TrackingConfig", "TrainConfig",
            "build_config", "check_settings_used", "describe_options", "load_pretrain_config", "parse_overrides",
-           "pruning_readers", "read_yaml", "unused_settings"]
+           "pruning_readers", "read_yaml", "unused_settings", "write_options_help"]

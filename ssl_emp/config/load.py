@@ -15,6 +15,11 @@ from pydantic import BaseModel, ValidationError
 from ssl_emp.config.schema import ConfigError, PretrainConfig
 from ssl_emp.config.unused import check_settings_used
 
+# The recipe a run without --config uses (configs/default.yaml, shipped in the package through a link): the one
+# source of a plain run's settings; the schema's defaults fill the keys it leaves out, as for any recipe.
+DEFAULT_RECIPE = Path(__file__).with_name("default.yaml")
+
+
 def _section_at(model: type[BaseModel], path: tuple[Union[str, int], ...]) -> Optional[type[BaseModel]]:
     for part in path:
         field = model.model_fields.get(str(part))
@@ -24,11 +29,21 @@ def _section_at(model: type[BaseModel], path: tuple[Union[str, int], ...]) -> Op
     return model
 
 
-def _explain(exc: ValidationError, model: type[BaseModel], source: str) -> ConfigError:
+def _origin(key: str, overrides: dict[str, str], source: str) -> str:
+    """Where a bad setting came from: the override(s) that set it (or something inside or above it), else the
+    recipe."""
+    given = [item for dotted, item in overrides.items()
+             if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + ".")]
+    return "override " + ", ".join(given) if given else source
+
+
+def _explain(exc: ValidationError, model: type[BaseModel], source: str,
+             overrides: Optional[dict[str, str]] = None) -> ConfigError:
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         key = ".".join(str(p) for p in loc)
+        origin = _origin(key, overrides or {}, source)
         if err["type"] == "extra_forbidden":
             section = _section_at(model, loc[:-1])
             valid = sorted(section.model_fields) if section else []
@@ -36,11 +51,11 @@ def _explain(exc: ValidationError, model: type[BaseModel], source: str) -> Confi
             full = [f"{prefix}.{v}" if prefix else v for v in valid]
             close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
             hint = f" Did you mean '{(prefix + '.') if prefix else ''}{close[0]}'?" if close else ""
-            lines.append(f"unknown key '{key}'.{hint} Valid keys here: {', '.join(full)}.")
+            lines.append(f"unknown key '{key}' ({origin}).{hint} Valid keys here: {', '.join(full)}.")
         else:
             given = err.get("input")
-            lines.append(f"'{key}' = {given!r}: {err['msg']}.")
-    return ConfigError(f"Invalid configuration ({source}): " + " ".join(lines))
+            lines.append(f"'{key}' = {given!r} ({origin}): {err['msg']}.")
+    return ConfigError("Invalid configuration: " + " ".join(lines))
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -96,14 +111,16 @@ def build_config(model: type[BaseModel], tree: dict, overrides: list[str] = (), 
     try:
         return model.model_validate(merged)
     except ValidationError as exc:
-        raise _explain(exc, model, source) from None
+        given = {item.split("=", 1)[0].strip(): item for item in overrides}
+        raise _explain(exc, model, source, given) from None
 
 
 def load_pretrain_config(path: Optional[Union[str, Path]] = None, overrides: list[str] = ()) -> PretrainConfig:
-    """A recipe plus command-line overrides; a setting that cannot affect the run is refused when the command
-    line gives it, and warned about (one line on stderr) when the recipe does."""
-    tree = read_yaml(path) if path else {}
-    cfg = build_config(PretrainConfig, tree, overrides, source=str(path) if path else "defaults")
+    """A recipe (default: :data:`DEFAULT_RECIPE`) plus command-line overrides; a setting that cannot affect the
+    run is refused when the command line gives it, and warned about (one line on stderr) when the recipe does."""
+    path = path or DEFAULT_RECIPE
+    tree = read_yaml(path)
+    cfg = build_config(PretrainConfig, tree, overrides, source=str(path))
     check_settings_used(cfg, parse_overrides(list(overrides)), tree, recipe=str(path))
     return cfg
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
@@ -96,6 +97,16 @@ def check_settings_used(cfg: PretrainConfig, command_line: dict, recipe_tree: di
     if from_recipe:
         print(f"warning: {recipe} sets {', '.join(from_recipe)}, which this run does not read "
               f"({unused[from_recipe[0]]}{'; ...' if len(from_recipe) > 1 else ''})", file=sys.stderr)
+
+
+# describe_options()' text, read by `python -m ssl_emp.pretrain --help` without importing this package (and so
+# torch); rewrite it with write_options_help() when the options change (a test says when).
+OPTIONS_HELP = Path(__file__).with_name("options.txt")
+
+
+def write_options_help() -> Path:
+    OPTIONS_HELP.write_text(describe_options() + "\n")
+    return OPTIONS_HELP
 
 
 def describe_options(model: type[BaseModel] = PretrainConfig) -> str:

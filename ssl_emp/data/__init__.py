@@ -1,5 +1,7 @@
-from ssl_emp.data.bank import ImageBank
-from ssl_emp.data.datasets import LOADERS, DatasetNotFoundError, UnreadableImageError, load_bank
+from ssl_emp.data.bank import ImageBank, fit_batch_size
+from ssl_emp.data.datasets import (DEFAULT_ROOT, LOADERS, DatasetNotFoundError, UnreadableImageError, default_root,
+                                   load_bank)
 from ssl_emp.data.stream import ImageFolderStream
 
-__all__ = ["ImageBank", "ImageFolderStream", "LOADERS", "DatasetNotFoundError", "UnreadableImageError", "load_bank"]
+__all__ = ["DEFAULT_ROOT", "ImageBank", "ImageFolderStream", "LOADERS", "DatasetNotFoundError",
+           "UnreadableImageError", "default_root", "fit_batch_size", "load_bank"]

@@ -75,3 +75,11 @@ class ImageBank:
         mean = total / count
         std = (total_sq / count - mean.pow(2)).clamp_min(1e-12).sqrt()
         return mean.tolist(), std.tolist()
+
+
+def fit_batch_size(batch_size: int, num_images: int, name: str) -> tuple[int, str]:
+    """``batch_size``, or ``num_images`` where the data is smaller, with a one-line note that says so (empty
+    when nothing changed); ``name`` is the setting as the user gave it (``--batch-size``, ``train.batch_size``)."""
+    if batch_size <= num_images:
+        return batch_size, ""
+    return num_images, f"note: {name} {batch_size} is more than the {num_images} images there are; using {num_images}"

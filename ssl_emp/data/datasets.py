@@ -22,6 +22,13 @@ from torchvision.transforms.v2 import functional as TF
 from ssl_emp.data.bank import ImageBank
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DEFAULT_ROOT = "data"  # relative to the working directory, where the recipes and docs keep datasets
+
+
+def default_root(name: str, root: Optional[str]) -> Optional[str]:
+    """``data.root``, or where a dataset is found without one: Fashion-MNIST from the Debian package is unpacked
+    into ``./data`` (the others need their files put somewhere, so their root must be given)."""
+    return root or (DEFAULT_ROOT if name == "fashion-mnist" else None)
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -235,6 +242,7 @@ def load_bank(name: str, root: Optional[str], split: str, image_size: Optional[i
         raise ValueError(f"Unknown dataset '{name}'. Known: {', '.join(LOADERS)}.")
     if split not in ("train", "test"):
         raise ValueError(f"Unknown split '{split}': use 'train' or 'test'.")
+    root = default_root(name, root)
     if name == "imagefolder":  # decodes only the subset it keeps
         return load_imagefolder(root, split, image_size, subset)
     bank = LOADERS[name](root, split, image_size)

@@ -1,9 +1,10 @@
 """The training engine: the loop (``trainer``), run directories and resume rules (``run_dir``), the optimizer
-and schedule (``optim``) and the online kNN monitor. Everything here takes plain keyword arguments;
-``ssl_emp.build`` makes the parts from a config and ``ssl_emp.build.pretrain`` runs them."""
+and schedule (``optim``), the online kNN monitor, and stopping on a signal (``interrupt``). Everything here takes plain keyword arguments; ``ssl_emp.build`` makes the parts from a config
+and ``ssl_emp.build.pretrain`` runs them."""
 
 from ssl_emp.checkpoint import CheckpointError, load_checkpoint
+from ssl_emp.engine.interrupt import RunInterrupted
 from ssl_emp.engine.run_dir import RunDirError
 from ssl_emp.engine.trainer import PretrainResult, Pretrainer
 
-__all__ = ["CheckpointError", "load_checkpoint", "PretrainResult", "Pretrainer", "RunDirError"]
+__all__ = ["CheckpointError", "load_checkpoint", "PretrainResult", "Pretrainer", "RunDirError", "RunInterrupted"]

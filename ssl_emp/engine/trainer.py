@@ -21,14 +21,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.profiler import record_function
-from tqdm import tqdm
 
 from ssl_emp.checkpoint import FORMAT, CheckpointError, atomic_save
 from ssl_emp.data import UnreadableImageError
 from ssl_emp.device import autocast
 from ssl_emp.distributed import DistContext, Shard, restore_rng, rng_states, split_sizes
 from ssl_emp.engine.dashboard import epoch_pictures
+from ssl_emp.engine.interrupt import EpochPosition, RunInterrupted, StopSignals
 from ssl_emp.engine.optim import compute_progress
+from ssl_emp.progress import Progress, mode_for
 from ssl_emp.methods import ContrastiveMethod
 from ssl_emp.pruning import EpochPlan, Pruner, SampleStats, achieved_rate
 
@@ -76,6 +77,7 @@ class Pretrainer:
         self.cuda = device.type == "cuda"
         self.memory_format = torch.channels_last if (self.cuda and channels_last) else torch.contiguous_format
         self.epoch = self.global_step = self.samples_seen = self.skipped_steps = 0
+        self.position: Optional[EpochPosition] = None  # set while stopped inside an epoch
         self.first_nonfinite_step = torch.full((), -1, dtype=torch.long, device=device)
 
     # ------------------------------------------------------------------ state
@@ -85,7 +87,8 @@ class Pretrainer:
                 "samples_seen": self.samples_seen, "skipped_steps": self.skipped_steps, "config": self.run_config,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "pruning": self.pruner.state_dict(), "rng": rng_states(self.ctx, self.device),
-                "world_size": self.ctx.world_size, "data": self.data_info}
+                "world_size": self.ctx.world_size, "data": self.data_info,
+                "position": self.position.state_dict() if self.position is not None else None}
 
     def load_state_dict(self, ckpt: dict) -> None:
         try:
@@ -101,6 +104,7 @@ class Pretrainer:
         self.pruner.load_state_dict(ckpt["pruning"])
         self.epoch, self.global_step, self.samples_seen = ckpt["epoch"], ckpt["global_step"], ckpt["samples_seen"]
         self.skipped_steps = ckpt.get("skipped_steps", 0)
+        self.position = EpochPosition.from_state(ckpt.get("position"), self.device)
         restore_rng(ckpt["rng"], ckpt.get("world_size", 1), self.ctx, self.device, reseed=self.seed + self.epoch)
 
     def save_checkpoint(self) -> Path:
@@ -109,7 +113,7 @@ class Pretrainer:
         state, last = self.state_dict(), folder / "last.pt"
         if self.ctx.is_main:
             atomic_save(state, last)
-            if self.epoch % self.checkpoint_every == 0:  # a kept copy per interval, should last.pt be damaged
+            if self.epoch % self.checkpoint_every == 0 and self.position is None:  # a kept copy per interval
                 atomic_save(state, folder / f"epoch_{self.epoch:04d}.pt")
         return last
 
@@ -175,74 +179,103 @@ class Pretrainer:
         by_compute = compute_progress(self.epochs, self.samples_seen, self.planned_forwards, self.max_forwards)
         return self.epoch + epoch_fraction if by_compute is None else by_compute
 
-    def train_epoch(self, plan: EpochPlan, bar: Optional[tqdm] = None, tracker=None) -> tuple[torch.Tensor, int]:
-        """Train on one epoch's plan; returns the summed per-sample loss (on the device) and the samples it sums."""
+    def train_epoch(self, plan: EpochPlan, progress: Optional[Progress] = None, tracker=None,
+                    stop: Optional[StopSignals] = None, position: Optional[EpochPosition] = None) -> EpochPosition:
+        """Train on one epoch's plan, from ``position`` (a run resumed inside the epoch) on; returns how far it
+        got (all its steps, unless ``stop`` asked to stop) with the summed per-sample loss (on the device) and
+        the samples it sums."""
         # Near-equal batches close to batch_size: a pruned epoch's remainder would otherwise be a
         # tail batch of a few samples taking a full-size step, which derails contrastive training.
         num_batches = max(1, round(len(plan) / self.batch_size))
         batches = plan.indices.to(self.device).tensor_split(num_batches)
         shards = [self._shard(len(b)) for b in batches]
         local = [b if s is None else b[s.local] for b, s in zip(batches, shards)]
-        loss_sum, trained = torch.zeros((), device=self.device), 0
-        for b, (indices, images) in enumerate(self.source.batches(local)):
+        first = position.steps_done if position is not None else 0
+        loss_sum = position.loss_sum if position is not None else torch.zeros((), device=self.device)
+        trained = position.trained if position is not None else 0
+        if progress is not None:
+            progress.start(self.epoch + 1, num_batches)
+        for b, (indices, images) in enumerate(self.source.batches(local[first:]), first):
             lr = self.schedule(self.progress(b / num_batches))
             stats = self.train_step(indices, images, shards[b], batches[b], lr)
             self.global_step += 1
             self.samples_seen += len(batches[b]) if stats is None else len(stats.loss)
-            if bar is not None:
-                bar.update(len(batches[b]))
-            if stats is None:  # a non-finite step skipped (train.nonfinite=skip)
-                continue
-            loss = stats.loss.detach()
-            trained += loss.numel()
-            step_sum = loss.sum()
-            loss_sum += step_sum  # stays on the device: no per-step sync
-            # Remember the first step whose loss went non-finite, still without a sync, to name it later.
-            first_bad = (~torch.isfinite(step_sum)) & (self.first_nonfinite_step < 0)
-            self.first_nonfinite_step = torch.where(first_bad, self.global_step, self.first_nonfinite_step)
-            if tracker is not None and self.global_step % self.log_every == 0:
-                step_loss = loss.mean().item()
-                if bar is not None:
-                    bar.set_postfix(epoch=self.epoch + 1, loss=f"{step_loss:.4f}", lr=f"{lr:.3g}")
-                tracker.log({"train/loss": step_loss, "train/lr": lr}, step=self.global_step)
-        return loss_sum, trained
+            step_loss, postfix = None, {}
+            if stats is not None:  # else a non-finite step skipped (train.nonfinite=skip)
+                loss = stats.loss.detach()
+                trained += loss.numel()
+                step_sum = loss.sum()
+                loss_sum += step_sum  # stays on the device: no per-step sync
+                step_loss = step_sum / loss.numel()
+                # Remember the first step whose loss went non-finite, still without a sync, to name it later.
+                first_bad = (~torch.isfinite(step_sum)) & (self.first_nonfinite_step < 0)
+                self.first_nonfinite_step = torch.where(first_bad, self.global_step, self.first_nonfinite_step)
+                if tracker is not None and self.global_step % self.log_every == 0:
+                    step_loss = step_loss.item()
+                    postfix = {"loss": f"{step_loss:.4f}", "lr": f"{lr:.3g}"}
+                    tracker.log({"train/loss": step_loss, "train/lr": lr}, step=self.global_step)
+            if progress is not None:
+                progress.step(b + 1, len(batches[b]), step_loss, postfix)
+            signum = stop.requested() if stop is not None else 0
+            if signum:
+                return EpochPosition(b + 1, plan, loss_sum, trained, num_batches, signum)
+        return EpochPosition(num_batches, plan, loss_sum, trained, num_batches)
+
+    def _interrupted(self, signum: int, reached: Optional[EpochPosition] = None) -> RunInterrupted:
+        """Save where the run stopped (inside an epoch: ``reached``) and say how to go on."""
+        self.position = reached
+        self.save_checkpoint()
+        return RunInterrupted(signum, self.epoch + (reached is not None), self.global_step, self.run_dir,
+                              self.ctx.is_main)
 
     def run(self, tracker, show_progress: Optional[bool] = None) -> PretrainResult:
+        """Train to the end; SIGINT or SIGTERM stop it after the current step, saved, with :class:`RunInterrupted`."""
+        with StopSignals(self.ctx) as stop:
+            return self._run(tracker, show_progress, stop)
+
+    def _run(self, tracker, show_progress: Optional[bool], stop: StopSignals) -> PretrainResult:
         epochs, num_samples = self.epochs, len(self.source)
         history: list[dict] = []
         started, images_trained, last_epoch_loss = time.perf_counter(), 0, float("nan")
         checkpoint = self.run_dir / "checkpoints" / "last.pt"
         expected_forwards = min(self.planned_forwards or epochs * num_samples, self.max_forwards or epochs * num_samples)
-        quiet = not self.ctx.is_main or show_progress is False
-        bar = tqdm(total=expected_forwards, initial=min(self.samples_seen, expected_forwards), unit="img",
-                   unit_scale=True, dynamic_ncols=True, disable=True if quiet else None)
+        progress = Progress("epoch", epochs, expected_forwards, self.samples_seen,
+                            mode=mode_for(show_progress) if self.ctx.is_main else "off")
+        position, self.position = self.position, None
         self.model.train()
         while self.epoch < epochs:
-            epoch_start = time.perf_counter()
-            plan = self.pruner.plan(self.epoch)
-            if self.max_forwards is not None:  # the compute budget may end within this epoch
-                plan = plan.head(self.max_forwards - self.samples_seen)
+            epoch_start, seen_before = time.perf_counter(), self.samples_seen
+            if position is not None:  # resumed inside this epoch: its saved plan, from the saved step
+                plan = self.pruner.use_plan(self.epoch, position.plan)
+            else:
+                plan = self.pruner.plan(self.epoch)
+                if self.max_forwards is not None:  # the compute budget may end within this epoch
+                    plan = plan.head(self.max_forwards - self.samples_seen)
             try:
-                loss_sum, trained = self.train_epoch(plan, bar, tracker)
+                reached = self.train_epoch(plan, progress, tracker, stop, position)
             except UnreadableImageError as exc:
-                bar.close()
+                progress.close()
                 kept = (f"its last checkpoint ({checkpoint}) is intact" if checkpoint.is_file()
                         else "no checkpoint had been written yet")
                 raise UnreadableImageError(
                     f"{exc}. The run stopped in epoch {self.epoch + 1}; {kept}. Remove or replace the file, or set "
                     "data.skip_unreadable=true to skip such files (they are counted as data/unreadable_files)."
                 ) from None
+            position = None
+            if reached.signum and reached.inside:
+                progress.close()
+                raise self._interrupted(reached.signum, reached)
             if self.cuda:
                 torch.cuda.synchronize()
             epoch_seconds = time.perf_counter() - epoch_start
-            last_epoch_loss = (loss_sum / max(trained, 1)).item()
-            images_trained += len(plan)
+            last_epoch_loss = (reached.loss_sum / max(reached.trained, 1)).item()
+            images_trained += self.samples_seen - seen_before
             self.epoch += 1
             finished = self.epoch == epochs or (self.max_forwards is not None and self.samples_seen >= self.max_forwards)
             record: dict[str, Any] = {
                 "epoch": self.epoch, "train/epoch_loss": last_epoch_loss, "train/epoch_seconds": epoch_seconds,
-                "train/images_per_second": len(plan) / epoch_seconds, "train/samples_seen": self.samples_seen,
-                "train/lr": self.schedule(self.progress()),
+                "train/images_per_second": (self.samples_seen - seen_before) / epoch_seconds,
+                "train/samples_seen": self.samples_seen, "train/lr": self.schedule(self.progress()),
                 **self.pruner.epoch_metrics(plan, self.epoch, self.samples_seen)}
             if self.monitor is not None and self.monitor.due(self.epoch, finished) and math.isfinite(last_epoch_loss):
                 record.update(self.monitor(self.model.backbone))
@@ -254,7 +287,7 @@ class Pretrainer:
             tracker.log(record, step=self.global_step)
             tracker.epoch_pictures(self.epoch, finished, lambda: epoch_pictures(self), step=self.global_step)
             if not math.isfinite(last_epoch_loss):
-                bar.close()
+                progress.close()
                 raise FloatingPointError(
                     f"The training loss became {last_epoch_loss} at step {int(self.first_nonfinite_step)} (epoch "
                     f"{self.epoch}); the run stopped without saving, so the last good checkpoint is {checkpoint}. "
@@ -263,14 +296,16 @@ class Pretrainer:
             saving = self.epoch % self.checkpoint_every == 0 or finished
             if saving:
                 checkpoint = self.save_checkpoint()
-            if (saving or "monitor/knn_top1" in record) and self.ctx.is_main:
-                knn = f"  kNN top-1 {record['monitor/knn_top1']:.4f}" if "monitor/knn_top1" in record else ""
-                saved = f"  checkpoint {checkpoint}" if saving else ""
-                bar.write(f"epoch {self.epoch}/{epochs}  loss {last_epoch_loss:.4f}{knn}  "
-                          f"{record['train/images_per_second']:.0f} img/s  kept {len(plan)}/{num_samples}{saved}")
+            knn = f"  kNN top-1 {record['monitor/knn_top1']:.4f}" if "monitor/knn_top1" in record else ""
+            progress.line(f"epoch {self.epoch}/{epochs}  loss {last_epoch_loss:.4f}{knn}  "
+                          f"{record['train/images_per_second']:.0f} img/s  kept {len(plan)}/{num_samples}"
+                          + (f"  checkpoint {checkpoint}" if saving else ""), always=saving or bool(knn))
             if finished:
                 break
-        bar.close()
+            if reached.signum:  # asked at the epoch's last step: the epoch is done, and saved here
+                progress.close()
+                raise self._interrupted(reached.signum)
+        progress.close()
         seconds = time.perf_counter() - started
         return PretrainResult(
             run_dir=self.run_dir, checkpoint=checkpoint, epochs_done=self.epoch, global_step=self.global_step,

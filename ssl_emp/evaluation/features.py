@@ -7,22 +7,30 @@ from typing import Optional
 import torch
 import torchvision.transforms.v2.functional as TF
 from torch import nn
-from tqdm import tqdm
 
-from ssl_emp.data import ImageBank, load_bank
+from ssl_emp.data import DEFAULT_ROOT, ImageBank, load_bank
 from ssl_emp.device import autocast
+from ssl_emp.progress import Progress
 
 
 @torch.no_grad()
 def extract_features(backbone: nn.Module, normalize: nn.Module, bank: ImageBank, device: torch.device,
-                     batch_size: int = 512, desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
-    """``(features [N, D] float32, labels [N])`` on ``device``, backbone in eval mode."""
+                     batch_size: int = 512, desc: str = "features",
+                     progress: str = "off") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(features [N, D] float32, labels [N])`` on ``device``, backbone in eval mode; ``progress`` is a
+    :class:`~ssl_emp.progress.Progress` mode (off, auto, bar, lines)."""
     backbone.eval()
     chunks = []
-    for start in tqdm(range(0, len(bank), batch_size), desc=desc, unit="batch", leave=False, disable=None):
+    starts = range(0, len(bank), batch_size)
+    shown = Progress(desc, 1, len(bank), mode=progress, every_seconds=30, unit_lines=False)
+    shown.start(1, len(starts))
+    for step, start in enumerate(starts, 1):
         images = bank.batch(torch.arange(start, min(start + batch_size, len(bank)), device=bank.device)).to(device)
         with autocast(device):
             chunks.append(backbone(normalize(images)).float())
+        shown.step(step, len(images))
+    shown.close()
+    shown.line(f"{desc}: {len(bank)} images")
     return torch.cat(chunks), bank.labels.to(device)
 
 
@@ -51,8 +59,8 @@ def load_eval_banks(pretraining_data: dict, data_info: dict, root: Optional[str]
     pretrained_on = pretraining_data["name"]
     transfer = dataset is not None and dataset != pretrained_on
     name = dataset if transfer else pretrained_on
-    # A transfer target has no root in the pretraining config; "data" is where the recipes keep datasets.
-    root = root or (pretraining_data.get("root") if not transfer or pretraining_data.get("root") else "data")
+    # A transfer target has no root in the pretraining config: look where the recipes keep datasets.
+    root = root or (pretraining_data.get("root") if not transfer or pretraining_data.get("root") else DEFAULT_ROOT)
     size = None if transfer else (data_info["image_size"] if pretraining_data.get("image_size") is not None else None)
     train = load_bank(name, root, "train", size, train_subset)
     test = load_bank(name, root, "test", size, test_subset)

@@ -59,15 +59,16 @@ class FrozenFeatures:
 
 def frozen_features(checkpoint: str, device: torch.device, *, random_init: bool = False, seed: int = 0,
                     data_root: Optional[str] = None, train_subset: Optional[int] = None,
-                    dataset: Optional[str] = None) -> FrozenFeatures:
+                    dataset: Optional[str] = None, batch_size: int = 512, progress: str = "off") -> FrozenFeatures:
     """Load a checkpoint's backbone (or a random one like it) and extract train and test features once, on its
-    pretraining dataset or on ``dataset``."""
+    pretraining dataset or on ``dataset``, ``batch_size`` images a forward (``progress``: a
+    :class:`~ssl_emp.progress.Progress` mode)."""
     pretrained = load_pretrained(checkpoint, device, random_init=random_init, seed=seed)
     train_bank, test_bank, adapted = load_eval_banks(pretrained.config["data"], pretrained.data_info, data_root,
                                                      train_subset, dataset=dataset)
-    train_x, train_y = extract_features(pretrained.backbone, pretrained.normalize, train_bank, device,
-                                        desc="train features")
-    test_x, test_y = extract_features(pretrained.backbone, pretrained.normalize, test_bank, device,
-                                      desc="test features")
+    train_x, train_y = extract_features(pretrained.backbone, pretrained.normalize, train_bank, device, batch_size,
+                                        desc="train features", progress=progress)
+    test_x, test_y = extract_features(pretrained.backbone, pretrained.normalize, test_bank, device, batch_size,
+                                      desc="test features", progress=progress)
     return FrozenFeatures(pretrained, dataset or pretrained.config["data"]["name"], adapted, train_bank.num_classes,
                           train_x, train_y, test_x, test_y)

@@ -133,11 +133,16 @@ class Pruner:
             plan = self.selector.select(table, self.skip_fraction(epoch), generator)
         else:
             plan = EpochPlan(torch.arange(self.num_samples))
+        return self.use_plan(epoch, plan.shuffled(generator))
+
+    def use_plan(self, epoch: int, plan: EpochPlan) -> EpochPlan:
+        """Make ``plan`` epoch ``epoch``'s current plan (:meth:`plan` does; a run resumed within an epoch passes
+        the plan it saved, as the table it was built from has changed since)."""
         self.epoch = epoch
         self._weights.fill_(1.0)
         if plan.weights is not None:
             self._weights[plan.indices.to(self._weights.device)] = plan.weights.to(self._weights.device)
-        return plan.shuffled(generator)
+        return plan
 
     def sampler(self, num_replicas: Optional[int] = None, rank: Optional[int] = None):
         """A DataLoader sampler yielding each epoch's plan (this rank's share of it under DDP)."""
