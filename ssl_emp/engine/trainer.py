@@ -29,7 +29,7 @@ from ssl_emp.device import autocast
 from ssl_emp.distributed import DistContext, Shard, restore_rng, rng_states, split_sizes
 from ssl_emp.engine.optim import compute_progress
 from ssl_emp.methods import ContrastiveMethod
-from ssl_emp.pruning import EpochPlan, Pruner, SampleStats, achieved_rate
+from ssl_emp.pruning import EpochPlan, Pruner, SampleStats, achieved_rate, near_equal_batches
 
 
 @dataclass
@@ -176,10 +176,8 @@ class Pretrainer:
 
     def train_epoch(self, plan: EpochPlan, bar: Optional[tqdm] = None, tracker=None) -> tuple[torch.Tensor, int]:
         """Train on one epoch's plan; returns the summed per-sample loss (on the device) and the samples it sums."""
-        # Near-equal batches close to batch_size: a pruned epoch's remainder would otherwise be a
-        # tail batch of a few samples taking a full-size step, which derails contrastive training.
-        num_batches = max(1, round(len(plan) / self.batch_size))
-        batches = plan.indices.to(self.device).tensor_split(num_batches)
+        batches = near_equal_batches(plan.indices.to(self.device), self.batch_size)
+        num_batches = len(batches)
         shards = [self._shard(len(b)) for b in batches]
         local = [b if s is None else b[s.local] for b, s in zip(batches, shards)]
         loss_sum, trained = torch.zeros((), device=self.device), 0
