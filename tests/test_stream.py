@@ -30,12 +30,12 @@ def folder(tmp_path_factory):
     return root
 
 
-def _cfg(folder, tmp_path, name, *extra):
+def _cfg(folder, tmp_path, name, *extra, pruning=("pruning.rate=0.3", "pruning.anneal=0")):
     return load_pretrain_config("configs/default.yaml", [
         "data.name=imagefolder", f"data.root={folder}", "data.image_size=16", "model.width=8",
         "model.proj_hidden_dim=32", "model.proj_output_dim=16", "train.batch_size=100", "train.epochs=3",
-        "train.checkpoint_every=1", "tracking.wandb=disabled", "monitor.every=0", "pruning.rate=0.3",
-        "pruning.anneal=0", f"run.out_dir={tmp_path}", f"run.name={name}", *extra])
+        "train.checkpoint_every=1", "tracking.wandb=disabled", "monitor.every=0", *pruning,
+        f"run.out_dir={tmp_path}", f"run.name={name}", *extra])
 
 
 def test_stream_reads_what_the_in_memory_loader_reads(folder):
@@ -92,14 +92,16 @@ def test_skipping_unreadable_files_counts_them_and_trains_the_rest(folder, tmp_p
     shutil.copytree(folder, copy)
     next((copy / "train" / "5").glob("*.png")).write_bytes(b"")
     result = pretrain(_cfg(copy, tmp_path, "skip", "data.in_memory=false", "data.workers=1",
-                           "data.skip_unreadable=true"), show_progress=False)
+                           "data.skip_unreadable=true", pruning=()), show_progress=False)
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     counts = [r["data/unreadable_files"] for r in records if "data/unreadable_files" in r]
     assert counts and counts[-1] == 1
-    planned = sum(r["pruning/epoch_kept"] for r in result.history)
     visits = load_checkpoint(result.checkpoint)["pruning"]["table"]["visits"]
-    # Every planned forward trained, except the broken file's own (once per epoch it was planned).
-    assert 0 < planned - result.sample_forwards <= 3 and int(visits.sum()) == result.sample_forwards
+    # Every planned forward trained, except the broken file's own, once per epoch (nothing is pruned)...
+    assert result.full_data_forwards - result.sample_forwards == result.unreadable_skips == 3
+    assert int(visits.sum()) == result.sample_forwards and records[-1]["data/unreadable_skips"] == 3
+    # ... and those skips are not pruning: at rate 0 the achieved rate is 0 (it read 0.005 here).
+    assert result.achieved_rate == 0 and all(r["pruning/achieved_rate"] == 0 for r in result.history)
 
 
 def test_streaming_is_refused_where_it_cannot_apply(folder, tmp_path):

@@ -46,6 +46,7 @@ class PretrainResult:
     sample_forwards: int
     full_data_forwards: int
     skipped_steps: int = 0  # non-finite steps skipped (train.nonfinite=skip)
+    unreadable_skips: int = 0  # planned samples not trained because their file was unreadable: not pruning
     is_main: bool = True  # False on DDP ranks other than 0, which print nothing
     history: list[dict] = field(default_factory=list)
 
@@ -74,14 +75,15 @@ class Pretrainer:
         self.run_config, self.data_info = run_config or {}, data_info or {}
         self.cuda = device.type == "cuda"
         self.memory_format = torch.channels_last if (self.cuda and channels_last) else torch.contiguous_format
-        self.epoch = self.global_step = self.samples_seen = self.skipped_steps = 0
+        self.epoch = self.global_step = self.samples_seen = self.skipped_steps = self.unreadable_skips = 0
         self.first_nonfinite_step = torch.full((), -1, dtype=torch.long, device=device)
 
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict:
         return {"format": FORMAT, "epoch": self.epoch, "global_step": self.global_step,
-                "samples_seen": self.samples_seen, "skipped_steps": self.skipped_steps, "config": self.run_config,
+                "samples_seen": self.samples_seen, "skipped_steps": self.skipped_steps,
+                "unreadable_skips": self.unreadable_skips, "config": self.run_config,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "pruning": self.pruner.state_dict(), "rng": rng_states(self.ctx, self.device),
                 "world_size": self.ctx.world_size, "data": self.data_info}
@@ -99,7 +101,7 @@ class Pretrainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.pruner.load_state_dict(ckpt["pruning"])
         self.epoch, self.global_step, self.samples_seen = ckpt["epoch"], ckpt["global_step"], ckpt["samples_seen"]
-        self.skipped_steps = ckpt.get("skipped_steps", 0)
+        self.skipped_steps, self.unreadable_skips = ckpt.get("skipped_steps", 0), ckpt.get("unreadable_skips", 0)
         restore_rng(ckpt["rng"], ckpt.get("world_size", 1), self.ctx, self.device, reseed=self.seed + self.epoch)
 
     def save_checkpoint(self) -> Path:
@@ -186,6 +188,7 @@ class Pretrainer:
             stats = self.train_step(indices, images, shards[b], batches[b], lr)
             self.global_step += 1
             self.samples_seen += len(batches[b]) if stats is None else len(stats.loss)
+            self.unreadable_skips += 0 if stats is None else len(batches[b]) - len(stats.loss)
             if bar is not None:
                 bar.update(len(batches[b]))
             if stats is None:  # a non-finite step skipped (train.nonfinite=skip)
@@ -240,13 +243,14 @@ class Pretrainer:
                 "epoch": self.epoch, "train/epoch_loss": last_epoch_loss, "train/epoch_seconds": epoch_seconds,
                 "train/images_per_second": len(plan) / epoch_seconds, "train/samples_seen": self.samples_seen,
                 "train/lr": self.schedule(self.progress()),
-                **self.pruner.epoch_metrics(plan, self.epoch, self.samples_seen)}
+                **self.pruner.epoch_metrics(plan, self.epoch, self.samples_seen, self.unreadable_skips)}
             if self.monitor is not None and self.monitor.due(self.epoch, finished) and math.isfinite(last_epoch_loss):
                 record.update(self.monitor(self.model.backbone))
             if self.skipped_steps:
                 record["train/skipped_steps"] = self.skipped_steps
             if self.source.drops_unreadable:
                 record["data/unreadable_files"] = self.source.unreadable_count()
+                record["data/unreadable_skips"] = self.unreadable_skips
             history.append(record)
             tracker.log(record, step=self.global_step)
             if not math.isfinite(last_epoch_loss):
@@ -273,6 +277,6 @@ class Pretrainer:
             final_loss=last_epoch_loss, seconds=seconds,
             images_per_second=images_trained / seconds if seconds > 0 else float("nan"),
             requested_rate=self.pruner.requested_rate,
-            achieved_rate=achieved_rate(self.samples_seen, self.epoch * num_samples),
+            achieved_rate=achieved_rate(self.samples_seen + self.unreadable_skips, self.epoch * num_samples),
             sample_forwards=self.samples_seen, full_data_forwards=self.epoch * num_samples,
-            skipped_steps=self.skipped_steps, is_main=self.ctx.is_main, history=history)
+            skipped_steps=self.skipped_steps, unreadable_skips=self.unreadable_skips, is_main=self.ctx.is_main, history=history)

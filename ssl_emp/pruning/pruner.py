@@ -212,13 +212,16 @@ class Pruner:
         loss = self.table.last_loss(torch.arange(self.num_samples, device=memory.device))
         return spearman(loss[visited].cpu(), memory[visited].cpu())
 
-    def epoch_metrics(self, plan: EpochPlan, epochs_done: int, sample_forwards: int) -> dict:
-        """Rate requested vs achieved, visit evenness and score spread; one host sync per epoch."""
+    def epoch_metrics(self, plan: EpochPlan, epochs_done: int, sample_forwards: int,
+                      unplanned_skips: int = 0) -> dict:
+        """Rate requested vs achieved, visit evenness and score spread; one host sync per epoch. The achieved rate
+        is what the plans skipped: ``unplanned_skips`` planned samples that could not be trained (unreadable
+        files) are not pruning."""
         full_forwards = epochs_done * self.num_samples
         visits = self.table.visits.cpu()
         metrics = {
             "pruning/requested_rate": self.requested_rate,
-            "pruning/achieved_rate": achieved_rate(sample_forwards, full_forwards),
+            "pruning/achieved_rate": achieved_rate(sample_forwards + unplanned_skips, full_forwards),
             "pruning/epoch_kept": len(plan),
             "pruning/epoch_kept_fraction": len(plan) / self.num_samples,
             "pruning/sample_forwards": sample_forwards,
