@@ -165,3 +165,54 @@ def test_two_ranks_stream_their_shards_and_keep_identical_tables(folder, tmp_pat
     # Each rank decoded only its shards: together, exactly the planned forwards, about half each.
     assert len(r0["read"]) + len(r1["read"]) == r0["forwards"]
     assert abs(len(r0["read"]) - len(r1["read"])) <= 6
+
+
+def _unlabelled(root, layout):
+    """The digits as an unlabelled folder of JPEG and PNG files: flat (root/*.jpg|png), nested without classes
+    (root/<year>/<month>/...), or flat under train/; with a hidden file and a text file that are not images."""
+    from sklearn.datasets import load_digits
+
+    for i, image in enumerate(load_digits().images[:120]):
+        where = {"flat": root, "nested": root / f"20{20 + i % 3}" / f"{i % 2:02d}", "train": root / "train"}[layout]
+        where.mkdir(parents=True, exist_ok=True)
+        picture = Image.fromarray((image * 255 / 16).astype("uint8")).resize((24, 24)).convert("RGB")
+        picture.save(where / (f"{i:04d}.JPG" if i % 2 else f"{i:04d}.png"))
+    (root / "notes.txt").write_text("not an image")
+    Image.new("RGB", (8, 8)).save(root / ".thumbnail.png")
+    return root
+
+
+@pytest.mark.parametrize("layout", ["flat", "nested", "train"])
+def test_an_unlabelled_folder_loads_in_memory_and_streamed(layout, tmp_path):
+    from ssl_emp.data import load_bank
+
+    root = _unlabelled(tmp_path / layout, layout)
+    bank = load_bank("imagefolder", str(root), "train", 16)
+    stream = ImageFolderStream(str(root), 16)
+    assert len(bank) == len(stream) == 120 and bank.num_classes == stream.num_classes == 0
+    assert (bank.labels == -1).all() and (stream.labels == -1).all()
+    for i in (0, 1, 119):  # PNG and JPEG files alike, in the same order
+        assert torch.equal(stream[i][1], bank.images[i])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("streamed", [False, True])
+def test_pretraining_on_an_unlabelled_folder_runs_and_evaluation_says_it_needs_labels(streamed, tmp_path):
+    from eval.linear_probe import main as probe_main
+
+    root = _unlabelled(tmp_path / "photos", "nested")
+    extra = ["data.in_memory=false", "data.workers=1"] if streamed else []
+    result = pretrain(_cfg(root, tmp_path, "unlabelled", "train.batch_size=32", *extra), show_progress=False)
+    assert result.epochs_done == 3 and result.achieved_rate == pytest.approx(0.3, abs=0.01)
+    assert load_checkpoint(result.checkpoint)["data"]["num_classes"] == 0
+
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert probe_main(["--checkpoint", str(result.run_dir)]) == 2
+    assert err.getvalue().startswith("error: Evaluation needs labelled images") and err.getvalue().count("\n") == 1
+    with pytest.raises(ValueError, match="Evaluation needs labelled images.*monitor.every=0"):
+        pretrain(_cfg(root, tmp_path, "monitored", "train.batch_size=32", "monitor.every=1", *extra[:1],
+                      "monitor.train_subset=50", "monitor.test_subset=50"), show_progress=False)
