@@ -4,8 +4,8 @@
 
 The module owns a ``Pruner``: its DataLoader takes ``pruner.batch_sampler(batch_size)``, each epoch's plan in
 near-equal batches (Lightning calls ``set_epoch`` on it each epoch; ``use_distributed_sampler=False`` keeps
-Lightning from swapping in its own, and the batch sampler shards across DDP ranks itself) and ``training_step`` returns ``pruner.step(...)``. A small callback logs
-what pruning saved.
+Lightning from swapping in its own, and the batch sampler shards across DDP ranks itself) and
+``training_step`` returns ``pruner.step(...)``. A small callback logs what pruning saved.
 """
 
 from __future__ import annotations

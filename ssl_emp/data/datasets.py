@@ -244,7 +244,8 @@ def image_folder(root: Optional[str], split: str, image_size: Optional[int]) -> 
 def load_imagefolder(root: Optional[str], split: str, image_size: Optional[int] = None,
                      subset: Optional[int] = None) -> ImageBank:
     """``root/train/<class>/*`` (and ``root/val`` or ``root/test``), or an unlabelled folder of images (labels -1;
-    see :func:`image_folder`), resized (shorter side) and centre-cropped at load. Only the ``subset`` is decoded. For folders that do not fit in memory: ``data.in_memory=false``."""
+    see :func:`image_folder`), resized (shorter side) and centre-cropped at load. Only the ``subset`` is decoded.
+    For folders that do not fit in memory: ``data.in_memory=false``."""
     from tqdm import tqdm
 
     ds = image_folder(root, split, image_size)

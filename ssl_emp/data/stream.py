@@ -19,8 +19,9 @@ from ssl_emp.data.datasets import UnreadableImageError, decode_square, image_fol
 
 
 class ImageFolderStream(Dataset):
-    """``root/train/<class>/*`` or an unlabelled folder of images (labels -1), decoded on demand; ``stream[i]`` is ``(i, uint8 [3, S, S])``, or ``(i, None)``
-    for an unreadable file when ``skip_unreadable`` (otherwise that raises, naming the file)."""
+    """``root/train/<class>/*`` or an unlabelled folder of images (labels -1), decoded on demand; ``stream[i]``
+    is ``(i, uint8 [3, S, S])``, or ``(i, None)`` for an unreadable file when ``skip_unreadable`` (otherwise
+    that raises, naming the file)."""
 
     channels = 3
     name = "imagefolder"

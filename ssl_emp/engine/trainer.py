@@ -279,4 +279,5 @@ class Pretrainer:
             requested_rate=self.pruner.requested_rate,
             achieved_rate=achieved_rate(self.samples_seen + self.unreadable_skips, self.epoch * num_samples),
             sample_forwards=self.samples_seen, full_data_forwards=self.epoch * num_samples,
-            skipped_steps=self.skipped_steps, unreadable_skips=self.unreadable_skips, is_main=self.ctx.is_main, history=history)
+            skipped_steps=self.skipped_steps, unreadable_skips=self.unreadable_skips, is_main=self.ctx.is_main,
+            history=history)

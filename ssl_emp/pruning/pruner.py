@@ -37,8 +37,9 @@ class Pruner:
     ``Pruner(len(dataset), epochs, rate=0.7)`` prunes with the recommended method; name ``scorer`` and
     ``selector`` (and any of :class:`PruningSettings`' fields) to choose another. In a loop:
     ``batch_sampler(batch_size)`` gives the DataLoader each epoch's plan in near-equal batches and
-    ``step(indices, per_sample_loss)`` records a step and returns the loss to back-propagate. A loop that batches plans itself calls ``plan(epoch)``
-    and ``observe(indices, stats, epoch)`` instead (our trainer does: it shards global batches unevenly).
+    ``step(indices, per_sample_loss)`` records a step and returns the loss to back-propagate. A loop that
+    batches plans itself calls ``plan(epoch)`` and ``observe(indices, stats, epoch)`` instead (our trainer
+    does: it shards global batches unevenly).
     """
 
     def __init__(self, num_samples: int, epochs: int, *, rate: float = 0.0, scorer: Optional[str] = None,
@@ -213,15 +214,15 @@ class Pruner:
         return spearman(loss[visited].cpu(), memory[visited].cpu())
 
     def epoch_metrics(self, plan: EpochPlan, epochs_done: int, sample_forwards: int,
-                      unplanned_skips: int = 0) -> dict:
+                      unreadable_skips: int = 0) -> dict:
         """Rate requested vs achieved, visit evenness and score spread; one host sync per epoch. The achieved rate
-        is what the plans skipped: ``unplanned_skips`` planned samples that could not be trained (unreadable
-        files) are not pruning."""
+        is what the plans skipped: ``unreadable_skips``, planned samples whose files could not be read, are not
+        pruning."""
         full_forwards = epochs_done * self.num_samples
         visits = self.table.visits.cpu()
         metrics = {
             "pruning/requested_rate": self.requested_rate,
-            "pruning/achieved_rate": achieved_rate(sample_forwards + unplanned_skips, full_forwards),
+            "pruning/achieved_rate": achieved_rate(sample_forwards + unreadable_skips, full_forwards),
             "pruning/epoch_kept": len(plan),
             "pruning/epoch_kept_fraction": len(plan) / self.num_samples,
             "pruning/sample_forwards": sample_forwards,
