@@ -106,7 +106,7 @@ class Pruner:
         if self.active and not self.published_rule:
             kept = budget(self.num_samples, self.cfg.rate)
             if batch_size > kept:
-                highest = math.floor(1000 * (self.num_samples - batch_size) / self.num_samples)
+                highest = min(999, math.floor(1000 * (self.num_samples - batch_size) / self.num_samples) + 2)
                 while highest > 0 and budget(self.num_samples, highest / 1000) < batch_size:
                     highest -= 1
                 raise ValueError(f"a batch of {batch_size} is larger than the {kept} samples left per epoch at "
