@@ -19,7 +19,7 @@ def example_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--data", default="digits", choices=["digits", "fashion-mnist"])
     parser.add_argument("--root", default="data")
     parser.add_argument("--rate", type=float, default=0.5)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--workers", type=int, default=2)
     return parser
 

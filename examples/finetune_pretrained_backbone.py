@@ -1,9 +1,9 @@
-"""Fine-tune an ssl_emp backbone in plain PyTorch.
+"""Fine-tune an ssl_emp backbone pretrained on digits, in plain PyTorch.
 
-    python examples/finetune_pretrained_backbone.py runs/moco-emp50   # a run dir, checkpoint or exported .pt
+    python examples/finetune_pretrained_backbone.py RUN [--epochs 20]   # a run dir, checkpoint or exported .pt
 """
 
-import sys
+import argparse
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +12,12 @@ from torch import nn
 import ssl_emp
 from ssl_emp.data import load_bank
 
-backbone = ssl_emp.load_backbone(sys.argv[1])  # a torchvision ResNet (fc removed) or the small CNN, eval mode
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("checkpoint", help="a run directory, a checkpoint or an exported backbone (.pt)")
+parser.add_argument("--epochs", type=int, default=20)
+args = parser.parse_args()
+
+backbone = ssl_emp.load_backbone(args.checkpoint)  # a torchvision ResNet (fc removed) or the small CNN, eval mode
 train, test = load_bank("digits", None, "train"), load_bank("digits", None, "test")
 mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in train.channel_stats())
 with torch.no_grad():
@@ -21,7 +26,7 @@ model = nn.Sequential(backbone, nn.Linear(feature_dim, train.num_classes)).train
 
 optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
 torch.manual_seed(0)
-for epoch in range(int(sys.argv[2]) if len(sys.argv) > 2 else 20):
+for epoch in range(args.epochs):
     for idx in torch.randperm(len(train)).split(128):
         loss = F.cross_entropy(model((train.batch(idx) - mean) / std), train.labels[idx])
         optimizer.zero_grad()

@@ -1,14 +1,16 @@
 """Dynamic data pruning in a PyTorch Lightning SimCLR module (how lightly's users train).
 
-    .venv/bin/python examples/prune_lightning.py [--data fashion-mnist|digits] [--rate 0.5] [--epochs 10]
+    .venv/bin/python examples/prune_lightning.py [--data fashion-mnist|digits] [--rate 0.5] [--epochs 6]
 
-The module owns a ``Pruner``: its DataLoader takes ``pruner.sampler()`` (Lightning calls ``set_epoch`` on
-it each epoch; ``use_distributed_sampler=False`` keeps Lightning from swapping in its own, and the sampler
-shards across DDP ranks itself) and ``training_step`` returns ``pruner.step(...)``. A small callback logs
-what pruning saved.
+The module owns a ``Pruner``: its DataLoader takes ``pruner.batch_sampler(batch_size)``, each epoch's plan in
+near-equal batches (Lightning calls ``set_epoch`` on it each epoch; ``use_distributed_sampler=False`` keeps
+Lightning from swapping in its own, and the batch sampler shards across DDP ranks itself) and
+``training_step`` returns ``pruner.step(...)``. A small callback logs what pruning saved.
 """
 
 from __future__ import annotations
+
+import sys
 
 import pytorch_lightning as pl
 import torch
@@ -27,13 +29,12 @@ class PrunedSimCLR(pl.LightningModule):
         self.backbone, feature_dim = small_backbone()
         self.head = SimCLRProjectionHead(feature_dim, 128, 32)
         self.pruner = Pruner(len(dataset), epochs, rate=rate)
-        self.sampler = self.pruner.sampler()
+        self.batches = self.pruner.batch_sampler(batch_size)
 
     def train_dataloader(self):
         # Rebuilt each epoch (reload_dataloaders_every_n_epochs=1) so that Lightning's batch count follows the
-        # plan's size; the sampler, and with it the pruner's state, is the same object throughout.
-        return DataLoader(WithIndex(self.dataset), batch_size=self.batch_size, sampler=self.sampler,
-                          num_workers=self.workers)
+        # plan's size; the batch sampler, and with it the pruner's state, is the same object throughout.
+        return DataLoader(WithIndex(self.dataset), batch_sampler=self.batches, num_workers=self.workers)
 
     def training_step(self, batch, batch_idx):
         indices, ((view0, view1), _) = batch
@@ -61,8 +62,11 @@ class PruningReport(pl.Callback):
 def main(argv=None) -> float:
     args = example_parser(__doc__).parse_args(argv)
     pl.seed_everything(0, verbose=False)
-    module = PrunedSimCLR(torchvision_dataset(args.data, args.root, simclr_views()), args.epochs, args.rate,
-                          workers=args.workers)
+    dataset = torchvision_dataset(args.data, args.root, simclr_views())
+    try:
+        module = PrunedSimCLR(dataset, args.epochs, args.rate, workers=args.workers)
+    except ValueError as exc:  # a rate these epochs cannot reach: the reason and what would work, in one line
+        sys.exit(f"error: {exc}")
     trainer = pl.Trainer(max_epochs=args.epochs, accelerator="auto", devices=1, use_distributed_sampler=False,
                          reload_dataloaders_every_n_epochs=1,
                          logger=False, enable_checkpointing=False, enable_model_summary=False,

@@ -1,12 +1,13 @@
 """Dynamic data pruning in a plain PyTorch SimCLR loop built from lightly's modules: three lines of ssl_emp.
 
-    .venv/bin/python examples/prune_plain_pytorch.py [--data fashion-mnist|digits] [--rate 0.5] [--epochs 10]
+    .venv/bin/python examples/prune_plain_pytorch.py [--data fashion-mnist|digits] [--rate 0.5] [--epochs 6]
 
 The three lines are marked ``# (1)``, ``# (2)`` and ``# (3)``; nothing else in the loop knows about pruning.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 
 import torch
@@ -40,12 +41,16 @@ def main(argv=None) -> float:
     model = nn.Sequential(backbone, SimCLRProjectionHead(feature_dim, 128, 32))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 
-    pruner = Pruner(len(dataset), args.epochs, rate=args.rate)  # (1)
-    loader = DataLoader(WithIndex(dataset), batch_size=args.batch_size, sampler=pruner.sampler(),  # (2)
+    try:
+        pruner = Pruner(len(dataset), args.epochs, rate=args.rate)  # (1)
+    except ValueError as exc:  # a rate these epochs cannot reach: the reason and what would work, in one line
+        sys.exit(f"error: {exc}")
+    # Near-equal batches of each epoch's plan: no small tail batch (a batch of one breaks BatchNorm).
+    loader = DataLoader(WithIndex(dataset), batch_sampler=pruner.batch_sampler(args.batch_size),  # (2)
                         num_workers=args.workers)
     started = time.perf_counter()
     for epoch in range(args.epochs):
-        loader.sampler.set_epoch(epoch)
+        loader.batch_sampler.set_epoch(epoch)
         total, seen = 0.0, 0
         for indices, ((view0, view1), _) in loader:
             per_sample = per_sample_ntxent(model(view0), model(view1))

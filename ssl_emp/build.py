@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional, Union
 
@@ -68,7 +69,10 @@ def build_schedule(cfg: PretrainConfig) -> WarmupCosine:
 
 
 def build_pruner(cfg: PretrainConfig, num_samples: int, device: torch.device) -> Pruner:
-    return Pruner(num_samples, cfg.train.epochs, seed=cfg.train.seed, device=device, **cfg.pruning.model_dump())
+    """The run's pruner; a shortened annealing window is not a Python warning here: build_trainer prints it once."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Pruner(num_samples, cfg.train.epochs, seed=cfg.train.seed, device=device, **cfg.pruning.model_dump())
 
 
 def build_monitor(cfg: PretrainConfig, image_size: int, mean: list[float], std: list[float],
@@ -143,6 +147,8 @@ def build_trainer(cfg: PretrainConfig, run_dir: Path, ctx: DistContext = DistCon
     o = cfg.optim
     optimizer = build_optimizer(model, o.name, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     pruner = build_pruner(cfg, len(source), device)
+    if ctx.is_main and pruner.schedule_note:
+        print(f"note: {pruner.schedule_note}.")
     try:
         pruner.check_batch_size(batch_size)
     except ValueError as exc:

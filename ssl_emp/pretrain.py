@@ -83,7 +83,9 @@ def _run(args: argparse.Namespace) -> int:
         f"({result.images_per_second:.0f} images/s), final loss {result.final_loss:.4f}.\n"
         f"  pruning:       {describe_request(cfg.pruning)}, achieved {result.achieved_rate:.3f} "
         f"({result.sample_forwards} of {result.full_data_forwards} sample-forwards)\n"
-        f"  run directory: {result.run_dir}\n"
+        + (f"  unreadable:    {result.unreadable_skips} planned sample-forwards skipped (unreadable files, "
+           "data/unreadable_files in the metrics); not counted as pruning\n" if result.unreadable_skips else "")
+        + f"  run directory: {result.run_dir}\n"
         f"  checkpoint:    {result.checkpoint}\n"
         f"  metrics:       {result.run_dir / 'metrics.jsonl'}\n"
         f"  next:          python -m eval.linear_probe --checkpoint {result.run_dir}")

@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from ssl_emp.pruning import Pruner, PrunedSampler, SampleStats, WithIndex
+from ssl_emp.pruning import Pruner, PrunedBatchSampler, PrunedSampler, SampleStats, WithIndex, near_equal_batches
 
 
 def test_keyword_construction_picks_the_documented_defaults_and_names_bad_settings():
@@ -66,10 +66,10 @@ def test_three_lines_in_a_plain_loop_prune_at_the_rate_and_weight_the_loss():
     model = torch.nn.Linear(64, 10)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     pruner = Pruner(n, 8, rate=0.5, scorer="loss", selector="infobatch")
-    loader = DataLoader(WithIndex(dataset), batch_size=128, sampler=pruner.sampler())
+    loader = DataLoader(WithIndex(dataset), batch_sampler=pruner.batch_sampler(128))
     trained_per_epoch = []
     for epoch in range(8):
-        loader.sampler.set_epoch(epoch)
+        loader.batch_sampler.set_epoch(epoch)
         scores = pruner.table.scores.clone()  # what this epoch's plan is built from
         trained, weights = [], []
         for indices, (x, y) in loader:
@@ -162,6 +162,39 @@ def test_sampler_shards_are_disjoint_equal_and_cover_the_plan_but_a_remainder():
     assert len(together) == len(set(together)) == 99 and set(together) <= set(plan)
 
 
+def test_batch_sampler_cuts_each_plan_into_near_equal_batches_where_a_plain_loader_leaves_a_tail_of_one():
+    """The Lightning example's crash: 1797 samples at rate 0.5 over 10 epochs plan 513 in odd pruned epochs,
+    and DataLoader(batch_size=128) ends those with a batch of 1, which BatchNorm cannot train on. The batch
+    sampler cuts every epoch as the trainer does (near_equal_batches): sizes within one of each other."""
+    plain = DataLoader(range(1797), batch_size=128, sampler=Pruner(1797, 10, rate=0.5).sampler())
+    tails = []
+    for epoch in range(10):
+        plain.sampler.set_epoch(epoch)
+        tails.append(min(len(b) for b in plain))
+    assert 1 in tails
+
+    pruner = Pruner(1797, 10, rate=0.5)
+    batches = pruner.batch_sampler(128)
+    for epoch in range(10):
+        batches.set_epoch(epoch)
+        expected = len(batches)
+        drawn = list(batches)
+        sizes = [len(b) for b in drawn]
+        plan = pruner.plan(epoch).indices.tolist()
+        assert len(drawn) == expected and sum(drawn, []) == plan  # the plan, in its order, each sample once
+        assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 128 * 2 / 3
+        assert [len(b) for b in near_equal_batches(torch.tensor(plan), 128)] == sizes  # the trainer's cut
+
+
+def test_batch_sampler_gives_every_rank_a_disjoint_share_in_equal_batches():
+    pruner = Pruner(1001, 3, rate=0.3, selector="random")
+    shares = [list(PrunedBatchSampler(pruner, 50, num_replicas=3, rank=r)) for r in range(3)]
+    sizes = [[len(b) for b in share] for share in shares]
+    assert sizes[0] == sizes[1] == sizes[2] and max(sizes[0]) - min(sizes[0]) <= 1  # ranks step together
+    together = sorted(i for share in shares for batch in share for i in batch)
+    assert len(together) == len(set(together)) == 999 and set(together) <= set(pruner.plan(0).indices.tolist())
+
+
 def _ddp_worker(rank, world_size, port, out_dir):
     """A user's loop on 2 gloo ranks: the sampler shards each epoch, step() gathers, tables stay identical."""
     import torch.distributed as dist
@@ -173,10 +206,10 @@ def _ddp_worker(rank, world_size, port, out_dir):
     dataset = _digits()
     model = torch.nn.Linear(64, 10)
     pruner = Pruner(len(dataset), 5, rate=0.4, scorer="loss", selector="infobatch", seed=3)
-    loader = DataLoader(WithIndex(dataset), batch_size=64, sampler=pruner.sampler())
+    loader = DataLoader(WithIndex(dataset), batch_sampler=pruner.batch_sampler(64))
     trained = []
     for epoch in range(5):
-        loader.sampler.set_epoch(epoch)
+        loader.batch_sampler.set_epoch(epoch)
         for indices, (x, y) in loader:
             pruner.step(indices, F.cross_entropy(model(x), y, reduction="none")).backward()
             trained.append((epoch, indices))
@@ -198,6 +231,8 @@ def test_two_rank_loop_keeps_identical_tables_and_trains_each_planned_sample_onc
         mine = torch.cat([i for e, i in r0["trained"] if e == epoch])
         theirs = torch.cat([i for e, i in r1["trained"] if e == epoch])
         assert len(mine) == len(theirs) and not set(mine.tolist()) & set(theirs.tolist())
+        sizes = [len(i) for e, i in r0["trained"] if e == epoch]
+        assert sizes == [len(i) for e, i in r1["trained"] if e == epoch] and max(sizes) - min(sizes) <= 1
     assert r0["forwards"] == r1["forwards"] == sum(len(i) for _, i in r0["trained"] + r1["trained"])
     assert r0["rate"] == pytest.approx(0.4, abs=0.01)
 

@@ -30,12 +30,12 @@ def folder(tmp_path_factory):
     return root
 
 
-def _cfg(folder, tmp_path, name, *extra):
+def _cfg(folder, tmp_path, name, *extra, pruning=("pruning.rate=0.3", "pruning.anneal=0")):
     return load_pretrain_config("configs/default.yaml", [
         "data.name=imagefolder", f"data.root={folder}", "data.image_size=16", "model.width=8",
         "model.proj_hidden_dim=32", "model.proj_output_dim=16", "train.batch_size=100", "train.epochs=3",
-        "train.checkpoint_every=1", "tracking.wandb=disabled", "monitor.every=0", "pruning.rate=0.3",
-        "pruning.anneal=0", f"run.out_dir={tmp_path}", f"run.name={name}", *extra])
+        "train.checkpoint_every=1", "tracking.wandb=disabled", "monitor.every=0", *pruning,
+        f"run.out_dir={tmp_path}", f"run.name={name}", *extra])
 
 
 def test_stream_reads_what_the_in_memory_loader_reads(folder):
@@ -92,14 +92,16 @@ def test_skipping_unreadable_files_counts_them_and_trains_the_rest(folder, tmp_p
     shutil.copytree(folder, copy)
     next((copy / "train" / "5").glob("*.png")).write_bytes(b"")
     result = pretrain(_cfg(copy, tmp_path, "skip", "data.in_memory=false", "data.workers=1",
-                           "data.skip_unreadable=true"), show_progress=False)
+                           "data.skip_unreadable=true", pruning=()), show_progress=False)
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     counts = [r["data/unreadable_files"] for r in records if "data/unreadable_files" in r]
     assert counts and counts[-1] == 1
-    planned = sum(r["pruning/epoch_kept"] for r in result.history)
     visits = load_checkpoint(result.checkpoint)["pruning"]["table"]["visits"]
-    # Every planned forward trained, except the broken file's own (once per epoch it was planned).
-    assert 0 < planned - result.sample_forwards <= 3 and int(visits.sum()) == result.sample_forwards
+    # Every planned forward trained, except the broken file's own, once per epoch (nothing is pruned)...
+    assert result.full_data_forwards - result.sample_forwards == result.unreadable_skips == 3
+    assert int(visits.sum()) == result.sample_forwards and records[-1]["data/unreadable_skips"] == 3
+    # ... and those skips are not pruning: at rate 0 the achieved rate is 0 (it read 0.005 here).
+    assert result.achieved_rate == 0 and all(r["pruning/achieved_rate"] == 0 for r in result.history)
 
 
 def test_streaming_is_refused_where_it_cannot_apply(folder, tmp_path):
@@ -163,3 +165,54 @@ def test_two_ranks_stream_their_shards_and_keep_identical_tables(folder, tmp_pat
     # Each rank decoded only its shards: together, exactly the planned forwards, about half each.
     assert len(r0["read"]) + len(r1["read"]) == r0["forwards"]
     assert abs(len(r0["read"]) - len(r1["read"])) <= 6
+
+
+def _unlabelled(root, layout):
+    """The digits as an unlabelled folder of JPEG and PNG files: flat (root/*.jpg|png), nested without classes
+    (root/<year>/<month>/...), or flat under train/; with a hidden file and a text file that are not images."""
+    from sklearn.datasets import load_digits
+
+    for i, image in enumerate(load_digits().images[:120]):
+        where = {"flat": root, "nested": root / f"20{20 + i % 3}" / f"{i % 2:02d}", "train": root / "train"}[layout]
+        where.mkdir(parents=True, exist_ok=True)
+        picture = Image.fromarray((image * 255 / 16).astype("uint8")).resize((24, 24)).convert("RGB")
+        picture.save(where / (f"{i:04d}.JPG" if i % 2 else f"{i:04d}.png"))
+    (root / "notes.txt").write_text("not an image")
+    Image.new("RGB", (8, 8)).save(root / ".thumbnail.png")
+    return root
+
+
+@pytest.mark.parametrize("layout", ["flat", "nested", "train"])
+def test_an_unlabelled_folder_loads_in_memory_and_streamed(layout, tmp_path):
+    from ssl_emp.data import load_bank
+
+    root = _unlabelled(tmp_path / layout, layout)
+    bank = load_bank("imagefolder", str(root), "train", 16)
+    stream = ImageFolderStream(str(root), 16)
+    assert len(bank) == len(stream) == 120 and bank.num_classes == stream.num_classes == 0
+    assert (bank.labels == -1).all() and (stream.labels == -1).all()
+    for i in (0, 1, 119):  # PNG and JPEG files alike, in the same order
+        assert torch.equal(stream[i][1], bank.images[i])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("streamed", [False, True])
+def test_pretraining_on_an_unlabelled_folder_runs_and_evaluation_says_it_needs_labels(streamed, tmp_path):
+    from eval.linear_probe import main as probe_main
+
+    root = _unlabelled(tmp_path / "photos", "nested")
+    extra = ["data.in_memory=false", "data.workers=1"] if streamed else []
+    result = pretrain(_cfg(root, tmp_path, "unlabelled", "train.batch_size=32", *extra), show_progress=False)
+    assert result.epochs_done == 3 and result.achieved_rate == pytest.approx(0.3, abs=0.01)
+    assert load_checkpoint(result.checkpoint)["data"]["num_classes"] == 0
+
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert probe_main(["--checkpoint", str(result.run_dir)]) == 2
+    assert err.getvalue().startswith("error: Evaluation needs labelled images") and err.getvalue().count("\n") == 1
+    with pytest.raises(ValueError, match="Evaluation needs labelled images.*monitor.every=0"):
+        pretrain(_cfg(root, tmp_path, "monitored", "train.batch_size=32", "monitor.every=1", *extra[:1],
+                      "monitor.train_subset=50", "monitor.test_subset=50"), show_progress=False)

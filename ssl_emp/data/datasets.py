@@ -8,15 +8,18 @@ so that a copy re-packed by a user (or written by our tests) loads as well.
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 import torchvision
+from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import functional as TF
 
 from ssl_emp.data.bank import ImageBank
@@ -46,8 +49,8 @@ HOW_TO_GET = {
                 "(giving <root>/cifar-100-python/train, test, meta).",
     "stl10": "Download http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz and extract it into <root> "
              "(giving <root>/stl10_binary/train_X.bin ...).",
-    "imagefolder": "Point data.root at a folder with train/<class>/<image> (and optionally val/ or test/) "
-                   "and set data.image_size.",
+    "imagefolder": "Point data.root at a folder of images (flat or nested; labelled when laid out as "
+                   "train/<class>/<image>, with val/ or test/ alike for evaluation) and set data.image_size.",
 }
 
 
@@ -195,33 +198,69 @@ def decode_square(path: str, image_size: int) -> torch.Tensor:
     return TF.center_crop(img, [image_size, image_size])
 
 
-def image_folder(root: Optional[str], split: str, image_size: Optional[int]) -> torchvision.datasets.ImageFolder:
-    """The split's ``ImageFolder`` (its file list and classes; nothing is decoded)."""
+@dataclass
+class FolderListing:
+    """The image files of one split, in a fixed order, with their labels (-1 throughout when unlabelled)."""
+
+    root: str
+    paths: list[str]
+    targets: list[int]
+    classes: list[str]
+
+
+def _images_under(folder: Path) -> list[str]:
+    """Every image file under ``folder``, at any depth, in sorted path order (hidden files and folders left out)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [os.path.join(dirpath, f) for f in sorted(filenames)
+                  if not f.startswith(".") and f.lower().endswith(IMG_EXTENSIONS)]
+    return found
+
+
+def _has_loose_images(folder: Path) -> bool:
+    return any(f.is_file() and f.name.lower().endswith(IMG_EXTENSIONS) for f in folder.iterdir())
+
+
+def image_folder(root: Optional[str], split: str, image_size: Optional[int]) -> FolderListing:
+    """The split's image files (nothing is decoded). Labelled: ``root/train/<class>/...`` (and ``root/val`` or
+    ``root/test`` alike), read as torchvision's ``ImageFolder`` reads them. Unlabelled, for pretraining: any other
+    folder of images, flat or nested (``root/train`` if there is one, else ``root``), every file labelled -1."""
     root_path = _require_root("imagefolder", root)
     if image_size is None:
         raise ValueError("Dataset 'imagefolder' needs data.image_size: images are resized to one square size at load.")
+    if not root_path.is_dir():
+        raise _missing("imagefolder", root, "no such folder")
     candidates = ["train"] if split == "train" else ["val", "test"]
     folder = next((root_path / c for c in candidates if (root_path / c).is_dir()), None)
-    if folder is None:
-        raise _missing("imagefolder", root, f"no {' or '.join(candidates)}/ folder")
+    if folder is None and split != "train":
+        raise _missing("imagefolder", root, "no val/ or test/ folder (evaluation needs labelled held-out images)")
+    if folder is None or _has_loose_images(folder) or not any(d.is_dir() for d in folder.iterdir()):
+        folder = folder or root_path
+        paths = _images_under(folder)
+        if not paths:
+            raise _missing("imagefolder", root, f"no image files ({', '.join(IMG_EXTENSIONS)}) under {folder}")
+        return FolderListing(str(folder), paths, [-1] * len(paths), [])
     try:
-        return torchvision.datasets.ImageFolder(str(folder))
+        ds = torchvision.datasets.ImageFolder(str(folder), loader=lambda path: path)
     except FileNotFoundError as exc:
         raise _missing("imagefolder", root, str(exc)) from None
+    return FolderListing(str(folder), [path for path, _ in ds.samples], list(ds.targets), list(ds.classes))
 
 
 def load_imagefolder(root: Optional[str], split: str, image_size: Optional[int] = None,
                      subset: Optional[int] = None) -> ImageBank:
-    """``root/train/<class>/*`` (and ``root/val`` or ``root/test``), resized (shorter side) and centre-cropped at
-    load. Only the ``subset`` is decoded. For folders that do not fit in memory: ``data.in_memory=false``."""
+    """``root/train/<class>/*`` (and ``root/val`` or ``root/test``), or an unlabelled folder of images (labels -1;
+    see :func:`image_folder`), resized (shorter side) and centre-cropped at load. Only the ``subset`` is decoded.
+    For folders that do not fit in memory: ``data.in_memory=false``."""
     from tqdm import tqdm
 
     ds = image_folder(root, split, image_size)
-    keep = subset_indices(len(ds), subset)
+    keep = subset_indices(len(ds.paths), subset)
     images = torch.empty(len(keep), 3, image_size, image_size, dtype=torch.uint8)
     for row, i in enumerate(tqdm(keep.tolist(), desc=f"loading {ds.root}", unit="img", leave=False)):
-        images[row] = decode_square(ds.samples[i][0], image_size)
-    labels = torch.as_tensor(ds.targets).long()[keep]
+        images[row] = decode_square(ds.paths[i], image_size)
+    labels = torch.as_tensor(ds.targets, dtype=torch.long)[keep]
     return ImageBank(images, labels, len(ds.classes), "imagefolder")
 
 

@@ -19,8 +19,9 @@ from ssl_emp.data.datasets import UnreadableImageError, decode_square, image_fol
 
 
 class ImageFolderStream(Dataset):
-    """``root/train/<class>/*``, decoded on demand; ``stream[i]`` is ``(i, uint8 [3, S, S])``, or ``(i, None)``
-    for an unreadable file when ``skip_unreadable`` (otherwise that raises, naming the file)."""
+    """``root/train/<class>/*`` or an unlabelled folder of images (labels -1), decoded on demand; ``stream[i]``
+    is ``(i, uint8 [3, S, S])``, or ``(i, None)`` for an unreadable file when ``skip_unreadable`` (otherwise
+    that raises, naming the file)."""
 
     channels = 3
     name = "imagefolder"
@@ -29,9 +30,9 @@ class ImageFolderStream(Dataset):
     def __init__(self, root: Optional[str], image_size: Optional[int], subset: Optional[int] = None,
                  skip_unreadable: bool = False, split: str = "train", workers: int = 4, pin_memory: bool = False):
         folder = image_folder(root, split, image_size)
-        keep = subset_indices(len(folder), subset).tolist()
+        keep = subset_indices(len(folder.paths), subset).tolist()
         self.root = folder.root
-        self.paths = [folder.samples[i][0] for i in keep]
+        self.paths = [folder.paths[i] for i in keep]
         self.labels = torch.as_tensor([folder.targets[i] for i in keep], dtype=torch.long)
         self.num_classes = len(folder.classes)
         self.image_size = image_size

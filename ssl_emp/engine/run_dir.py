@@ -4,6 +4,7 @@ epoch count shifts. Settings arrive as the plain tree a run saves (``config.yaml
 
 from __future__ import annotations
 
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
@@ -71,8 +72,10 @@ def schedule_shift(saved: dict, current: dict, epoch: int, num_samples: int, for
     the learning rate, the pruning schedule's annealing window and per-epoch rate are functions of it."""
     before, after = saved["train"]["epochs"], current["train"]["epochs"]
     seed = current["train"]["seed"]
-    old = Pruner(num_samples, before, seed=seed, **saved["pruning"])
-    new = Pruner(num_samples, after, seed=seed, **current["pruning"])
+    with warnings.catch_warnings():  # a shortened annealing window shows in the shifts below
+        warnings.simplefilter("ignore")
+        old = Pruner(num_samples, before, seed=seed, **saved["pruning"])
+        new = Pruner(num_samples, after, seed=seed, **current["pruning"])
     shifts = [f"the learning rate at epoch {epoch} goes from {lr_at(saved, old, epoch, forwards_done):.4g} to "
               f"{lr_at(current, new, epoch, forwards_done):.4g} (cosine over {after} epochs, not {before})"]
 

@@ -31,7 +31,7 @@ from ssl_emp.engine.interrupt import EpochPosition, RunInterrupted, StopSignals
 from ssl_emp.engine.optim import compute_progress
 from ssl_emp.progress import Progress, mode_for
 from ssl_emp.methods import ContrastiveMethod
-from ssl_emp.pruning import EpochPlan, Pruner, SampleStats, achieved_rate
+from ssl_emp.pruning import EpochPlan, Pruner, SampleStats, achieved_rate, near_equal_batches
 
 
 @dataclass
@@ -48,6 +48,7 @@ class PretrainResult:
     sample_forwards: int
     full_data_forwards: int
     skipped_steps: int = 0  # non-finite steps skipped (train.nonfinite=skip)
+    unreadable_skips: int = 0  # planned samples not trained because their file was unreadable: not pruning
     is_main: bool = True  # False on DDP ranks other than 0, which print nothing
     history: list[dict] = field(default_factory=list)
 
@@ -76,7 +77,7 @@ class Pretrainer:
         self.run_config, self.data_info = run_config or {}, data_info or {}
         self.cuda = device.type == "cuda"
         self.memory_format = torch.channels_last if (self.cuda and channels_last) else torch.contiguous_format
-        self.epoch = self.global_step = self.samples_seen = self.skipped_steps = 0
+        self.epoch = self.global_step = self.samples_seen = self.skipped_steps = self.unreadable_skips = 0
         self.position: Optional[EpochPosition] = None  # set while stopped inside an epoch
         self.first_nonfinite_step = torch.full((), -1, dtype=torch.long, device=device)
 
@@ -84,7 +85,8 @@ class Pretrainer:
 
     def state_dict(self) -> dict:
         return {"format": FORMAT, "epoch": self.epoch, "global_step": self.global_step,
-                "samples_seen": self.samples_seen, "skipped_steps": self.skipped_steps, "config": self.run_config,
+                "samples_seen": self.samples_seen, "skipped_steps": self.skipped_steps,
+                "unreadable_skips": self.unreadable_skips, "config": self.run_config,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "pruning": self.pruner.state_dict(), "rng": rng_states(self.ctx, self.device),
                 "world_size": self.ctx.world_size, "data": self.data_info,
@@ -103,7 +105,7 @@ class Pretrainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.pruner.load_state_dict(ckpt["pruning"])
         self.epoch, self.global_step, self.samples_seen = ckpt["epoch"], ckpt["global_step"], ckpt["samples_seen"]
-        self.skipped_steps = ckpt.get("skipped_steps", 0)
+        self.skipped_steps, self.unreadable_skips = ckpt.get("skipped_steps", 0), ckpt.get("unreadable_skips", 0)
         self.position = EpochPosition.from_state(ckpt.get("position"), self.device)
         restore_rng(ckpt["rng"], ckpt.get("world_size", 1), self.ctx, self.device, reseed=self.seed + self.epoch)
 
@@ -184,10 +186,8 @@ class Pretrainer:
         """Train on one epoch's plan, from ``position`` (a run resumed inside the epoch) on; returns how far it
         got (all its steps, unless ``stop`` asked to stop) with the summed per-sample loss (on the device) and
         the samples it sums."""
-        # Near-equal batches close to batch_size: a pruned epoch's remainder would otherwise be a
-        # tail batch of a few samples taking a full-size step, which derails contrastive training.
-        num_batches = max(1, round(len(plan) / self.batch_size))
-        batches = plan.indices.to(self.device).tensor_split(num_batches)
+        batches = near_equal_batches(plan.indices.to(self.device), self.batch_size)
+        num_batches = len(batches)
         shards = [self._shard(len(b)) for b in batches]
         local = [b if s is None else b[s.local] for b, s in zip(batches, shards)]
         first = position.steps_done if position is not None else 0
@@ -200,6 +200,7 @@ class Pretrainer:
             stats = self.train_step(indices, images, shards[b], batches[b], lr)
             self.global_step += 1
             self.samples_seen += len(batches[b]) if stats is None else len(stats.loss)
+            self.unreadable_skips += 0 if stats is None else len(batches[b]) - len(stats.loss)
             step_loss, postfix = None, {}
             if stats is not None:  # else a non-finite step skipped (train.nonfinite=skip)
                 loss = stats.loss.detach()
@@ -276,13 +277,14 @@ class Pretrainer:
                 "epoch": self.epoch, "train/epoch_loss": last_epoch_loss, "train/epoch_seconds": epoch_seconds,
                 "train/images_per_second": (self.samples_seen - seen_before) / epoch_seconds,
                 "train/samples_seen": self.samples_seen, "train/lr": self.schedule(self.progress()),
-                **self.pruner.epoch_metrics(plan, self.epoch, self.samples_seen)}
+                **self.pruner.epoch_metrics(plan, self.epoch, self.samples_seen, self.unreadable_skips)}
             if self.monitor is not None and self.monitor.due(self.epoch, finished) and math.isfinite(last_epoch_loss):
                 record.update(self.monitor(self.model.backbone))
             if self.skipped_steps:
                 record["train/skipped_steps"] = self.skipped_steps
             if self.source.drops_unreadable:
                 record["data/unreadable_files"] = self.source.unreadable_count()
+                record["data/unreadable_skips"] = self.unreadable_skips
             history.append(record)
             tracker.log(record, step=self.global_step)
             tracker.epoch_pictures(self.epoch, finished, lambda: epoch_pictures(self), step=self.global_step)
@@ -312,6 +314,7 @@ class Pretrainer:
             final_loss=last_epoch_loss, seconds=seconds,
             images_per_second=images_trained / seconds if seconds > 0 else float("nan"),
             requested_rate=self.pruner.requested_rate,
-            achieved_rate=achieved_rate(self.samples_seen, self.epoch * num_samples),
+            achieved_rate=achieved_rate(self.samples_seen + self.unreadable_skips, self.epoch * num_samples),
             sample_forwards=self.samples_seen, full_data_forwards=self.epoch * num_samples,
-            skipped_steps=self.skipped_steps, is_main=self.ctx.is_main, history=history)
+            skipped_steps=self.skipped_steps, unreadable_skips=self.unreadable_skips, is_main=self.ctx.is_main,
+            history=history)

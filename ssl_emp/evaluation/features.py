@@ -62,7 +62,14 @@ def load_eval_banks(pretraining_data: dict, data_info: dict, root: Optional[str]
     # A transfer target has no root in the pretraining config: look where the recipes keep datasets.
     root = root or (pretraining_data.get("root") if not transfer or pretraining_data.get("root") else DEFAULT_ROOT)
     size = None if transfer else (data_info["image_size"] if pretraining_data.get("image_size") is not None else None)
+    unlabelled = (f"Evaluation needs labelled images, and the {name} images at '{root}' have no labels (an image "
+                  "folder is labelled when laid out as train/<class>/ and val/<class>/); evaluate on a labelled "
+                  "dataset with --dataset, or pretrain with monitor.every=0.")
+    if not transfer and data_info.get("num_classes") == 0:  # known from the checkpoint: refuse before decoding
+        raise ValueError(unlabelled)
     train = load_bank(name, root, "train", size, train_subset)
+    if not bool((train.labels >= 0).any()):
+        raise ValueError(unlabelled)
     test = load_bank(name, root, "test", size, test_subset)
     labelled = train.labels >= 0  # STL-10's unlabeled images cannot train a classifier
     if not bool(labelled.all()):

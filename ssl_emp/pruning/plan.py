@@ -26,3 +26,12 @@ class EpochPlan:
         order = torch.randperm(len(self), generator=generator)
         weights = self.weights[order] if self.weights is not None else None
         return EpochPlan(self.indices[order], weights, self.info)
+
+
+def near_equal_batches(indices: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, ...]:
+    """``indices`` cut into the number of batches nearest ``len / batch_size``, of near-equal sizes (they differ by
+    at most one). A pruned epoch's remainder would otherwise be a tail batch of a few samples taking a full-size
+    step, which derails contrastive training (and a batch of one breaks BatchNorm)."""
+    if indices.numel() == 0:
+        return ()
+    return indices.tensor_split(max(1, round(indices.numel() / batch_size)))

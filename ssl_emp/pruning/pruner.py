@@ -2,7 +2,9 @@
 
 **Pruning rate means one thing**: the fraction of sample-forwards skipped over the whole run. Full-data
 epochs (the first ``warmup_epochs``, the last ``ceil(anneal * epochs)``) skip nothing, so the pruned epochs
-skip ``rate * epochs / pruned_epochs`` each, and the run as a whole skips ``rate``.
+skip ``rate * epochs / pruned_epochs`` each, and the run as a whole skips ``rate``. Where the annealing
+window leaves too few pruned epochs for the rate, it is shortened (see :mod:`ssl_emp.pruning.schedule`);
+:meth:`Pruner.max_rate` and :meth:`Pruner.min_epochs` say up front what a run can reach.
 
 The one exception is InfoBatch's **published rule** (``selector=infobatch`` with ``infobatch_r`` set): it
 drops below-mean samples with probability r and skips whatever that comes to. It has no target rate; the
@@ -12,6 +14,7 @@ achieved one is reported.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional, Union
 
 import torch
@@ -19,6 +22,7 @@ import torch.distributed as dist
 
 from ssl_emp.pruning.plan import EpochPlan
 from ssl_emp.pruning.sample_stats import SampleStats
+from ssl_emp.pruning.schedule import anneal_length, annealed_epochs, max_rate, min_epochs, unreachable
 from ssl_emp.pruning.scorers import SCORERS
 from ssl_emp.pruning.selectors import SELECTORS
 from ssl_emp.pruning.selectors.base import budget
@@ -27,19 +31,15 @@ from ssl_emp.pruning.stats import achieved_rate, gini, score_quantiles, spearman
 from ssl_emp.pruning.table import ScoreTable
 
 
-def annealed_epochs(anneal: float, epochs: int) -> int:
-    """InfoBatch anneals over ``ceil((1 - delta) * epochs)`` epochs; ``anneal`` is ``1 - delta``."""
-    return min(epochs, math.ceil(anneal * epochs - 1e-9))
-
-
 class Pruner:
     """Plans each epoch and records each step, for ``num_samples`` samples over ``epochs`` epochs.
 
     ``Pruner(len(dataset), epochs, rate=0.7)`` prunes with the recommended method; name ``scorer`` and
     ``selector`` (and any of :class:`PruningSettings`' fields) to choose another. In a loop:
-    ``sampler()`` gives the DataLoader each epoch's plan and ``step(indices, per_sample_loss)`` records a
-    step and returns the loss to back-propagate. A loop that batches plans itself calls ``plan(epoch)``
-    and ``observe(indices, stats, epoch)`` instead (our trainer does: it shards global batches unevenly).
+    ``batch_sampler(batch_size)`` gives the DataLoader each epoch's plan in near-equal batches and
+    ``step(indices, per_sample_loss)`` records a step and returns the loss to back-propagate. A loop that
+    batches plans itself calls ``plan(epoch)`` and ``observe(indices, stats, epoch)`` instead (our trainer
+    does: it shards global batches unevenly).
     """
 
     def __init__(self, num_samples: int, epochs: int, *, rate: float = 0.0, scorer: Optional[str] = None,
@@ -56,9 +56,18 @@ class Pruner:
         self.scorer = SCORERS[cfg.scorer](cfg)
         self.selector = SELECTORS[cfg.selector](cfg)
         self.published_rule = cfg.selector == "infobatch" and cfg.infobatch_r is not None
-        self.first_annealed_epoch = epochs - annealed_epochs(cfg.anneal, epochs)
+        asked = annealed_epochs(cfg.anneal, epochs)
+        targets_rate = self.active and not self.published_rule
+        annealed = anneal_length(cfg.rate, epochs, cfg.warmup_epochs, cfg.anneal) if targets_rate else asked
+        self.first_annealed_epoch = epochs - annealed
         self.pruned_epochs = max(0, self.first_annealed_epoch - min(cfg.warmup_epochs, epochs))
         self.epoch_rate = self._epoch_rate()
+        # Said where it happens: the settings asked for more full-data epochs at the end than the run gets.
+        self.schedule_note = None if annealed == asked else (
+            f"the full-data annealing epochs are shortened from {asked} to {annealed} "
+            f"(anneal={cfg.anneal}) so that rate={cfg.rate} can be reached in {epochs} epochs")
+        if self.schedule_note:
+            warnings.warn(self.schedule_note, stacklevel=2)
         self.epoch = 0  # the epoch of the latest plan: step() records into it and weights by it
         self.sample_forwards = 0  # samples observed so far (all ranks')
         self._weights = torch.ones(num_samples, device=device)  # the latest plan's loss weight per sample
@@ -75,18 +84,20 @@ class Pruner:
     def _epoch_rate(self) -> float:
         if not self.active or self.published_rule:
             return 0.0
-        if self.pruned_epochs == 0:
-            raise ValueError(
-                f"rate={self.cfg.rate} cannot be reached: of {self.epochs} epochs, {self.cfg.warmup_epochs} "
-                f"warm-up and {self.epochs - self.first_annealed_epoch} annealed (anneal {self.cfg.anneal}) leave "
-                "none to prune. Add epochs, or lower warmup_epochs or anneal.")
-        rate = self.cfg.rate * self.epochs / self.pruned_epochs
-        if rate >= 1.0:
-            raise ValueError(
-                f"rate={self.cfg.rate} over {self.epochs} epochs cannot be reached when only "
-                f"{self.pruned_epochs} of them are pruned (each would have to skip {rate:.2f} of the data). "
-                "Lower warmup_epochs or anneal, or add epochs.")
-        return rate
+        if self.pruned_epochs == 0 or self.cfg.rate * self.epochs / self.pruned_epochs >= 1.0:
+            raise ValueError(unreachable(self.cfg.rate, self.epochs, self.cfg.warmup_epochs))
+        return self.cfg.rate * self.epochs / self.pruned_epochs
+
+    @staticmethod
+    def max_rate(epochs: int, warmup_epochs: int = PruningSettings.warmup_epochs) -> float:
+        """The highest rate (to 3 decimals) a run of ``epochs`` epochs can reach; it never falls as epochs are
+        added. (InfoBatch's published rule sets no rate and is not bound by it.)"""
+        return max_rate(epochs, warmup_epochs)
+
+    @staticmethod
+    def min_epochs(rate: float, warmup_epochs: int = PruningSettings.warmup_epochs) -> int:
+        """The fewest epochs in which ``rate`` can be reached; every longer run reaches it too."""
+        return min_epochs(rate, warmup_epochs)
 
     def check_batch_size(self, batch_size: int) -> None:
         """Refuse a batch larger than what a pruned epoch leaves: ``(1 - rate)`` of the data, the user's notion
@@ -95,9 +106,12 @@ class Pruner:
         if self.active and not self.published_rule:
             kept = budget(self.num_samples, self.cfg.rate)
             if batch_size > kept:
+                highest = min(999, math.floor(1000 * (self.num_samples - batch_size) / self.num_samples) + 2)
+                while highest > 0 and budget(self.num_samples, highest / 1000) < batch_size:
+                    highest -= 1
                 raise ValueError(f"a batch of {batch_size} is larger than the {kept} samples left per epoch at "
-                                 f"rate {self.cfg.rate} ({self.num_samples} samples); lower the batch size or "
-                                 "the rate.")
+                                 f"rate {self.cfg.rate} ({self.num_samples} samples); lower the batch size, or "
+                                 f"the rate to at most {highest / 1000} for this batch.")
 
     def is_pruned_epoch(self, epoch: int) -> bool:
         return self.active and self.cfg.warmup_epochs <= epoch < self.first_annealed_epoch
@@ -150,6 +164,13 @@ class Pruner:
 
         return PrunedSampler(self, num_replicas, rank)
 
+    def batch_sampler(self, batch_size: int, num_replicas: Optional[int] = None, rank: Optional[int] = None):
+        """A DataLoader ``batch_sampler`` yielding each epoch's plan (this rank's share under DDP) as near-equal
+        batches of about ``batch_size`` each (per rank), as our trainer cuts its epochs: no small tail batch."""
+        from ssl_emp.pruning.sampler import PrunedBatchSampler
+
+        return PrunedBatchSampler(self, batch_size, num_replicas, rank)
+
     def observe(self, indices: torch.Tensor, stats: SampleStats, epoch: int) -> None:
         """Record one step's per-sample statistics; everything stays on the device.
 
@@ -197,13 +218,16 @@ class Pruner:
         loss = self.table.last_loss(torch.arange(self.num_samples, device=memory.device))
         return spearman(loss[visited].cpu(), memory[visited].cpu())
 
-    def epoch_metrics(self, plan: EpochPlan, epochs_done: int, sample_forwards: int) -> dict:
-        """Rate requested vs achieved, visit evenness and score spread; one host sync per epoch."""
+    def epoch_metrics(self, plan: EpochPlan, epochs_done: int, sample_forwards: int,
+                      unreadable_skips: int = 0) -> dict:
+        """Rate requested vs achieved, visit evenness and score spread; one host sync per epoch. The achieved rate
+        is what the plans skipped: ``unreadable_skips``, planned samples whose files could not be read, are not
+        pruning."""
         full_forwards = epochs_done * self.num_samples
         visits = self.table.visits.cpu()
         metrics = {
             "pruning/requested_rate": self.requested_rate,
-            "pruning/achieved_rate": achieved_rate(sample_forwards, full_forwards),
+            "pruning/achieved_rate": achieved_rate(sample_forwards + unreadable_skips, full_forwards),
             "pruning/epoch_kept": len(plan),
             "pruning/epoch_kept_fraction": len(plan) / self.num_samples,
             "pruning/sample_forwards": sample_forwards,

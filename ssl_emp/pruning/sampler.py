@@ -1,11 +1,15 @@
-"""The pruner as a DataLoader sampler: each epoch's plan, this rank's share of it under DDP."""
+"""The pruner as a DataLoader sampler: each epoch's plan, this rank's share of it under DDP; as single indices
+(:class:`PrunedSampler`) or as near-equal batches (:class:`PrunedBatchSampler`, what a training loop wants)."""
 
 from __future__ import annotations
 
 from typing import Iterator, Optional
 
+import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
+
+from ssl_emp.pruning.plan import near_equal_batches
 
 
 class PrunedSampler(Sampler[int]):
@@ -47,6 +51,39 @@ class PrunedSampler(Sampler[int]):
         if size is None or (self._planned is not None and self._planned[0] == self.epoch):
             return len(self._shard())
         return size // self.num_replicas
+
+
+class PrunedBatchSampler(Sampler[list[int]]):
+    """Yields each epoch's plan (this rank's share under DDP) as near-equal batches of about ``batch_size``:
+    the batch count nearest ``len / batch_size``, sizes differing by at most one, as our trainer cuts its
+    epochs. A plain ``DataLoader(batch_size=...)`` over a pruned plan ends each epoch with whatever is left,
+    down to a batch of one sample (which BatchNorm refuses to train on).
+
+    ``batch_size`` is per rank, like a DataLoader's. Every rank's share has the same length, so every rank
+    steps with the same batch sizes, as ``Pruner.step`` needs. ``set_epoch`` as for :class:`PrunedSampler`.
+    """
+
+    def __init__(self, pruner, batch_size: int, num_replicas: Optional[int] = None, rank: Optional[int] = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1 (got {batch_size})")
+        self.sampler = PrunedSampler(pruner, num_replicas, rank)
+        self.batch_size = batch_size
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in near_equal_batches(torch.tensor(self.sampler._shard(), dtype=torch.long), self.batch_size):
+            yield batch.tolist()
+        self.sampler.epoch += 1
+
+    def __len__(self) -> int:
+        share = len(self.sampler)
+        return 0 if share == 0 else max(1, round(share / self.batch_size))
 
 
 class WithIndex(Dataset):
