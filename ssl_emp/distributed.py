@@ -135,3 +135,24 @@ def split_sizes(total: int, world_size: int) -> tuple[int, ...]:
     """Shard sizes of ``tensor_split(world_size)`` on ``total`` rows, without touching the tensor."""
     base, extra = divmod(total, world_size)
     return tuple(base + (1 if r < extra else 0) for r in range(world_size))
+
+
+def step_shard(size: int, ctx: DistContext) -> "Shard | None":
+    """This rank's shard of a global batch of ``size`` samples; None outside DDP."""
+    return Shard(split_sizes(size, ctx.world_size), ctx.rank) if ctx.enabled else None
+
+
+def agreed_shard(local: int, ctx: DistContext, device: torch.device) -> "Shard":
+    """The step's shards when their sizes are not known in advance (files may have been skipped while reading):
+    one small all-gather and host read, only then."""
+    counts = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(ctx.world_size)]
+    dist.all_gather(counts, torch.tensor([local], device=device))
+    return Shard(tuple(int(c) for c in counts), ctx.rank)
+
+
+def all_finite(value: torch.Tensor, ctx: DistContext) -> bool:
+    """Whether ``value`` is finite on every rank: one host sync (and under DDP one all-reduce)."""
+    finite = torch.isfinite(value.detach()).all().float()
+    if ctx.enabled:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item())

@@ -119,7 +119,7 @@ def test_readme_reuse_script_runs_on_a_pretrained_run(tiny_run):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "examples/finetune_pretrained_backbone.py", str(tiny_run), "5"],
+    done = subprocess.run([sys.executable, "examples/finetune_pretrained_backbone.py", str(tiny_run), "--epochs", "5"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     top1 = float(done.stdout.strip().rsplit(" ", 1)[-1])

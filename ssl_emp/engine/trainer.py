@@ -25,8 +25,10 @@ from torch.profiler import record_function
 from ssl_emp.checkpoint import FORMAT, CheckpointError, atomic_save
 from ssl_emp.data import UnreadableImageError
 from ssl_emp.device import autocast
-from ssl_emp.distributed import DistContext, Shard, restore_rng, rng_states, split_sizes
+from ssl_emp.distributed import (DistContext, Shard, agreed_shard, all_finite, restore_rng, rng_states,
+                                 step_shard)
 from ssl_emp.engine.dashboard import epoch_pictures
+from ssl_emp.engine.failures import nonfinite_stop, unreadable_stop
 from ssl_emp.engine.interrupt import EpochPosition, RunInterrupted, StopSignals
 from ssl_emp.engine.optim import compute_progress
 from ssl_emp.progress import Progress, mode_for
@@ -58,8 +60,8 @@ class Pretrainer:
     is what steps call (the method wrapped by DDP or ``torch.compile``; default the method itself).
     ``schedule(progress)`` gives the learning rate over ``epochs``, progress being the fraction of the planned
     sample-forwards done (:func:`~ssl_emp.engine.optim.compute_progress`). ``max_forwards`` ends the run once
-    that many sample-forwards are done, its last epoch cut short. ``run_config`` and ``data_info`` are saved in each checkpoint, so evaluation can
-    rebuild the backbone."""
+    that many sample-forwards are done, its last epoch cut short. ``run_config`` and ``data_info`` are saved in
+    each checkpoint, so evaluation can rebuild the backbone."""
 
     def __init__(self, source, views: nn.Module, method: ContrastiveMethod, optimizer: torch.optim.Optimizer,
                  pruner: Pruner, schedule: Callable[[float], float], *, run_dir: Path, epochs: int,
@@ -121,23 +123,6 @@ class Pretrainer:
 
     # ------------------------------------------------------------------ training
 
-    def _shard(self, size: int) -> Optional[Shard]:
-        return Shard(split_sizes(size, self.ctx.world_size), self.ctx.rank) if self.ctx.enabled else None
-
-    def _agreed_shard(self, local: int) -> Shard:
-        """This step's shards when files may have been skipped, so their sizes are not known in advance (one small
-        all-gather and host read per step: only then)."""
-        counts = [torch.zeros(1, dtype=torch.long, device=self.device) for _ in range(self.ctx.world_size)]
-        dist.all_gather(counts, torch.tensor([local], device=self.device))
-        return Shard(tuple(int(c) for c in counts), self.ctx.rank)
-
-    def _all_finite(self, loss: torch.Tensor) -> bool:
-        """One host sync (and, under DDP, one all-reduce) per step: the price of train.nonfinite=skip."""
-        finite = torch.isfinite(loss.detach()).float()
-        if self.ctx.enabled:
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        return bool(finite.item())
-
     def train_step(self, indices: torch.Tensor, images: torch.Tensor, shard: Optional[Shard],
                    global_indices: torch.Tensor, lr: float) -> Optional[SampleStats]:
         """One optimizer step: this rank trains ``images`` (uint8, the samples at ``indices``), its ``shard`` of the
@@ -150,7 +135,7 @@ class Pretrainer:
             images = images.to(self.device, non_blocking=True).float().div_(255.0)
             if self.source.drops_unreadable:  # files may have been skipped: the step trains what was read
                 indices = indices.to(self.device, non_blocking=True)
-                shard = self._agreed_shard(len(indices)) if shard is not None else None
+                shard = agreed_shard(len(indices), self.ctx, self.device) if shard is not None else None
                 global_indices = shard.gather_detached(indices) if shard is not None else indices
             weights = self.pruner.weights(indices)
             view0, view1 = (v.contiguous(memory_format=self.memory_format) for v in self.views(images))
@@ -158,7 +143,7 @@ class Pretrainer:
             with autocast(self.device, self.amp):
                 stats = self.forward(view0, view1, shard=shard) if shard is not None else self.forward(view0, view1)
             loss = stats.training_loss(weights, len(global_indices) / self.ctx.world_size if shard is not None else None)
-            if self.nonfinite == "skip" and not self._all_finite(loss):
+            if self.nonfinite == "skip" and not all_finite(loss, self.ctx):  # one sync per step: the price of skip
                 self.skipped_steps += 1
                 if self.ctx.enabled:
                     loss.backward()  # DDP expects a backward after each forward; the gradients are then discarded
@@ -188,7 +173,7 @@ class Pretrainer:
         the samples it sums."""
         batches = near_equal_batches(plan.indices.to(self.device), self.batch_size)
         num_batches = len(batches)
-        shards = [self._shard(len(b)) for b in batches]
+        shards = [step_shard(len(b), self.ctx) for b in batches]
         local = [b if s is None else b[s.local] for b, s in zip(batches, shards)]
         first = position.steps_done if position is not None else 0
         loss_sum = position.loss_sum if position is not None else torch.zeros((), device=self.device)
@@ -256,12 +241,7 @@ class Pretrainer:
                 reached = self.train_epoch(plan, progress, tracker, stop, position)
             except UnreadableImageError as exc:
                 progress.close()
-                kept = (f"its last checkpoint ({checkpoint}) is intact" if checkpoint.is_file()
-                        else "no checkpoint had been written yet")
-                raise UnreadableImageError(
-                    f"{exc}. The run stopped in epoch {self.epoch + 1}; {kept}. Remove or replace the file, or set "
-                    "data.skip_unreadable=true to skip such files (they are counted as data/unreadable_files)."
-                ) from None
+                raise unreadable_stop(exc, self.epoch, checkpoint) from None
             position = None
             if reached.signum and reached.inside:
                 progress.close()
@@ -290,11 +270,7 @@ class Pretrainer:
             tracker.epoch_pictures(self.epoch, finished, lambda: epoch_pictures(self), step=self.global_step)
             if not math.isfinite(last_epoch_loss):
                 progress.close()
-                raise FloatingPointError(
-                    f"The training loss became {last_epoch_loss} at step {int(self.first_nonfinite_step)} (epoch "
-                    f"{self.epoch}); the run stopped without saving, so the last good checkpoint is {checkpoint}. "
-                    "Lower optim.lr, check the data, or set train.nonfinite=skip to skip such steps (they are "
-                    "counted as train/skipped_steps).")
+                raise nonfinite_stop(last_epoch_loss, int(self.first_nonfinite_step), self.epoch, checkpoint)
             saving = self.epoch % self.checkpoint_every == 0 or finished
             if saving:
                 checkpoint = self.save_checkpoint()
