@@ -13,6 +13,7 @@ import torch
 from ssl_emp.config import load_pretrain_config
 from ssl_emp.build import pretrain
 from ssl_emp.engine import CheckpointError, load_checkpoint
+from ssl_emp.plot import epoch_records
 from ssl_emp.checkpoint import atomic_save
 from ssl_emp.tracking import Tracker
 
@@ -26,13 +27,7 @@ def _cli(*args):
 
 
 def _epoch_records(run_dir):
-    """The last record per epoch (a killed run may have logged an epoch it then had to redo)."""
-    records = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if "train/epoch_loss" in record:
-            records[record["epoch"]] = record
-    return records
+    return {r["epoch"]: r for r in epoch_records(run_dir)}  # the last record of each epoch
 
 
 @pytest.mark.slow

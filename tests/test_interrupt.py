@@ -10,6 +10,8 @@ import sys
 import time
 
 import pytest
+
+from ssl_emp.plot import epoch_records
 import torch
 
 from ssl_emp.engine import load_checkpoint
@@ -58,12 +60,7 @@ def whole(tmp_path_factory):
 
 
 def _epoch_records(run_dir):
-    records = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if "train/epoch_loss" in record:
-            records[record["epoch"]] = record
-    return records
+    return {r["epoch"]: r for r in epoch_records(run_dir)}  # the last record of each epoch
 
 
 @pytest.mark.slow
