@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
+from ssl_emp.pruning import PruningSettings
+from ssl_emp.pruning.settings import SCORE_SELECTOR
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 _spec = importlib.util.spec_from_file_location("pruning_quality", ROOT / "benchmarks" / "pruning_quality.py")
@@ -145,6 +148,11 @@ def test_committed_results_come_from_one_commit_and_rest_on_regimes_with_headroo
     summary = _committed_summary()
     records = [json.loads(line) for line in (RESULTS / "pruning_quality.jsonl").read_text().splitlines()]
     assert bench.one_commit(records) == summary["commit"]
+    if summary["emp_default"]:  # the code's EMP default is the setting the benchmark chose on validation
+        chosen = dict(o.split("=") for o in summary["emp_default"]["overrides"])
+        assert PruningSettings().memory == chosen["pruning.memory"]
+        assert PruningSettings().beta == float(chosen["pruning.beta"])
+        assert SCORE_SELECTOR == chosen["pruning.selector"]  # what a named scorer selects with by default
     assert set(summary["regimes"]) == set(bench.REGIMES)
     for regime, s in summary["regimes"].items():
         calibration = s["calibration"]

@@ -208,7 +208,9 @@ def test_the_emp_default_starves_no_sample(rate):
             plan = pruner.plan(epoch)
             for batch in plan.indices.split(32):
                 loss = torch.where(easy[batch], 1.0, 3.0) + 0.3 * torch.rand(len(batch), generator=generator)
-                pruner.observe(batch, SampleStats(loss, chance_loss=torch.full_like(loss, 4.0)), epoch)
+                embedding = torch.nn.functional.normalize(torch.randn(len(batch), 8, generator=generator), dim=1)
+                pruner.observe(batch, SampleStats(loss, embedding=embedding, chance_loss=torch.full_like(loss, 4.0)),
+                               epoch)
             visited = plan.indices
             longest[visited] = torch.maximum(longest[visited], epoch - last[visited])
             last[visited] = epoch

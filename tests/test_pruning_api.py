@@ -126,7 +126,7 @@ def test_published_infobatch_weighs_exactly_the_kept_below_mean_samples_by_one_o
 
 @pytest.mark.parametrize("settings", [
     {"rate": 0.5, "selector": "random"}, {"rate": 0.5, "selector": "rs2"}, {"rate": 0.5, "selector": "topk"},
-    {"rate": 0.5, "scorer": "emp", "selector": "eps_greedy"},
+    {"rate": 0.5, "scorer": "emp", "selector": "eps_greedy", "memory": "loss_change"},
     {"rate": 0.5, "selector": "infobatch", "infobatch_rescale": False},
     {"selector": "infobatch", "infobatch_r": 0.5, "infobatch_rescale": False},
 ], ids=["random", "rs2", "topk", "eps_greedy", "infobatch-unscaled", "infobatch-published-unscaled"])
@@ -251,3 +251,11 @@ def test_the_engine_refuses_settings_outside_their_declared_bounds(bad):
     (name, value), = bad.items()
     with pytest.raises(ValueError, match=f"^{name}={value}: must be"):
         Pruner(100, 8, **bad)
+
+
+def test_emp_default_without_embeddings_says_what_to_pass():
+    pruner = Pruner(64, 4, rate=0.5, scorer="emp")
+    indices = pruner.plan(0).indices[:16]
+    with pytest.raises(ValueError, match=r"needs per-sample embeddings.*SampleStats\(loss, embedding=\.\.\.\)"):
+        pruner.step(indices, torch.rand(16))
+    pruner.step(indices, SampleStats(torch.rand(16), embedding=torch.randn(16, 8)))  # given them, it steps

@@ -49,8 +49,8 @@ class PruningSettings:
     selector: str = _setting("full", "full | random | rs2 | infobatch | topk | eps_greedy; a rate given without "
                              "one uses the recommended selector (README)")
     beta: float = _setting(1.0, "emp: weight of the memory term", ge=0, allow_inf_nan=False)
-    memory: str = _setting("loss_change", "emp memory form: loss_change | drift | recency | spaced | "
-                           "agreement | disagreement | entropy | forgetting (default chosen by "
+    memory: str = _setting("drift", "emp memory form: loss_change | drift | recency | spaced | agreement | "
+                           "disagreement | entropy | forgetting (default chosen on validation by "
                            "benchmarks/pruning_quality.py)")
     normalize: Literal["zscore", "none"] = _setting(
         "zscore", "emp: put loss and memory on one scale before combining (z-scores over the whole table), or "

@@ -65,9 +65,15 @@ class Visit:
     embedding_cos: Optional[torch.Tensor]  # [B] cos(embedding now, at the previous visit), ``drift`` only
 
 
+_FIELD = {"view agreements": "agreement", "softmax entropies": "entropy", "positive probabilities": "positive_prob",
+          "embeddings": "embedding"}
+
+
 def _needs(name: str, value: Optional[torch.Tensor], form: str) -> torch.Tensor:
     if value is None:
-        raise ValueError(f"EMP memory form '{form}' needs per-sample {name}, and this step gave none.")
+        raise ValueError(f"EMP memory form '{form}' needs per-sample {name}, and this step gave none: pass them in "
+                         f"a SampleStats (pruner.step(indices, SampleStats(loss, {_FIELD[name]}=...))), or choose "
+                         "memory='loss_change', which reads the loss alone.")
     return value.detach().float()
 
 
