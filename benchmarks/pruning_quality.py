@@ -384,7 +384,7 @@ def gap_closure(runs: list[dict], random: list[dict], full: list[dict], resample
     by_seed = [(metric(m, "test"), r, f) for m in runs
                for r in [metric(x, "test") for x in random if x["seed"] == m["seed"]]
                for f in [metric(x, "test") for x in full if x["seed"] == m["seed"]]]
-    if len(by_seed) < 2:
+    if len(by_seed) < 5:  # a bootstrap over fewer seeds has too few distinct resamples to give an interval
         return None
 
     def ratio(rows):
