@@ -65,15 +65,17 @@ class Visit:
     embedding_cos: Optional[torch.Tensor]  # [B] cos(embedding now, at the previous visit), ``drift`` only
 
 
-_FIELD = {"view agreements": "agreement", "softmax entropies": "entropy", "positive probabilities": "positive_prob",
-          "embeddings": "embedding"}
+_DESCRIBED = {"agreement": "view agreements", "entropy": "softmax entropies",
+              "positive_prob": "positive probabilities", "embedding": "embeddings"}
 
 
-def _needs(name: str, value: Optional[torch.Tensor], form: str) -> torch.Tensor:
+def _needs(stats: SampleStats, field: str, form: str) -> torch.Tensor:
+    """``stats.<field>``, detached, or a one-line error that says what to pass."""
+    value = getattr(stats, field)
     if value is None:
-        raise ValueError(f"EMP memory form '{form}' needs per-sample {name}, and this step gave none: pass them in "
-                         f"a SampleStats (pruner.step(indices, SampleStats(loss, {_FIELD[name]}=...))), or choose "
-                         "memory='loss_change', which reads the loss alone.")
+        raise ValueError(f"EMP memory form '{form}' needs per-sample {_DESCRIBED[field]}, and this step gave none: "
+                         f"pass them in a SampleStats (pruner.step(indices, SampleStats(loss, {field}=...))), or "
+                         "choose memory='loss_change', which reads the loss alone.")
     return value.detach().float()
 
 
@@ -104,10 +106,10 @@ MEMORY_FORMS: dict[str, MemoryForm] = {
                         needs_embedding=True),
     "recency": MemoryForm(lambda v: torch.ones_like(v.above_chance), _rate_times_since),
     "spaced": MemoryForm(_stability, lambda stability, since: 1.0 - torch.exp(-since / stability)),
-    "agreement": MemoryForm(lambda v: _needs("view agreements", v.stats.agreement, "agreement")),
-    "disagreement": MemoryForm(lambda v: 1.0 - _needs("view agreements", v.stats.agreement, "disagreement")),
-    "entropy": MemoryForm(lambda v: _needs("softmax entropies", v.stats.entropy, "entropy")),
-    "forgetting": MemoryForm(lambda v: 1.0 - _needs("positive probabilities", v.stats.positive_prob, "forgetting")),
+    "agreement": MemoryForm(lambda v: _needs(v.stats, "agreement", "agreement")),
+    "disagreement": MemoryForm(lambda v: 1.0 - _needs(v.stats, "agreement", "disagreement")),
+    "entropy": MemoryForm(lambda v: _needs(v.stats, "entropy", "entropy")),
+    "forgetting": MemoryForm(lambda v: 1.0 - _needs(v.stats, "positive_prob", "forgetting")),
 }
 
 
@@ -156,7 +158,7 @@ class EMPScorer(Scorer):
         nan = torch.full_like(loss, float("nan"))
         cos = None
         if self.form.needs_embedding:
-            embedding = F.normalize(_needs("embeddings", output.embedding, self.cfg.memory), dim=1)
+            embedding = F.normalize(_needs(output, "embedding", self.cfg.memory), dim=1)
             if self.embeddings is None:
                 self.embeddings = torch.zeros(table.num_samples, embedding.shape[1], device=indices.device)
             cos = torch.where(seen, (embedding * self.embeddings[indices]).sum(dim=1), nan)
