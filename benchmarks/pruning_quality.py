@@ -310,9 +310,9 @@ def chosen(records: list[dict], candidates: dict, regimes: list[str]) -> Optiona
             "memory_spearman": rho}
 
 
-def equal_compute(regime: str, data: RegimeData, epochs: int, rate: float) -> list[str]:
+def equal_compute(num_samples: int, epochs: int, rate: float) -> list[str]:
     """All the data, stopped after exactly the sample-forwards a run pruned at ``rate`` plans."""
-    forwards = Pruner(len(data.pool), epochs, rate=rate, selector="random", warmup_epochs=1, anneal=0.0
+    forwards = Pruner(num_samples, epochs, rate=rate, selector="random", warmup_epochs=1, anneal=0.0
                       ).planned_forwards()
     return ["pruning.selector=full", f"train.max_forwards={forwards}"]
 
@@ -344,7 +344,7 @@ def planned_runs(regimes: list[str], records: list[dict], data_for) -> list[tupl
             todo.append(({**report, "method": "full", "requested_rate": 0.0}, ["pruning.selector=full"]))
             for rate in (HEADLINE_RATE, SECOND_RATE) if seed < SECOND_SEEDS else (HEADLINE_RATE,):
                 todo.append(({**report, "method": "full_equal_compute", "requested_rate": rate},
-                             equal_compute(regime, data_for(regime), e, rate)))
+                             equal_compute(len(data_for(regime).pool), e, rate)))
                 for name, overrides in methods.items():
                     todo.append(({**report, "method": name, "requested_rate": rate},
                                  [*overrides, f"pruning.rate={rate}"]))
