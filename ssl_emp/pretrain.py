@@ -88,8 +88,19 @@ def _run(args: argparse.Namespace) -> int:
         + f"  run directory: {result.run_dir}\n"
         f"  checkpoint:    {result.checkpoint}\n"
         f"  metrics:       {result.run_dir / 'metrics.jsonl'}\n"
-        f"  next:          python -m eval.linear_probe --checkpoint {result.run_dir}")
+        f"  next:          {next_step(cfg, result.run_dir)}")
     return 0
+
+
+def next_step(cfg, run_dir: Path) -> str:
+    """The command to run after pretraining: a probe on the pretraining data, or, where that data has no labelled
+    held-out split (an unlabelled image folder), a probe on a labelled dataset or an export."""
+    probe = f"python -m eval.linear_probe --checkpoint {run_dir}"
+    labelled_splits = [Path(cfg.data.root or ".") / split for split in ("val", "test")]
+    if cfg.data.name != "imagefolder" or any(split.is_dir() for split in labelled_splits):
+        return probe
+    return (f"{probe} --dataset imagefolder --data-root LABELLED_FOLDER (the pretraining folder has no labelled "
+            f"val/ or test/), or python -m ssl_emp.export --checkpoint {run_dir} --output backbone.safetensors")
 
 
 if __name__ == "__main__":

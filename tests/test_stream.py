@@ -102,6 +102,8 @@ def test_skipping_unreadable_files_counts_them_and_trains_the_rest(folder, tmp_p
     assert int(visits.sum()) == result.sample_forwards and records[-1]["data/unreadable_skips"] == 3
     # ... and those skips are not pruning: at rate 0 the achieved rate is 0 (it read 0.005 here).
     assert result.achieved_rate == 0 and all(r["pruning/achieved_rate"] == 0 for r in result.history)
+    # The learning-rate schedule still ends where it should (cosine to 0): the skipped forwards count as spent.
+    assert [r["train/lr"] for r in records if "train/samples_seen" in r][-1] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_streaming_is_refused_where_it_cannot_apply(folder, tmp_path):
@@ -193,6 +195,15 @@ def test_an_unlabelled_folder_loads_in_memory_and_streamed(layout, tmp_path):
     assert (bank.labels == -1).all() and (stream.labels == -1).all()
     for i in (0, 1, 119):  # PNG and JPEG files alike, in the same order
         assert torch.equal(stream[i][1], bank.images[i])
+
+
+def test_after_pretraining_on_an_unlabelled_folder_the_next_step_is_a_labelled_probe_or_an_export(tmp_path, folder):
+    from ssl_emp.pretrain import next_step
+
+    unlabelled = next_step(_cfg(_unlabelled(tmp_path / "photos", "flat"), tmp_path, "u"), tmp_path / "u")
+    assert "--dataset imagefolder --data-root LABELLED_FOLDER" in unlabelled and "ssl_emp.export" in unlabelled
+    labelled = next_step(_cfg(folder, tmp_path, "l"), tmp_path / "l")
+    assert labelled == f"python -m eval.linear_probe --checkpoint {tmp_path / 'l'}"
 
 
 @pytest.mark.slow

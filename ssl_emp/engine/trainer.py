@@ -163,7 +163,9 @@ class Pretrainer:
     def progress(self, epoch_fraction: float = 0.0) -> float:
         """Where the run is on its schedule, in epochs: the planned compute's fraction done, or, where it cannot
         be planned, the epochs done (with ``epoch_fraction`` of the current one)."""
-        by_compute = compute_progress(self.epochs, self.samples_seen, self.planned_forwards, self.max_forwards)
+        # a planned forward lost to an unreadable file is spent too: without it the schedule would never end
+        consumed = self.samples_seen + self.unreadable_skips
+        by_compute = compute_progress(self.epochs, consumed, self.planned_forwards, self.max_forwards)
         return self.epoch + epoch_fraction if by_compute is None else by_compute
 
     def train_epoch(self, plan: EpochPlan, progress: Optional[Progress] = None, tracker=None,
