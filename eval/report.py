@@ -24,7 +24,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare-random", action="store_true",
                         help="also evaluate a randomly initialised backbone of the same architecture, as a floor")
     parser.add_argument("--output", help="JSON file to write (default: RUN_DIR/eval/<command>.json; for an exported "
-                        "backbone, <its folder>/eval/<its name>_<command>.json)")
+                        "backbone, <its folder>/eval/<its file name>_<command>.json)")
     parser.add_argument("--no-wandb", action="store_true", help="do not log the result to W&B")
 
 
@@ -51,13 +51,15 @@ def log_to_wandb(result: dict, run_dir: Path, job_type: str) -> None:
 
 def write_result(result: dict, args: argparse.Namespace, job_type: str) -> Path:
     """Write the JSON record beside what it evaluates (and to W&B unless --no-wandb); returns the file: a run's
-    ``RUN_DIR/eval/<command>.json``, or for an exported backbone ``<its folder>/eval/<its name>_<command>.json``."""
+    ``RUN_DIR/eval/<command>.json``, or for an exported backbone ``<its folder>/eval/<its file name>_<command>.json``
+    (``backbone.safetensors`` and ``backbone.pt`` side by side keep their own records)."""
     checkpoint = Path(result["checkpoint"])
-    from_run = checkpoint.parent.name == "checkpoints"
+    from_run = checkpoint.parent.name == "checkpoints" and (checkpoint.parent.parent / "config.yaml").is_file()
     run_dir = checkpoint.parent.parent if from_run else checkpoint.parent
     suffix = (f"_{result['dataset']}" if result["dataset"] != result["pretrained_on"] else "") + \
         ("_random_init" if args.random_init else "")
-    name = f"{job_type}{suffix}.json" if from_run else f"{checkpoint.stem}_{job_type}{suffix}.json"
+    exported = checkpoint.name.replace(".", "_")
+    name = f"{job_type}{suffix}.json" if from_run else f"{exported}_{job_type}{suffix}.json"
     output = Path(args.output) if args.output else run_dir / "eval" / name
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n")

@@ -187,7 +187,7 @@ def _pretrain(cfg, recipe, show_progress, train_bank, ctx: DistContext) -> Pretr
         ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=trainer.device)
         check_resume_compatible(ckpt["config"], cfg.model_dump(), run_dir)
         shifts = check_resume_epochs(ckpt["config"], cfg.model_dump(), run_dir, ckpt["epoch"], len(trainer.source),
-                                     ckpt["samples_seen"])
+                                     ckpt["samples_seen"] + ckpt.get("unreadable_skips", 0))
         trainer.load_state_dict(ckpt)
         if ctx.is_main:
             print(f"Resuming {run_dir} at epoch {trainer.epoch} (step {trainer.global_step}).")

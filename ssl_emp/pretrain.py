@@ -88,19 +88,20 @@ def _run(args: argparse.Namespace) -> int:
         + f"  run directory: {result.run_dir}\n"
         f"  checkpoint:    {result.checkpoint}\n"
         f"  metrics:       {result.run_dir / 'metrics.jsonl'}\n"
-        f"  next:          {next_step(cfg, result.run_dir)}")
+        f"  next:          {next_step(result.run_dir, result.num_classes)}")
     return 0
 
 
-def next_step(cfg, run_dir: Path) -> str:
-    """The command to run after pretraining: a probe on the pretraining data, or, where that data has no labelled
-    held-out split (an unlabelled image folder), a probe on a labelled dataset or an export."""
+def next_step(run_dir: Path, num_classes: int) -> str:
+    """What to run after pretraining: a probe on the pretraining data, or, where its images have no labels (an
+    unlabelled folder: ``num_classes`` 0), a probe on a labelled dataset or an export; one command per line."""
     probe = f"python -m eval.linear_probe --checkpoint {run_dir}"
-    labelled_splits = [Path(cfg.data.root or ".") / split for split in ("val", "test")]
-    if cfg.data.name != "imagefolder" or any(split.is_dir() for split in labelled_splits):
+    if num_classes > 0:
         return probe
-    return (f"{probe} --dataset imagefolder --data-root LABELLED_FOLDER (the pretraining folder has no labelled "
-            f"val/ or test/), or python -m ssl_emp.export --checkpoint {run_dir} --output backbone.safetensors")
+    indent = " " * 17
+    return (f"the pretraining images have no labels; probe on a labelled folder, or export the backbone:\n"
+            f"{indent}{probe} --dataset imagefolder --data-root LABELLED_FOLDER\n"
+            f"{indent}python -m ssl_emp.export --checkpoint {run_dir} --output backbone.safetensors")
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def test_eval_commands_take_an_exported_backbone_as_they_take_its_run(tiny_run, 
     assert json.loads(output.read_text())["top1"] == from_run["top1"]
     # Without --output the record goes beside the export, not into whatever folder holds the export's folder.
     assert knn_main(["--checkpoint", str(weights), "--device", "cpu", "--no-wandb"]) == 0
-    assert json.loads((tmp_path / "eval" / "backbone_knn.json").read_text())["top1"] == from_run["top1"]
+    assert json.loads((tmp_path / "eval" / "backbone_safetensors_knn.json").read_text())["top1"] == from_run["top1"]
 
 
 def test_load_backbone_explains_what_is_missing_or_wrong(resnet_runs, tmp_path):

@@ -60,7 +60,7 @@ def test_streamed_run_trains_as_the_same_run_from_memory(folder, tmp_path):
         assert b["train/epoch_loss"] == pytest.approx(a["train/epoch_loss"], rel=1e-4)
         assert b["pruning/epoch_kept"] == a["pruning/epoch_kept"]
     assert streamed.achieved_rate == pytest.approx(0.3, abs=0.005)
-    assert load_checkpoint(streamed.checkpoint)["data"]["num_classes"] == 10
+    assert load_checkpoint(streamed.checkpoint)["data"]["num_classes"] == streamed.num_classes == 10
 
 
 @pytest.mark.slow
@@ -102,8 +102,12 @@ def test_skipping_unreadable_files_counts_them_and_trains_the_rest(folder, tmp_p
     assert int(visits.sum()) == result.sample_forwards and records[-1]["data/unreadable_skips"] == 3
     # ... and those skips are not pruning: at rate 0 the achieved rate is 0 (it read 0.005 here).
     assert result.achieved_rate == 0 and all(r["pruning/achieved_rate"] == 0 for r in result.history)
-    # The learning-rate schedule still ends where it should (cosine to 0): the skipped forwards count as spent.
+    # The learning-rate schedule still ends where it should (cosine to 0): the skipped forwards count as spent...
     assert [r["train/lr"] for r in records if "train/samples_seen" in r][-1] == pytest.approx(0.0, abs=1e-12)
+    # ... and so does a compute budget: it ends inside epoch 2, having spent exactly what it was given.
+    budget = pretrain(_cfg(copy, tmp_path, "budget", "data.in_memory=false", "data.workers=1",
+                           "data.skip_unreadable=true", "train.max_forwards=1000", pruning=()), show_progress=False)
+    assert budget.epochs_done == 2 and budget.sample_forwards + budget.unreadable_skips == 1000
 
 
 def test_streaming_is_refused_where_it_cannot_apply(folder, tmp_path):
@@ -197,13 +201,15 @@ def test_an_unlabelled_folder_loads_in_memory_and_streamed(layout, tmp_path):
         assert torch.equal(stream[i][1], bank.images[i])
 
 
-def test_after_pretraining_on_an_unlabelled_folder_the_next_step_is_a_labelled_probe_or_an_export(tmp_path, folder):
+def test_after_pretraining_on_an_unlabelled_folder_the_next_step_is_a_labelled_probe_or_an_export(tmp_path):
     from ssl_emp.pretrain import next_step
 
-    unlabelled = next_step(_cfg(_unlabelled(tmp_path / "photos", "flat"), tmp_path, "u"), tmp_path / "u")
-    assert "--dataset imagefolder --data-root LABELLED_FOLDER" in unlabelled and "ssl_emp.export" in unlabelled
-    labelled = next_step(_cfg(folder, tmp_path, "l"), tmp_path / "l")
-    assert labelled == f"python -m eval.linear_probe --checkpoint {tmp_path / 'l'}"
+    assert next_step(tmp_path / "l", 10) == f"python -m eval.linear_probe --checkpoint {tmp_path / 'l'}"
+    lines = next_step(tmp_path / "u", 0).splitlines()  # the reason, then one command a line, to paste as it is
+    assert "no labels" in lines[0] and len(lines) == 3
+    assert lines[1].split() == ["python", "-m", "eval.linear_probe", "--checkpoint", str(tmp_path / "u"),
+                                "--dataset", "imagefolder", "--data-root", "LABELLED_FOLDER"]
+    assert lines[2].split()[:3] == ["python", "-m", "ssl_emp.export"]
 
 
 @pytest.mark.slow
@@ -215,7 +221,7 @@ def test_pretraining_on_an_unlabelled_folder_runs_and_evaluation_says_it_needs_l
     extra = ["data.in_memory=false", "data.workers=1"] if streamed else []
     result = pretrain(_cfg(root, tmp_path, "unlabelled", "train.batch_size=32", *extra), show_progress=False)
     assert result.epochs_done == 3 and result.achieved_rate == pytest.approx(0.3, abs=0.01)
-    assert load_checkpoint(result.checkpoint)["data"]["num_classes"] == 0
+    assert load_checkpoint(result.checkpoint)["data"]["num_classes"] == result.num_classes == 0
 
     import contextlib
     import io

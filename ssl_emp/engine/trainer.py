@@ -52,6 +52,7 @@ class PretrainResult:
     skipped_steps: int = 0  # non-finite steps skipped (train.nonfinite=skip)
     unreadable_skips: int = 0  # planned samples not trained because their file was unreadable: not pruning
     is_main: bool = True  # False on DDP ranks other than 0, which print nothing
+    num_classes: int = 0  # of the pretraining data; 0 where its images have no labels (an unlabelled folder)
     history: list[dict] = field(default_factory=list)
 
 
@@ -160,12 +161,16 @@ class Pretrainer:
             self.pruner.observe(global_indices, stats, self.epoch)
         return stats
 
+    @property
+    def forwards_spent(self) -> int:
+        """Planned sample-forwards used up: those trained, and those lost to unreadable files (so the schedule and
+        the compute budget still end where planned)."""
+        return self.samples_seen + self.unreadable_skips
+
     def progress(self, epoch_fraction: float = 0.0) -> float:
         """Where the run is on its schedule, in epochs: the planned compute's fraction done, or, where it cannot
         be planned, the epochs done (with ``epoch_fraction`` of the current one)."""
-        # a planned forward lost to an unreadable file is spent too: without it the schedule would never end
-        consumed = self.samples_seen + self.unreadable_skips
-        by_compute = compute_progress(self.epochs, consumed, self.planned_forwards, self.max_forwards)
+        by_compute = compute_progress(self.epochs, self.forwards_spent, self.planned_forwards, self.max_forwards)
         return self.epoch + epoch_fraction if by_compute is None else by_compute
 
     def train_epoch(self, plan: EpochPlan, progress: Optional[Progress] = None, tracker=None,
@@ -238,7 +243,7 @@ class Pretrainer:
             else:
                 plan = self.pruner.plan(self.epoch)
                 if self.max_forwards is not None:  # the compute budget may end within this epoch
-                    plan = plan.head(self.max_forwards - self.samples_seen)
+                    plan = plan.head(self.max_forwards - self.forwards_spent)
             try:
                 reached = self.train_epoch(plan, progress, tracker, stop, position)
             except UnreadableImageError as exc:
@@ -254,7 +259,8 @@ class Pretrainer:
             last_epoch_loss = (reached.loss_sum / max(reached.trained, 1)).item()
             images_trained += self.samples_seen - seen_before
             self.epoch += 1
-            finished = self.epoch == epochs or (self.max_forwards is not None and self.samples_seen >= self.max_forwards)
+            budget_spent = self.max_forwards is not None and self.forwards_spent >= self.max_forwards
+            finished = self.epoch == epochs or budget_spent
             record: dict[str, Any] = {
                 "epoch": self.epoch, "train/epoch_loss": last_epoch_loss, "train/epoch_seconds": epoch_seconds,
                 "train/images_per_second": (self.samples_seen - seen_before) / epoch_seconds,
@@ -292,7 +298,7 @@ class Pretrainer:
             final_loss=last_epoch_loss, seconds=seconds,
             images_per_second=images_trained / seconds if seconds > 0 else float("nan"),
             requested_rate=self.pruner.requested_rate,
-            achieved_rate=achieved_rate(self.samples_seen + self.unreadable_skips, self.epoch * num_samples),
+            achieved_rate=achieved_rate(self.forwards_spent, self.epoch * num_samples),
             sample_forwards=self.samples_seen, full_data_forwards=self.epoch * num_samples,
             skipped_steps=self.skipped_steps, unreadable_skips=self.unreadable_skips, is_main=self.ctx.is_main,
-            history=history)
+            num_classes=self.source.num_classes, history=history)
