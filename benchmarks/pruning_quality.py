@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/pruning_quality.py                 # the whole benchmark (resumes; several sittings)
     .venv/bin/python benchmarks/pruning_quality.py --max-hours 1   # one sitting
+    .venv/bin/python benchmarks/pruning_quality.py --workers 2     # one process per free core, sharing the plan
     .venv/bin/python benchmarks/pruning_quality.py --summarise-only
 
 Run it from a clean checkout (a ``git worktree`` pinned at one commit): every record carries the commit it ran
@@ -10,10 +11,12 @@ trained on a labelled set and read on two held-out sets: a **validation** split 
 (for every choice) and the **test** split (for what is reported).
 
 Regimes (``REGIMES``): ``digits``; ``fashion-mnist`` (a 10,000-image subset at 16 px); ``longtail``
-(Fashion-MNIST with class sizes falling exponentially to an imbalance of 100: ``ssl_emp.data.variants``;
+(Fashion-MNIST with class sizes falling exponentially from 6,000 to 60, an imbalance of 100, 14,886 images:
+``ssl_emp.data.variants``; at 2,000 to 20 (4,958 images; the results of commit 94970ee) full data cleared the
+floor by only 0.055-0.063 at 20-40 epochs, and an exploratory validation run at 6,000 and 12 epochs by 0.13;
 probed on a balanced labelled set and the balanced test set, reporting balanced accuracy and the 3 rarest
 classes); ``redundant`` (2,000 unique Fashion-MNIST images beside 100 bases with 39 near-duplicates each, shifted
-by up to 2 px with pixel noise: two thirds of the pool are copies; probed on the clean test set, reporting the
+by up to 2 px with pixel noise: 65% of the pool are copies; probed on the clean test set, reporting the
 share of sample-forwards spent on copies).
 
 Fair accounting: every method gets the same 1-epoch full-data warm-up and no full-data anneal, so the tables
@@ -42,8 +45,10 @@ Order of work, each stage deciding by a rule written here before it ran:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import os
 import random as pyrandom
 import shutil
 import statistics
@@ -77,6 +82,7 @@ DATA_ROOT = str(ROOT / "data")
 HEADLINE_RATE, SECOND_RATE = 0.9, 0.7
 REPORT_SEEDS, SECOND_SEEDS, FLOOR_SEEDS = 10, 5, 5
 CALIBRATION_SEEDS, SELECTION_SEEDS = (1000, 1001), (2000, 2001)
+LONGTAIL_HEAD = 6000  # images in the long-tailed pool's largest class
 PUBLISHED = ["pruning.scorer=loss", "pruning.selector=infobatch", "pruning.infobatch_r=0.5", "pruning.anneal=0.125"]
 FAIR = ["pruning.warmup_epochs=1", "pruning.anneal=0"]  # the same warm-up, no anneal: selection alone
 BAR_FLOOR, BAR_RANDOM = 0.08, 0.03
@@ -101,7 +107,7 @@ REGIMES = {
     "digits": Regime("digits", "configs/default.yaml", ["model.width=8", "train.batch_size=128"], (12, 20, 30),
                      probe_per_class=100, val_per_class=30),
     "fashion-mnist": Regime("fashion-mnist", "configs/simclr_fashion_mnist.yaml", _SMALL, (12, 20, 30), size=10000),
-    "longtail": Regime("fashion-mnist", "configs/simclr_fashion_mnist.yaml", _SMALL, (20, 30, 40),
+    "longtail": Regime("fashion-mnist", "configs/simclr_fashion_mnist.yaml", _SMALL, (12, 20, 30),
                        variant="longtail", metric="balanced_acc"),
     "redundant": Regime("fashion-mnist", "configs/simclr_fashion_mnist.yaml", _SMALL, (20, 30, 40),
                         variant="redundant"),
@@ -171,7 +177,7 @@ def load_regime(name: str) -> RegimeData:
     if regime.size:
         pool = train.subset(torch.randperm(len(train), generator=generator)[:regime.size])
     if regime.variant == "longtail":
-        made = long_tailed(train, imbalance=100, max_per_class=2000, seed=0)
+        made = long_tailed(train, imbalance=100, max_per_class=LONGTAIL_HEAD, seed=0)
         pool, rarest = made.bank, made.rarest[:3]
     elif regime.variant == "redundant":
         made = with_near_duplicates(train, unique=2000, bases=100, copies=39, max_shift=2, noise=8.0, seed=0)
@@ -587,25 +593,93 @@ def rerun(record: dict, probe_epochs: int = 50) -> dict:
         torch.set_num_threads(threads)
 
 
+RESULTS_FILE, WORKER_FILES = "pruning_quality.jsonl", "pruning_quality.worker-*.jsonl"
+
+
+def read_records(out_dir: Path) -> list[dict]:
+    """Every record: the merged file's, then those the workers of a sitting have written since."""
+    records = []
+    for path in [out_dir / RESULTS_FILE, *sorted(out_dir.glob(WORKER_FILES))]:
+        if path.is_file():
+            records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return records
+
+
+def merge_worker_files(out_dir: Path) -> list[dict]:
+    """Fold the workers' record files into the merged file (atomically), so a killed sitting loses nothing."""
+    records = read_records(out_dir)
+    workers = sorted(out_dir.glob(WORKER_FILES))
+    if workers:
+        tmp = out_dir / (RESULTS_FILE + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+        tmp.replace(out_dir / RESULTS_FILE)
+        for path in workers:
+            path.unlink()
+    return records
+
+
+def _claim(claims: Path, key: dict) -> bool:
+    """Exclusive-create a file named by the run's key: True for the one worker that gets there first."""
+    name = hashlib.sha1(repr(_key(key)).encode()).hexdigest()
+    try:
+        os.close(os.open(claims / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def work(worker: int, out_dir: Path, plan, run, deadline: Optional[float] = None, wait: float = 10.0) -> int:
+    """One worker's share of a sitting. Before each run it re-reads every record, so the plan is decided over all
+    of them, and claims the first planned run that no one has recorded or claimed; a run another worker's result
+    will unlock (a stage waiting on its rule) is waited for. ``plan(records)`` gives the planned (key, overrides)
+    in the order of work; ``run(key, overrides)`` returns the record. Returns the number of runs it made."""
+    claims = out_dir / ".claims"
+    claims.mkdir(exist_ok=True)
+    own, made = out_dir / WORKER_FILES.replace("*", str(worker)), 0
+    while deadline is None or time.time() < deadline:
+        records = read_records(out_dir)
+        done = {_key(r) for r in records}
+        todo = [(k, o) for k, o in plan(records) if _key(k) not in done]
+        if not todo:
+            break
+        picked = next(((k, o) for k, o in todo if _claim(claims, k)), None)
+        if picked is None:  # every planned run is someone's: wait for one that unlocks more, or for the end
+            time.sleep(wait)
+            continue
+        record = run(*picked)
+        with open(own, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        made += 1
+        key = picked[0]
+        print(f"[worker {worker}, {len(todo) - 1} planned] {key['regime']:13s} {key['stage']:9s} "
+              f"{key['method']:28s} rate {key['requested_rate']} seed {key['seed']} ({key['epochs']} ep): achieved "
+              f"{record['achieved_rate']:.3f}, val {metric(record, 'validation'):.4f}, "
+              f"test {metric(record, 'test'):.4f}, {record['train_seconds']:.0f} s", flush=True)
+    return made
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
     parser.add_argument("--probe-epochs", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (recorded; a rerun uses the same)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes sharing the plan (each with --threads threads): one per free core")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--max-hours", type=float, default=None, help="stop starting runs after this long")
     parser.add_argument("--summarise-only", action="store_true")
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # set on the processes it starts
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results_file = out_dir / "pruning_quality.jsonl"
-    records = [json.loads(line) for line in results_file.read_text().splitlines()] if results_file.is_file() else []
     commit = current_commit()
     if not args.summarise_only and commit.endswith("+dirty"):
         print(f"refusing to run: the checkout has uncommitted changes to code the runs depend on ({commit}); "
               "run from a clean worktree pinned at one commit", file=sys.stderr)
         return 2
+    started = time.time()
+    deadline = None if args.max_hours is None else started + args.max_hours * 3600
     cache: dict[str, RegimeData] = {}
 
     def data_for(regime):
@@ -613,32 +687,41 @@ def main(argv=None) -> int:
             cache[regime] = load_regime(regime)
         return cache[regime]
 
-    def save(record):
-        records.append(record)
-        with open(results_file, "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    started = time.time()
     with tempfile.TemporaryDirectory() as workdir:
+        def plan(records):
+            return planned_runs(args.regimes, records, data_for)
+
+        def run(key, overrides):
+            return run_one(key, overrides, data_for(key["regime"]), workdir, args.probe_epochs, commit)
+
+        if args.worker is not None:
+            work(args.worker, out_dir, plan, run, deadline)
+            return 0
+        records = merge_worker_files(out_dir)
+        shutil.rmtree(out_dir / ".claims", ignore_errors=True)  # a killed sitting's claims: those runs are not done
         for regime in args.regimes:
             for seed in range(FLOOR_SEEDS):
                 if not _records(records, regime=regime, stage="floor", seed=seed) and not args.summarise_only:
-                    save(floor_record(regime, seed, data_for(regime), workdir, args.probe_epochs, commit))
+                    records.append(floor_record(regime, seed, data_for(regime), workdir, args.probe_epochs, commit))
+                    with open(out_dir / RESULTS_FILE, "a") as f:
+                        f.write(json.dumps(records[-1]) + "\n")
                     print(f"floor {regime} seed {seed}: {metric(records[-1], 'test'):.4f}", flush=True)
-        while not args.summarise_only and (args.max_hours is None or time.time() - started < args.max_hours * 3600):
-            done = {_key(r) for r in records}
-            todo = [(k, o) for k, o in planned_runs(args.regimes, records, data_for) if _key(k) not in done]
-            if not todo:
-                break
-            key, overrides = todo[0]
-            record = run_one(key, overrides, data_for(key["regime"]), workdir, args.probe_epochs, commit)
-            save(record)
-            print(f"[{len(todo) - 1} planned] {key['regime']:13s} {key['stage']:9s} {key['method']:28s} "
-                  f"rate {key['requested_rate']} seed {key['seed']} ({key['epochs']} ep): achieved "
-                  f"{record['achieved_rate']:.3f}, val {metric(record, 'validation'):.4f}, "
-                  f"test {metric(record, 'test'):.4f}, {record['train_seconds']:.0f} s", flush=True)
-    done = {_key(r) for r in records}
-    remaining = sum(_key(k) not in done for k, _ in planned_runs(args.regimes, records, data_for))
+        if not args.summarise_only and args.workers == 1:
+            work(0, out_dir, plan, run, deadline)
+        elif not args.summarise_only:
+            passed = list(argv if argv is not None else sys.argv[1:])
+            workers = [subprocess.Popen([sys.executable, __file__, *passed, "--worker", str(k)])
+                       for k in range(args.workers)]
+            for process in workers:
+                process.wait()
+        records = merge_worker_files(out_dir)
+        shutil.rmtree(out_dir / ".claims", ignore_errors=True)
+        done = {_key(r) for r in records}
+        remaining = sum(_key(k) not in done for k, _ in plan(records))
+    if records and one_commit(records) != commit.removesuffix("+dirty"):
+        print(f"note: these records ran at {one_commit(records)[:10]}, this checkout is {commit[:10]}: the tables use "
+              "this checkout's regimes and rules; for the records' own, summarise from a worktree at their commit",
+              file=sys.stderr)
     summary = summarise(records, out_dir, args.regimes, remaining)
     print(f"{len(records)} runs recorded, {remaining} planned runs left" + (" (complete)" if not remaining else ""))
     print((out_dir / "pruning_quality.md").read_text())

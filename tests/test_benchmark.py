@@ -138,6 +138,40 @@ def test_plan_runs_stages_in_order_with_ten_paired_seeds_and_exact_equal_compute
     assert "pruning.anneal=0.125" in published and not any(o.startswith("pruning.rate") for o in published)
 
 
+def test_workers_share_one_plan_run_each_planned_run_once_and_wait_for_runs_that_unlock_more(tmp_path):
+    """Two workers over one plan whose second stage appears only once the first is recorded (as the benchmark's
+    stages wait on their rules): every run is made exactly once, both workers work, and the merge keeps all."""
+    import threading
+
+    def plan(records):
+        first = [({"regime": "digits", "stage": "select", "method": "m", "requested_rate": 0.9, "seed": s,
+                   "epochs": 1}, []) for s in range(4)]
+        done = {r["seed"] for r in records if r["stage"] == "select"}
+        second = [({**key, "stage": "report", "seed": 10 + key["seed"]}, []) for key, _ in first] if done == {
+            0, 1, 2, 3} else []
+        return first + second
+
+    made = []
+
+    def run(key, overrides):
+        made.append(bench._key(key))
+        threading.Event().wait(0.05)  # long enough for the other worker to find every run claimed
+        return _run(key["method"], key["seed"], 0.5, stage=key["stage"], epochs=1)
+
+    counts = [0, 0]
+    threads = [threading.Thread(target=lambda k=k: counts.__setitem__(k, bench.work(k, tmp_path, plan, run,
+                                                                                        wait=0.01)))
+               for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(made) == sorted(set(made)) and len(made) == 8 and min(counts) >= 1
+    records = bench.merge_worker_files(tmp_path)
+    assert len(records) == 8 and not list(tmp_path.glob(bench.WORKER_FILES))
+    assert len((tmp_path / bench.RESULTS_FILE).read_text().splitlines()) == 8
+
+
 def _committed_summary():
     path = RESULTS / "pruning_quality_summary.json"
     assert path.is_file(), "benchmarks/results/pruning_quality_summary.json is missing: run the benchmark"
