@@ -618,6 +618,11 @@ def merge_worker_files(out_dir: Path) -> list[dict]:
     return records
 
 
+def _append(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def _claim(claims: Path, key: dict) -> bool:
     """Exclusive-create a file named by the run's key: True for the one worker that gets there first."""
     name = hashlib.sha1(repr(_key(key)).encode()).hexdigest()
@@ -647,8 +652,7 @@ def work(worker: int, out_dir: Path, plan, run, deadline: Optional[float] = None
             time.sleep(wait)
             continue
         record = run(*picked)
-        with open(own, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        _append(own, record)
         made += 1
         key = picked[0]
         print(f"[worker {worker}, {len(todo) - 1} planned] {key['regime']:13s} {key['stage']:9s} "
@@ -703,8 +707,7 @@ def main(argv=None) -> int:
             for seed in range(FLOOR_SEEDS):
                 if not _records(records, regime=regime, stage="floor", seed=seed) and not args.summarise_only:
                     records.append(floor_record(regime, seed, data_for(regime), workdir, args.probe_epochs, commit))
-                    with open(out_dir / RESULTS_FILE, "a") as f:
-                        f.write(json.dumps(records[-1]) + "\n")
+                    _append(out_dir / RESULTS_FILE, records[-1])
                     print(f"floor {regime} seed {seed}: {metric(records[-1], 'test'):.4f}", flush=True)
         if not args.summarise_only and args.workers == 1:
             work(0, out_dir, plan, run, deadline)
