@@ -253,8 +253,17 @@ def test_the_engine_refuses_settings_outside_their_declared_bounds(bad):
         Pruner(100, 8, **bad)
 
 
-def test_emp_default_without_embeddings_says_what_to_pass():
-    pruner = Pruner(64, 4, rate=0.5, scorer="emp")
+def test_emp_default_steps_on_the_loss_alone():
+    """The default memory form (``spaced``) reads the loss and the visit times, nothing a plain loop lacks."""
+    pruner = Pruner(64, 4, rate=0.5, scorer="emp", anneal=0.0)
+    for epoch in range(4):
+        for batch in pruner.plan(epoch).indices.split(16):
+            pruner.step(batch, torch.rand(len(batch)))
+    assert pruner.cfg.memory == "spaced" and int(pruner.table.visits.sum()) == pruner.planned_forwards()
+
+
+def test_emp_drift_without_embeddings_says_what_to_pass():
+    pruner = Pruner(64, 4, rate=0.5, scorer="emp", memory="drift", anneal=0.0)
     indices = pruner.plan(0).indices[:16]
     with pytest.raises(ValueError, match=r"needs per-sample embeddings.*SampleStats\(loss, embedding=\.\.\.\)"):
         pruner.step(indices, torch.rand(16))

@@ -49,7 +49,7 @@ class PruningSettings:
     selector: str = _setting("full", "full | random | rs2 | infobatch | topk | eps_greedy; a rate given without "
                              "one uses the recommended selector (README)")
     beta: float = _setting(1.0, "emp: weight of the memory term", ge=0, allow_inf_nan=False)
-    memory: str = _setting("drift", "emp memory form: loss_change | drift | recency | spaced | agreement | "
+    memory: str = _setting("spaced", "emp memory form: loss_change | drift | recency | spaced | agreement | "
                            "disagreement | entropy | forgetting (default chosen on validation by "
                            "benchmarks/pruning_quality.py)")
     normalize: Literal["zscore", "none"] = _setting(
