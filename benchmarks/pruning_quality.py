@@ -13,7 +13,7 @@ trained on a labelled set and read on two held-out sets: a **validation** split 
 Regimes (``REGIMES``): ``digits``; ``fashion-mnist`` (a 10,000-image subset at 16 px); ``longtail``
 (Fashion-MNIST with class sizes falling exponentially from 6,000 to 60, an imbalance of 100, 14,886 images:
 ``ssl_emp.data.variants``; at 2,000 to 20 (4,958 images; the results of commit 94970ee) full data cleared the
-floor by only 0.055-0.063 at 20-40 epochs, and an exploratory validation run at 6,000 and 12 epochs by 0.13;
+floor by only 0.055-0.063 at 20-40 epochs, and an exploratory validation run at 6,000 and 12 epochs by 0.086;
 probed on a balanced labelled set and the balanced test set, reporting balanced accuracy and the 3 rarest
 classes); ``redundant`` (2,000 unique Fashion-MNIST images beside 100 bases with 39 near-duplicates each, shifted
 by up to 2 px with pixel noise: 65% of the pool are copies; probed on the clean test set, reporting the

@@ -260,6 +260,7 @@ def test_emp_default_steps_on_the_loss_alone():
         for batch in pruner.plan(epoch).indices.split(16):
             pruner.step(batch, torch.rand(len(batch)))
     assert pruner.cfg.memory == "spaced" and int(pruner.table.visits.sum()) == pruner.planned_forwards()
+    assert torch.isfinite(pruner.scorer.selection_scores(pruner.table, epoch=4, keep=0.5)).all()
 
 
 def test_emp_drift_without_embeddings_says_what_to_pass():

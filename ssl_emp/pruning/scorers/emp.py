@@ -75,7 +75,7 @@ def _needs(stats: SampleStats, field: str, form: str) -> torch.Tensor:
     if value is None:
         raise ValueError(f"EMP memory form '{form}' needs per-sample {_DESCRIBED[field]}, and this step gave none: "
                          f"pass them in a SampleStats (pruner.step(indices, SampleStats(loss, {field}=...))), or "
-                         "choose memory='loss_change', which reads the loss alone.")
+                         "choose memory='spaced' (the default), which reads the loss alone.")
     return value.detach().float()
 
 
