@@ -31,7 +31,8 @@ from ssl_emp.distributed import DistContext, init_distributed
 from ssl_emp.engine.monitor import KNNMonitor
 from ssl_emp.engine.optim import WarmupCosine, build_optimizer
 from ssl_emp.engine.run_dir import check_resume_compatible, check_resume_epochs, prepare_run_dir
-from ssl_emp.engine.trainer import PretrainResult, Pretrainer
+from ssl_emp.engine.run_report import PretrainResult
+from ssl_emp.engine.trainer import Pretrainer
 from ssl_emp.evaluation import load_eval_banks
 from ssl_emp.methods import METHODS, ContrastiveMethod
 from ssl_emp.methods.queue import ddp_ignored_buffer_names

@@ -1,10 +1,11 @@
-"""The training engine: the loop (``trainer``), run directories and resume rules (``run_dir``), the optimizer
+"""The training engine: the loop (``trainer``), what a run reports each epoch and at its end (``run_report``), run directories and resume rules (``run_dir``), the optimizer
 and schedule (``optim``), the online kNN monitor, and stopping on a signal (``interrupt``). Everything here takes plain keyword arguments; ``ssl_emp.build`` makes the parts from a config
 and ``ssl_emp.build.pretrain`` runs them."""
 
 from ssl_emp.checkpoint import CheckpointError, load_checkpoint
 from ssl_emp.engine.interrupt import RunInterrupted
 from ssl_emp.engine.run_dir import RunDirError
-from ssl_emp.engine.trainer import PretrainResult, Pretrainer
+from ssl_emp.engine.run_report import PretrainResult
+from ssl_emp.engine.trainer import Pretrainer
 
 __all__ = ["CheckpointError", "load_checkpoint", "PretrainResult", "Pretrainer", "RunDirError", "RunInterrupted"]

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.profiler import record_function
 
@@ -31,29 +29,10 @@ from ssl_emp.engine.dashboard import epoch_pictures
 from ssl_emp.engine.failures import nonfinite_stop, unreadable_stop
 from ssl_emp.engine.interrupt import EpochPosition, RunInterrupted, StopSignals
 from ssl_emp.engine.optim import compute_progress
+from ssl_emp.engine.run_report import PretrainResult, epoch_line, epoch_record, run_result
 from ssl_emp.progress import Progress, mode_for
 from ssl_emp.methods import ContrastiveMethod
-from ssl_emp.pruning import EpochPlan, Pruner, SampleStats, achieved_rate, near_equal_batches
-
-
-@dataclass
-class PretrainResult:
-    run_dir: Path
-    checkpoint: Path
-    epochs_done: int
-    global_step: int
-    final_loss: float
-    seconds: float
-    images_per_second: float
-    requested_rate: Optional[float]  # None under InfoBatch's published rule, which sets no target rate
-    achieved_rate: float
-    sample_forwards: int
-    full_data_forwards: int
-    skipped_steps: int = 0  # non-finite steps skipped (train.nonfinite=skip)
-    unreadable_skips: int = 0  # planned samples not trained because their file was unreadable: not pruning
-    is_main: bool = True  # False on DDP ranks other than 0, which print nothing
-    num_classes: int = 0  # of the pretraining data; 0 where its images have no labels (an unlabelled folder)
-    history: list[dict] = field(default_factory=list)
+from ssl_emp.pruning import EpochPlan, Pruner, SampleStats, near_equal_batches
 
 
 class Pretrainer:
@@ -257,22 +236,12 @@ class Pretrainer:
                 torch.cuda.synchronize()
             epoch_seconds = time.perf_counter() - epoch_start
             last_epoch_loss = (reached.loss_sum / max(reached.trained, 1)).item()
-            images_trained += self.samples_seen - seen_before
+            epoch_images = self.samples_seen - seen_before
+            images_trained += epoch_images
             self.epoch += 1
             budget_spent = self.max_forwards is not None and self.forwards_spent >= self.max_forwards
             finished = self.epoch == epochs or budget_spent
-            record: dict[str, Any] = {
-                "epoch": self.epoch, "train/epoch_loss": last_epoch_loss, "train/epoch_seconds": epoch_seconds,
-                "train/images_per_second": (self.samples_seen - seen_before) / epoch_seconds,
-                "train/samples_seen": self.samples_seen, "train/lr": self.schedule(self.progress()),
-                **self.pruner.epoch_metrics(plan, self.epoch, self.samples_seen, self.unreadable_skips)}
-            if self.monitor is not None and self.monitor.due(self.epoch, finished) and math.isfinite(last_epoch_loss):
-                record.update(self.monitor(self.model.backbone))
-            if self.skipped_steps:
-                record["train/skipped_steps"] = self.skipped_steps
-            if self.source.drops_unreadable:
-                record["data/unreadable_files"] = self.source.unreadable_count()
-                record["data/unreadable_skips"] = self.unreadable_skips
+            record = epoch_record(self, plan, last_epoch_loss, epoch_seconds, epoch_images, finished)
             history.append(record)
             tracker.log(record, step=self.global_step)
             tracker.epoch_pictures(self.epoch, finished, lambda: epoch_pictures(self), step=self.global_step)
@@ -282,23 +251,12 @@ class Pretrainer:
             saving = self.epoch % self.checkpoint_every == 0 or finished
             if saving:
                 checkpoint = self.save_checkpoint()
-            knn = f"  kNN top-1 {record['monitor/knn_top1']:.4f}" if "monitor/knn_top1" in record else ""
-            progress.line(f"epoch {self.epoch}/{epochs}  loss {last_epoch_loss:.4f}{knn}  "
-                          f"{record['train/images_per_second']:.0f} img/s  kept {len(plan)}/{num_samples}"
-                          + (f"  checkpoint {checkpoint}" if saving else ""), always=saving or bool(knn))
+            progress.line(epoch_line(self, record, len(plan), checkpoint if saving else None),
+                          always=saving or "monitor/knn_top1" in record)
             if finished:
                 break
             if reached.signum:  # asked at the epoch's last step: the epoch is done, and saved here
                 progress.close()
                 raise self._interrupted(reached.signum)
         progress.close()
-        seconds = time.perf_counter() - started
-        return PretrainResult(
-            run_dir=self.run_dir, checkpoint=checkpoint, epochs_done=self.epoch, global_step=self.global_step,
-            final_loss=last_epoch_loss, seconds=seconds,
-            images_per_second=images_trained / seconds if seconds > 0 else float("nan"),
-            requested_rate=self.pruner.requested_rate,
-            achieved_rate=achieved_rate(self.forwards_spent, self.epoch * num_samples),
-            sample_forwards=self.samples_seen, full_data_forwards=self.epoch * num_samples,
-            skipped_steps=self.skipped_steps, unreadable_skips=self.unreadable_skips, is_main=self.ctx.is_main,
-            num_classes=self.source.num_classes, history=history)
+        return run_result(self, checkpoint, last_epoch_loss, time.perf_counter() - started, images_trained, history)
