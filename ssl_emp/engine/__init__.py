@@ -1,6 +1,7 @@
-"""The training engine: the loop (``trainer``), what a run reports each epoch and at its end (``run_report``), run directories and resume rules (``run_dir``), the optimizer
-and schedule (``optim``), the online kNN monitor, and stopping on a signal (``interrupt``). Everything here takes plain keyword arguments; ``ssl_emp.build`` makes the parts from a config
-and ``ssl_emp.build.pretrain`` runs them."""
+"""The training engine: the loop (``trainer``), what a run reports each epoch and at its end (``run_report``),
+run directories and resume rules (``run_dir``), the optimizer and schedule (``optim``), the online kNN monitor,
+and stopping on a signal (``interrupt``). Everything here takes plain keyword arguments; ``ssl_emp.build`` makes
+the parts from a config and ``ssl_emp.build.pretrain`` runs them."""
 
 from ssl_emp.checkpoint import CheckpointError, load_checkpoint
 from ssl_emp.engine.interrupt import RunInterrupted
