@@ -606,8 +606,11 @@ def read_records(out_dir: Path) -> list[dict]:
 
 
 def merge_worker_files(out_dir: Path) -> list[dict]:
-    """Fold the workers' record files into the merged file (atomically), so a killed sitting loses nothing."""
+    """Fold the workers' record files into the merged file (atomically), so a killed sitting loses nothing, and drop
+    the claims: a claimed run with no record (its worker was killed) is not done. Run where a sitting starts and
+    ends, with no worker running."""
     records = read_records(out_dir)
+    shutil.rmtree(out_dir / ".claims", ignore_errors=True)
     workers = sorted(out_dir.glob(WORKER_FILES))
     if workers:
         tmp = out_dir / (RESULTS_FILE + ".tmp")
@@ -702,7 +705,6 @@ def main(argv=None) -> int:
             work(args.worker, out_dir, plan, run, deadline)
             return 0
         records = merge_worker_files(out_dir)
-        shutil.rmtree(out_dir / ".claims", ignore_errors=True)  # a killed sitting's claims: those runs are not done
         for regime in args.regimes:
             for seed in range(FLOOR_SEEDS):
                 if not _records(records, regime=regime, stage="floor", seed=seed) and not args.summarise_only:
@@ -718,7 +720,6 @@ def main(argv=None) -> int:
             for process in workers:
                 process.wait()
         records = merge_worker_files(out_dir)
-        shutil.rmtree(out_dir / ".claims", ignore_errors=True)
         done = {_key(r) for r in records}
         remaining = sum(_key(k) not in done for k, _ in plan(records))
     if records and one_commit(records) != commit.removesuffix("+dirty"):

@@ -168,7 +168,7 @@ def test_workers_share_one_plan_run_each_planned_run_once_and_wait_for_runs_that
         t.join()
     assert sorted(made) == sorted(set(made)) and len(made) == 8 and min(counts) >= 1
     records = bench.merge_worker_files(tmp_path)
-    assert len(records) == 8 and not list(tmp_path.glob(bench.WORKER_FILES))
+    assert len(records) == 8 and not list(tmp_path.glob(bench.WORKER_FILES)) and not (tmp_path / ".claims").exists()
     assert len((tmp_path / bench.RESULTS_FILE).read_text().splitlines()) == 8
 
 
