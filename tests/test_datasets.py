@@ -128,9 +128,9 @@ def test_imagefolder_resizes_to_a_fixed_size(tmp_path):
     assert train.labels.tolist() == [0, 0, 0, 1, 1, 1] and train.num_classes == 2
 
 
-def test_imagefolder_needs_an_image_size(tmp_path):
+def test_an_imagefolder_without_images_says_so(tmp_path):
     (tmp_path / "train" / "a").mkdir(parents=True)
-    with pytest.raises(ValueError, match="data.image_size"):
+    with pytest.raises(DatasetNotFoundError, match="Found no valid file"):
         load_bank("imagefolder", str(tmp_path), "train")
 
 

@@ -27,7 +27,8 @@ class DataConfig(_Section):
         "digits", description="dataset to pretrain on")
     root: Optional[str] = Field(None, description="dataset folder (not needed for digits)")
     image_size: Optional[int] = Field(
-        None, ge=4, description="resize every image to this square size at load (required for imagefolder)")
+        None, ge=4, description="resize every image to this square size at load (imagefolder: by default read from "
+        "its images, their shorter side, or its median where it varies, at most 224)")
     subset: Optional[int] = Field(None, ge=1, description="use only the first N training images (seeded shuffle)")
     bank_device: Literal["auto", "cpu"] = Field(
         "auto", description="auto: keep the uint8 image bank on the training device")

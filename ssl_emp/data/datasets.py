@@ -50,7 +50,7 @@ HOW_TO_GET = {
     "stl10": "Download http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz and extract it into <root> "
              "(giving <root>/stl10_binary/train_X.bin ...).",
     "imagefolder": "Point data.root at a folder of images (flat or nested; labelled when laid out as "
-                   "train/<class>/<image>, with val/ or test/ alike for evaluation) and set data.image_size.",
+                   "train/<class>/<image>, with val/ or test/ alike for evaluation).",
 }
 
 
@@ -222,16 +222,22 @@ def _has_loose_images(folder: Path) -> bool:
     return any(f.is_file() and f.name.lower().endswith(IMG_EXTENSIONS) for f in folder.iterdir())
 
 
-def image_folder(root: Optional[str], split: str, image_size: Optional[int]) -> FolderListing:
+HELD_OUT = ("val", "test")  # the folders, in order of preference, that hold a labelled folder's held-out split
+
+
+def has_held_out_split(root: Optional[str]) -> bool:
+    """Whether an image folder has a held-out split (``val/`` or ``test/``) for evaluation to classify."""
+    return bool(root) and any((Path(root) / name).is_dir() for name in HELD_OUT)
+
+
+def image_folder(root: Optional[str], split: str) -> FolderListing:
     """The split's image files (nothing is decoded). Labelled: ``root/train/<class>/...`` (and ``root/val`` or
     ``root/test`` alike), read as torchvision's ``ImageFolder`` reads them. Unlabelled, for pretraining: any other
     folder of images, flat or nested (``root/train`` if there is one, else ``root``), every file labelled -1."""
     root_path = _require_root("imagefolder", root)
-    if image_size is None:
-        raise ValueError("Dataset 'imagefolder' needs data.image_size: images are resized to one square size at load.")
     if not root_path.is_dir():
         raise _missing("imagefolder", root, "no such folder")
-    candidates = ["train"] if split == "train" else ["val", "test"]
+    candidates = ["train"] if split == "train" else list(HELD_OUT)
     folder = next((root_path / c for c in candidates if (root_path / c).is_dir()), None)
     if folder is None and split != "train":
         raise _missing("imagefolder", root, "no val/ or test/ folder (evaluation needs labelled held-out images)")
@@ -248,14 +254,51 @@ def image_folder(root: Optional[str], split: str, image_size: Optional[int]) -> 
     return FolderListing(str(folder), [path for path, _ in ds.samples], list(ds.targets), list(ds.classes))
 
 
+# The largest side a folder is read at by default: the size ImageNet-style backbones are trained at. Memory and
+# compute grow with its square, and a larger photo keeps its full size only when data.image_size asks for it.
+LARGEST_DEFAULT_SIZE = 224
+
+
+def default_image_size(listing: FolderListing, sample: int = 2048) -> tuple[int, str]:
+    """The square side to read a folder's images at when ``data.image_size`` is not set, and why, in words: the
+    shorter side of its images (they are resized by it, then centre-cropped), or where that varies the median
+    shorter side, capped at :data:`LARGEST_DEFAULT_SIZE`. Only the headers of a fixed sample of the files are
+    read (as many as :meth:`ImageFolderStream.channel_stats` reads), unreadable ones left out."""
+    from PIL import Image
+
+    shapes = []
+    for i in subset_indices(len(listing.paths), sample).tolist():
+        try:
+            with Image.open(listing.paths[i]) as image:
+                shapes.append(image.size)
+        except (OSError, ValueError, Image.DecompressionBombError):  # not an image PIL can read: left out here
+            continue
+    if not shapes:
+        raise UnreadableImageError(f"None of the sampled images under '{listing.root}' could be read.")
+    sides = sorted(min(shape) for shape in shapes)
+    side = sides[(len(sides) - 1) // 2]
+    total = len(listing.paths)
+    read = f"all {total}" if len(shapes) == total else f"{len(shapes)} sampled of {total}"
+    if len(set(shapes)) == 1:
+        (w, h), = set(shapes)
+        why, rule = f"the images are {w}x{h} ({read} read)", "their side" if w == h else "their shorter side"
+    else:
+        why, rule = f"the images' shorter sides run from {sides[0]} to {sides[-1]} px ({read} read)", "the median"
+    if side > LARGEST_DEFAULT_SIZE:
+        return LARGEST_DEFAULT_SIZE, f"{why}; {rule}, {side}, capped at {LARGEST_DEFAULT_SIZE}"
+    return side, why if rule == "their side" else f"{why}; {rule}"
+
+
 def load_imagefolder(root: Optional[str], split: str, image_size: Optional[int] = None,
                      subset: Optional[int] = None) -> ImageBank:
     """``root/train/<class>/*`` (and ``root/val`` or ``root/test``), or an unlabelled folder of images (labels -1;
-    see :func:`image_folder`), resized (shorter side) and centre-cropped at load. Only the ``subset`` is decoded.
-    For folders that do not fit in memory: ``data.in_memory=false``."""
+    see :func:`image_folder`), resized (shorter side) and centre-cropped at load, to ``image_size`` or by default
+    to :func:`default_image_size`. Only the ``subset`` is decoded. For folders that do not fit in memory:
+    ``data.in_memory=false``."""
     from tqdm import tqdm
 
-    ds = image_folder(root, split, image_size)
+    ds = image_folder(root, split)
+    image_size = image_size or default_image_size(ds)[0]
     keep = subset_indices(len(ds.paths), subset)
     images = torch.empty(len(keep), 3, image_size, image_size, dtype=torch.uint8)
     for row, i in enumerate(tqdm(keep.tolist(), desc=f"loading {ds.root}", unit="img", leave=False)):

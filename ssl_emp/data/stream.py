@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
-from ssl_emp.data.datasets import UnreadableImageError, decode_square, image_folder, subset_indices
+from ssl_emp.data.datasets import UnreadableImageError, decode_square, default_image_size, image_folder, subset_indices
 
 
 class ImageFolderStream(Dataset):
@@ -29,13 +29,13 @@ class ImageFolderStream(Dataset):
 
     def __init__(self, root: Optional[str], image_size: Optional[int], subset: Optional[int] = None,
                  skip_unreadable: bool = False, split: str = "train", workers: int = 4, pin_memory: bool = False):
-        folder = image_folder(root, split, image_size)
+        folder = image_folder(root, split)
         keep = subset_indices(len(folder.paths), subset).tolist()
         self.root = folder.root
         self.paths = [folder.paths[i] for i in keep]
         self.labels = torch.as_tensor([folder.targets[i] for i in keep], dtype=torch.long)
         self.num_classes = len(folder.classes)
-        self.image_size = image_size
+        self.image_size = image_size or default_image_size(folder)[0]
         self.skip_unreadable = skip_unreadable
         self.workers, self.pin_memory = workers, pin_memory
         self.unreadable: set[int] = set()  # files skipped as unreadable so far (skip_unreadable)
