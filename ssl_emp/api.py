@@ -12,20 +12,20 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union, get_args
+from typing import Any, Optional, Sequence, Union
 
 from torch import nn
 
 from ssl_emp.build import pretrain
-from ssl_emp.config import PretrainConfig, build_config, check_settings_used, load_pretrain_config, parse_overrides
-from ssl_emp.config.schema import ConfigError, DataConfig
+from ssl_emp.config import (PretrainConfig, build_config, check_settings_used, data_overrides, load_pretrain_config,
+                            parse_overrides)
+from ssl_emp.config.schema import ConfigError
 from ssl_emp.engine import PretrainResult
 
 # Keyword arguments that name one setting, as lightly-train's and timm's users expect to write them.
 SHORT_NAMES = {"epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "optim.lr", "seed": "train.seed",
                "device": "train.device", "model": "model.backbone", "method": "method.name",
                "rate": "pruning.rate", "wandb": "tracking.wandb", "image_size": "data.image_size"}
-DATASETS = get_args(DataConfig.model_fields["name"].annotation)
 
 
 @dataclass
@@ -47,13 +47,7 @@ class Run:
 
 def _data_settings(data: Union[str, Path, dict]) -> list[str]:
     """A dataset name, a folder of images (``imagefolder``), or the data section as a dict."""
-    if isinstance(data, dict):
-        return _flatten("data", data)
-    if str(data) in DATASETS:
-        return [f"data.name={data}"]
-    if Path(data).is_dir():
-        return ["data.name=imagefolder", f"data.root={json.dumps(str(data))}"]
-    raise ConfigError(f"data={str(data)!r} is neither a dataset name ({', '.join(DATASETS)}) nor a folder of images.")
+    return _flatten("data", data) if isinstance(data, dict) else data_overrides(data)
 
 
 def _flatten(prefix: str, value: Any) -> list[str]:
@@ -82,10 +76,11 @@ def train(out: Optional[Union[str, Path]] = None, data: Optional[Union[str, Path
     """Pretrain and return the run: its folder, final metrics and (``run.backbone``) the backbone.
 
     ``out``: the run's folder (default ``runs/<recipe>-<timestamp>``); ``data``: a dataset name (``digits``,
-    ``cifar10``, ...), a folder of images, or the data section as a dict (``{"name": "cifar10", "root": ...}``);
-    ``config``: a recipe (YAML); ``overrides``: ``key=value`` strings;
-    ``settings``: sections as dicts or :data:`SHORT_NAMES`. ``resume=True`` continues the run in ``out`` from its
-    last checkpoint with its saved settings, plus any given. Bad settings raise :class:`ssl_emp.config.ConfigError`.
+    ``cifar10``, ...), a folder of images (read at its images' size unless ``image_size`` is given), or the data
+    section as a dict (``{"name": "cifar10", "root": ...}``); ``config``: a recipe (YAML); ``overrides``:
+    ``key=value`` strings; ``settings``: sections as dicts or :data:`SHORT_NAMES`. ``resume=True`` continues the run
+    in ``out`` from its last checkpoint with its saved settings, plus any given. Bad settings raise
+    :class:`ssl_emp.config.ConfigError`.
     """
     given = [*(_data_settings(data) if data is not None else []), *_keyword_settings(settings), *overrides]
     if out is not None:

@@ -24,7 +24,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ssl_emp.checkpoint import load_checkpoint
 from ssl_emp.config import PretrainConfig
-from ssl_emp.data import ImageBank, ImageFolderStream, fit_batch_size, load_bank
+from ssl_emp.data import (ImageBank, ImageFolderStream, default_image_size, fit_batch_size, has_held_out_split,
+                          image_folder, load_bank)
 from ssl_emp.data.augment import Normalize, TwoViews
 from ssl_emp.device import resolve_device
 from ssl_emp.distributed import DistContext, init_distributed
@@ -93,6 +94,66 @@ def build_tracker(cfg: PretrainConfig, run_dir: Path, run_id: Optional[str] = No
                    run_id=run_id, images_every=cfg.tracking.images_every)
 
 
+# The smallest batch a run shrinks a batch to by itself. A contrastive batch needs other samples: SimCLR scores
+# each view against the 2B - 2 other views of its batch (at 32, 62 negatives), and every method's BatchNorm
+# takes its statistics over the batch. Below it the user chooses the batch (train.batch_size), not the run.
+SMALLEST_FITTED_BATCH = 32
+
+
+def fit_image_size(cfg: PretrainConfig, say=print) -> PretrainConfig:
+    """``cfg`` with an image folder's ``data.image_size``, when not set, read from its images
+    (:func:`~ssl_emp.data.default_image_size`); ``say`` prints the choice as a one-line note."""
+    data = cfg.data
+    if data.name != "imagefolder" or data.image_size is not None:
+        return cfg
+    size, why = default_image_size(image_folder(data.root, "train"))
+    say(f"note: data.image_size not set; using {size}: {why}")
+    fitted = cfg.model_copy(deep=True)
+    fitted.data.image_size = size
+    return fitted
+
+
+def fit_monitor(cfg: PretrainConfig, num_classes: int, say=print) -> PretrainConfig:
+    """``cfg`` with the online monitor off where it has nothing labelled to classify (``num_classes``: the training
+    images', 0 without labels), and a one-line note that says so: a recipe's monitor is not a reason to refuse a
+    folder of photos."""
+    data = cfg.data
+    if not cfg.monitor.every:
+        return cfg
+    if num_classes == 0:
+        why = "the training images have no labels"
+    elif data.name == "imagefolder" and not has_held_out_split(data.root):
+        why = "the image folder has no val/ or test/ split for it to classify"
+    else:
+        return cfg
+    say(f"note: monitor.every={cfg.monitor.every} is off: the online kNN monitor needs labelled images, and {why} "
+        "(a labelled folder holds train/<class>/ and val/<class>/)")
+    fitted = cfg.model_copy(deep=True)
+    fitted.monitor.every = 0
+    return fitted
+
+
+def fit_batch_to_pruning(batch_size: int, pruner: Pruner, world_size: int = 1) -> tuple[int, str]:
+    """``batch_size``, or where it is larger than what the pruning rate leaves per epoch
+    (:meth:`~ssl_emp.pruning.Pruner.largest_batch`), that many, with a one-line note (empty when nothing changed).
+    A batch it would shrink below :data:`SMALLEST_FITTED_BATCH` (or 2 per rank) is refused, naming the rate that
+    leaves enough."""
+    left = pruner.largest_batch()
+    if left is None or batch_size <= left:
+        return batch_size, ""
+    rate, n = pruner.cfg.rate, pruner.num_samples
+    smallest = max(SMALLEST_FITTED_BATCH, 2 * world_size)
+    if left < smallest:
+        highest = Pruner.max_rate_for_batch(n, smallest)
+        fix = f"pruning.rate at most {highest}" if highest > 0 else "no pruning"
+        raise ValueError(f"train.batch_size={batch_size}: pruning.rate={rate} leaves {left} of the {n} samples per "
+                         f"epoch, fewer than {smallest}, the smallest batch a run shrinks to by itself (a contrastive "
+                         f"batch needs other samples: negatives, BatchNorm statistics). Use {fix}, or give "
+                         f"train.batch_size={left} or less to train with so small a batch.")
+    return left, (f"note: train.batch_size {batch_size} is more than the {left} samples pruning.rate={rate} leaves "
+                  f"per epoch (of {n}); using {left}")
+
+
 def check_fits_the_data(cfg: PretrainConfig, num_images: int, world_size: int, batch_size: int) -> None:
     """Settings valid one by one that make no sense for this dataset (``batch_size``: the batch it allows)."""
     if batch_size < 2 * world_size:
@@ -128,13 +189,26 @@ def _for_training(model: nn.Module, cfg: PretrainConfig, device: torch.device,
 
 def build_trainer(cfg: PretrainConfig, run_dir: Path, ctx: DistContext = DistContext(),
                   train_bank: Optional[ImageBank] = None) -> Pretrainer:
-    """Every part of a run, made from ``cfg`` (``train_bank``: images already loaded, e.g. by a benchmark)."""
+    """Every part of a run, made from ``cfg`` fitted to the data (:func:`fit_image_size`, :func:`fit_monitor`; the
+    fitted settings are the trainer's ``run_config``); ``train_bank``: images already loaded, e.g. by a benchmark."""
     device = resolve_device(cfg.train.device, ctx.local_rank)
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
+
+    def say(note: str) -> None:
+        if ctx.is_main:
+            print(note, file=sys.stderr)
+
+    cfg = fit_image_size(cfg, say) if train_bank is None else cfg
     source = train_bank if train_bank is not None else build_source(cfg, device)
+    cfg = fit_monitor(cfg, source.num_classes, say)
     batch_size, note = fit_batch_size(cfg.train.batch_size, len(source), "train.batch_size")
-    if note and ctx.is_main:
-        print(note, file=sys.stderr)
+    pruner = build_pruner(cfg, len(source), device)
+    if ctx.is_main and pruner.schedule_note:
+        print(f"note: {pruner.schedule_note}.")
+    batch_size, pruned_note = fit_batch_to_pruning(batch_size, pruner, ctx.world_size)
+    for line in (note, pruned_note):
+        if line:
+            say(line)
     check_fits_the_data(cfg, len(source), ctx.world_size, batch_size)
     mean, std = source.channel_stats()
     source = source.to(device if cfg.data.bank_device == "auto" else "cpu")
@@ -147,13 +221,6 @@ def build_trainer(cfg: PretrainConfig, run_dir: Path, ctx: DistContext = DistCon
         torch.manual_seed(cfg.train.seed + 1_000_003 * ctx.rank)
     o = cfg.optim
     optimizer = build_optimizer(model, o.name, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    pruner = build_pruner(cfg, len(source), device)
-    if ctx.is_main and pruner.schedule_note:
-        print(f"note: {pruner.schedule_note}.")
-    try:
-        pruner.check_batch_size(batch_size)
-    except ValueError as exc:
-        raise ValueError(f"train.batch_size={batch_size} (pruning.rate={cfg.pruning.rate}): {exc}") from None
     monitor = build_monitor(cfg, source.image_size, mean, std, device) if ctx.is_main else None
     data_info = {"name": cfg.data.name, "channels": source.channels, "image_size": source.image_size,
                  "num_classes": source.num_classes, "mean": mean, "std": std}
@@ -184,6 +251,7 @@ def pretrain(cfg: PretrainConfig, recipe: str = "run", show_progress: Optional[b
 def _pretrain(cfg, recipe, show_progress, train_bank, ctx: DistContext) -> PretrainResult:
     run_dir = prepare_run_dir(cfg.run.out_dir, cfg.run.name, cfg.run.resume, recipe, ctx)
     trainer = build_trainer(cfg, run_dir, ctx, train_bank)
+    cfg = PretrainConfig.model_validate(trainer.run_config)  # as fitted to the data: what is saved and checked
     if cfg.run.resume:
         ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=trainer.device)
         check_resume_compatible(ckpt["config"], cfg.model_dump(), run_dir)

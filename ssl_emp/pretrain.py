@@ -1,4 +1,4 @@
-"""``python -m ssl_emp.pretrain --config configs/NAME.yaml key=value ...``"""
+"""``python -m ssl_emp.pretrain [--config configs/NAME.yaml] [--data NAME_OR_FOLDER] key=value ...``"""
 
 from __future__ import annotations
 
@@ -19,11 +19,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="options (key = default [type]; the default recipe sets some of them otherwise):\n"
                + OPTIONS_HELP.read_text().rstrip()
                + "\n\nexamples:\n  python -m ssl_emp.pretrain train.epochs=5 pruning.rate=0.5"
+                 "\n  python -m ssl_emp.pretrain --data path/to/images run.name=mine pruning.rate=0.5"
                  "\n  python -m ssl_emp.pretrain --config configs/simclr_fashion_mnist.yaml data.root=data"
                  "\n  python -m ssl_emp.pretrain --resume runs/default-20261124-101500",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML recipe (see configs/; default: configs/default.yaml, SimCLR on the "
                                          "bundled digits); the defaults below apply to keys it leaves out")
+    parser.add_argument("--data", metavar="NAME_OR_FOLDER",
+                        help="a dataset (digits, cifar10, ...) or a folder of images to pretrain on, as "
+                             "ssl_emp.train(data=...) takes it; a folder is read at its images' size unless "
+                             "data.image_size is given")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue this run from its last checkpoint, with its saved config plus any overrides")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
@@ -51,22 +56,23 @@ def _run(args: argparse.Namespace) -> int:
     from ssl_emp.build import pretrain
     from ssl_emp.checkpoint import CheckpointError
     from ssl_emp.config import ConfigError, PretrainConfig, build_config, check_settings_used, parse_overrides
-    from ssl_emp.config import load_pretrain_config
+    from ssl_emp.config import data_overrides, load_pretrain_config
     from ssl_emp.data import DatasetNotFoundError, UnreadableImageError
     from ssl_emp.engine import RunDirError, RunInterrupted
 
     try:
+        given = [*(data_overrides(args.data) if args.data else []), *args.overrides]
         if args.resume:
             run_dir = Path(args.resume)
             saved = run_dir / "config.yaml"
             if not saved.is_file():
                 raise RunDirError(f"--resume {run_dir}: no config.yaml there; is it a run directory?")
             tree = yaml.safe_load(saved.read_text())
-            overrides = [*args.overrides, f"run.out_dir={run_dir.parent}", f"run.name={run_dir.name}", "run.resume=true"]
+            overrides = [*given, f"run.out_dir={run_dir.parent}", f"run.name={run_dir.name}", "run.resume=true"]
             cfg = build_config(PretrainConfig, tree, overrides, source=str(saved))
-            check_settings_used(cfg, parse_overrides(args.overrides), {})
+            check_settings_used(cfg, parse_overrides(given), {})
         else:
-            cfg = load_pretrain_config(args.config, args.overrides)
+            cfg = load_pretrain_config(args.config, given)
         recipe = Path(args.config).stem if args.config else "default"
         result = pretrain(cfg, recipe=recipe)
     except (ConfigError, DatasetNotFoundError, CheckpointError, RunDirError, UnreadableImageError, ValueError) as exc:

@@ -76,13 +76,6 @@ def test_moco_queue_as_large_as_the_dataset_is_refused(tmp_path, capsys):
     assert code == 2 and "method.queue_size=100000" in err and "1347 images" in err
 
 
-def test_a_batch_larger_than_a_pruned_epoch_is_refused(tmp_path, capsys):
-    code = main(["--config", RECIPE, *_tiny(tmp_path), "train.epochs=40", "train.batch_size=512", "pruning.rate=0.7"])
-    err = capsys.readouterr().err
-    assert code == 2 and "train.batch_size=512" in err and "lower the batch size, or the rate to at most 0.62 " in err
-    assert err.count("\n") == 1
-
-
 # --------------------------------------------------------------------------- property-based
 
 

@@ -6,13 +6,14 @@ rewritten into one paragraph that names the offending key, the closest valid key
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ssl_emp.config.schema import ConfigError, PretrainConfig
+from ssl_emp.config.schema import ConfigError, DataConfig, PretrainConfig
 from ssl_emp.config.unused import check_settings_used
 
 # The recipe a run without --config uses (configs/default.yaml, shipped in the package through a link): the one
@@ -104,6 +105,19 @@ def read_yaml(path: Union[str, Path]) -> dict:
     if not isinstance(tree, dict):
         raise ConfigError(f"Config file '{path}' must hold a mapping of sections, not {type(tree).__name__}.")
     return tree
+
+
+DATASETS = get_args(DataConfig.model_fields["name"].annotation)
+
+
+def data_overrides(data: Union[str, Path]) -> list[str]:
+    """The overrides that name the data to pretrain on: a dataset by name (``digits``, ``cifar10``, ...) or a folder
+    of images (``imagefolder`` at that root); what ``--data`` and ``ssl_emp.train(data=...)`` take."""
+    if str(data) in DATASETS:
+        return [f"data.name={data}"]
+    if Path(data).is_dir():
+        return ["data.name=imagefolder", f"data.root={json.dumps(str(data))}"]  # JSON is YAML: any path parses
+    raise ConfigError(f"data={str(data)!r} is neither a dataset name ({', '.join(DATASETS)}) nor a folder of images.")
 
 
 def build_config(model: type[BaseModel], tree: dict, overrides: list[str] = (), source: str = "config"):

@@ -99,19 +99,23 @@ class Pruner:
         """The fewest epochs in which ``rate`` can be reached; every longer run reaches it too."""
         return min_epochs(rate, warmup_epochs)
 
-    def check_batch_size(self, batch_size: int) -> None:
-        """Refuse a batch larger than what a pruned epoch leaves: ``(1 - rate)`` of the data, the user's notion
-        of what is left. (Pruned epochs keep a little less, making up for the full warm-up and annealing
-        epochs; there the batch is at most one epoch.)"""
+    def largest_batch(self) -> Optional[int]:
+        """The largest batch this run takes: what ``(1 - rate)`` of the data leaves per epoch, the user's notion of
+        what is left (pruned epochs keep a little less, making up for the full warm-up and annealing epochs; there
+        the batch is at most one epoch). None where the rate bounds no batch: no pruning, or InfoBatch's published
+        rule, whose pruned epochs' sizes are a matter of chance."""
         if self.active and not self.published_rule:
-            kept = budget(self.num_samples, self.cfg.rate)
-            if batch_size > kept:
-                highest = min(999, math.floor(1000 * (self.num_samples - batch_size) / self.num_samples) + 2)
-                while highest > 0 and budget(self.num_samples, highest / 1000) < batch_size:
-                    highest -= 1
-                raise ValueError(f"a batch of {batch_size} is larger than the {kept} samples left per epoch at "
-                                 f"rate {self.cfg.rate} ({self.num_samples} samples); lower the batch size, or "
-                                 f"the rate to at most {highest / 1000} for this batch.")
+            return budget(self.num_samples, self.cfg.rate)
+        return None
+
+    @staticmethod
+    def max_rate_for_batch(num_samples: int, batch_size: int) -> float:
+        """The highest rate (to 3 decimals) whose epochs leave at least ``batch_size`` of ``num_samples``; 0 where
+        none does."""
+        highest = min(999, math.floor(1000 * (num_samples - batch_size) / num_samples) + 2)
+        while highest > 0 and budget(num_samples, highest / 1000) < batch_size:
+            highest -= 1
+        return max(0, highest) / 1000
 
     def is_pruned_epoch(self, epoch: int) -> bool:
         return self.active and self.cfg.warmup_epochs <= epoch < self.first_annealed_epoch
