@@ -71,7 +71,7 @@ def _keyword_settings(settings: dict[str, Any]) -> list[str]:
 
 
 def train(out: Optional[Union[str, Path]] = None, data: Optional[Union[str, Path, dict]] = None, *,
-          config: Optional[Union[str, Path]] = None, overrides: Sequence[str] = (), resume: bool = False,
+          config: Optional[Union[str, Path]] = None, overrides: Sequence[str] = (), resume: Union[bool, str] = False,
           show_progress: Optional[bool] = None, **settings: Any) -> Run:
     """Pretrain and return the run: its folder, final metrics and (``run.backbone``) the backbone.
 
@@ -79,15 +79,18 @@ def train(out: Optional[Union[str, Path]] = None, data: Optional[Union[str, Path
     ``cifar10``, ...), a folder of images (read at its images' size unless ``image_size`` is given), or the data
     section as a dict (``{"name": "cifar10", "root": ...}``); ``config``: a recipe (YAML); ``overrides``:
     ``key=value`` strings; ``settings``: sections as dicts or :data:`SHORT_NAMES`. ``resume=True`` continues the run
-    in ``out`` from its last checkpoint with its saved settings, plus any given. Bad settings raise
-    :class:`ssl_emp.config.ConfigError`.
+    in ``out`` from its last checkpoint with its saved settings, plus any given; ``resume="auto"`` continues it with
+    these settings if it has a checkpoint, and starts it otherwise (a script that may be run again after a crash).
+    Bad settings raise :class:`ssl_emp.config.ConfigError`.
     """
+    if resume not in (True, False, "auto"):
+        raise ConfigError(f"resume={resume!r}: give True, False or 'auto'.")
     given = [*(_data_settings(data) if data is not None else []), *_keyword_settings(settings), *overrides]
     if out is not None:
         given += [*_flatten("run.out_dir", str(Path(out).parent)), *_flatten("run.name", Path(out).name)]
-    if resume:
-        if out is None:
-            raise ConfigError("resume=True needs out=, the folder of the run to continue.")
+    elif resume:
+        raise ConfigError(f"resume={resume!r} needs out=, the folder of the run to continue.")
+    if resume is True:
         saved = Path(out) / "config.yaml"
         if not saved.is_file():
             raise ConfigError(f"resume=True: '{out}' has no config.yaml; is it a run folder?")
@@ -97,7 +100,7 @@ def train(out: Optional[Union[str, Path]] = None, data: Optional[Union[str, Path
                            source=str(saved))
         check_settings_used(cfg, parse_overrides(given), {})
     else:
-        cfg = load_pretrain_config(config, given)
+        cfg = load_pretrain_config(config, [*given, *(["run.resume=auto"] if resume == "auto" else [])])
     result = pretrain(cfg, recipe=Path(config).stem if config else "run", show_progress=show_progress)
     last = {k: v for k, v in (result.history[-1] if result.history else {}).items() if not isinstance(v, list)}
     metrics = {**last, "final_loss": result.final_loss, "epochs": result.epochs_done, "steps": result.global_step,

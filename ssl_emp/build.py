@@ -249,10 +249,10 @@ def pretrain(cfg: PretrainConfig, recipe: str = "run", show_progress: Optional[b
 
 
 def _pretrain(cfg, recipe, show_progress, train_bank, ctx: DistContext) -> PretrainResult:
-    run_dir = prepare_run_dir(cfg.run.out_dir, cfg.run.name, cfg.run.resume, recipe, ctx)
+    run_dir, resuming = prepare_run_dir(cfg.run.out_dir, cfg.run.name, cfg.run.resume, recipe, ctx)
     trainer = build_trainer(cfg, run_dir, ctx, train_bank)
     cfg = PretrainConfig.model_validate(trainer.run_config)  # as fitted to the data: what is saved and checked
-    if cfg.run.resume:
+    if resuming:
         ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=trainer.device)
         check_resume_compatible(ckpt["config"], cfg.model_dump(), run_dir)
         shifts = check_resume_epochs(ckpt["config"], cfg.model_dump(), run_dir, ckpt["epoch"], len(trainer.source),
@@ -262,6 +262,8 @@ def _pretrain(cfg, recipe, show_progress, train_bank, ctx: DistContext) -> Pretr
             print(f"Resuming {run_dir} at epoch {trainer.epoch} (step {trainer.global_step}).")
             for shift in shifts:
                 print(f"  run.extend=true: {shift}")
+    elif cfg.run.resume == "auto" and ctx.is_main:
+        print(f"Starting {run_dir} (run.resume=auto: no checkpoint there yet).")
     if not ctx.is_main:
         return trainer.run(NullTracker(), show_progress=False)
     run_id_file = run_dir / "wandb_run_id"

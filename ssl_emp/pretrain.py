@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
                + "\n\nexamples:\n  python -m ssl_emp.pretrain train.epochs=5 pruning.rate=0.5"
                  "\n  python -m ssl_emp.pretrain --data path/to/images run.name=mine pruning.rate=0.5"
                  "\n  python -m ssl_emp.pretrain --config configs/simclr_fashion_mnist.yaml data.root=data"
-                 "\n  python -m ssl_emp.pretrain --resume runs/default-20261124-101500",
+                 "\n  python -m ssl_emp.pretrain --resume runs/default-20261124-101500"
+                 "\n  python -m ssl_emp.pretrain --resume auto run.name=mine ...   # a job that may be requeued",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML recipe (see configs/; default: configs/default.yaml, SimCLR on the "
                                          "bundled digits); the defaults below apply to keys it leaves out")
@@ -29,8 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a dataset (digits, cifar10, ...) or a folder of images to pretrain on, as "
                              "ssl_emp.train(data=...) takes it; a folder is read at its images' size unless "
                              "data.image_size is given")
-    parser.add_argument("--resume", metavar="RUN_DIR",
-                        help="continue this run from its last checkpoint, with its saved config plus any overrides")
+    parser.add_argument("--resume", metavar="RUN_DIR|auto",
+                        help="continue this run from its last checkpoint, with its saved config plus any overrides; "
+                             "auto: continue the run named by run.name if it has a checkpoint, else start it, with "
+                             "this command's settings (run.resume=auto), for jobs a cluster may requeue")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     return parser
 
@@ -62,17 +65,18 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         given = [*(data_overrides(args.data) if args.data else []), *args.overrides]
-        if args.resume:
+        if args.resume and args.resume != "auto":
             run_dir = Path(args.resume)
             saved = run_dir / "config.yaml"
             if not saved.is_file():
-                raise RunDirError(f"--resume {run_dir}: no config.yaml there; is it a run directory?")
+                raise RunDirError(f"--resume {run_dir}: no config.yaml there; is it a run directory? (--resume auto "
+                                  "with run.name=NAME resumes a run where there is one, else starts it)")
             tree = yaml.safe_load(saved.read_text())
             overrides = [*given, f"run.out_dir={run_dir.parent}", f"run.name={run_dir.name}", "run.resume=true"]
             cfg = build_config(PretrainConfig, tree, overrides, source=str(saved))
             check_settings_used(cfg, parse_overrides(given), {})
         else:
-            cfg = load_pretrain_config(args.config, given)
+            cfg = load_pretrain_config(args.config, [*given, *(["run.resume=auto"] if args.resume else [])])
         recipe = Path(args.config).stem if args.config else "default"
         result = pretrain(cfg, recipe=recipe)
     except (ConfigError, DatasetNotFoundError, CheckpointError, RunDirError, UnreadableImageError, ValueError) as exc:

@@ -34,6 +34,10 @@ def test_train_returns_the_run_its_final_metrics_and_backbone(tmp_path):
     # resume=True continues the run in out with its own settings, here extended by one epoch.
     resumed = ssl_emp.train(out=out, resume=True, epochs=5, overrides=["run.extend=true"], show_progress=False)
     assert resumed.metrics["epoch"] == 5 and resumed.run_dir == out
+    # resume="auto" with the first call's settings: there is a checkpoint, so it goes on from it (here, done).
+    again = ssl_emp.train(out=out, data="digits", pruning={"rate": 0.3}, resume="auto",
+                          **{**TINY, "epochs": 5}, overrides=["run.extend=true"])
+    assert again.metrics["epochs"] == 5 and again.result.global_step == resumed.result.global_step
 
 
 def test_train_refuses_bad_input_with_one_clear_error(tmp_path):
@@ -45,6 +49,10 @@ def test_train_refuses_bad_input_with_one_clear_error(tmp_path):
         ssl_emp.train(out=tmp_path / "r", data="digits", model="resnet99")
     with pytest.raises(ConfigError, match="has no config.yaml"):
         ssl_emp.train(out=tmp_path / "r", resume=True)
+    with pytest.raises(ConfigError, match="resume='auto' needs out="):
+        ssl_emp.train(data="digits", resume="auto")
+    with pytest.raises(ConfigError, match="resume='yes': give True, False or 'auto'"):
+        ssl_emp.train(out=tmp_path / "r", resume="yes")
 
 
 def test_import_ssl_emp_stays_light():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from eval.linear_probe import linear_probe
-from ssl_emp.config import load_pretrain_config
+from ssl_emp.config import ConfigError, load_pretrain_config
 from ssl_emp.build import pretrain
 from ssl_emp.engine import CheckpointError, RunDirError, load_checkpoint
 from ssl_emp.checkpoint import atomic_save
@@ -72,6 +72,35 @@ def test_existing_run_dir_needs_resume(tiny_overrides):
 def test_resume_without_checkpoint_is_explained(tiny_overrides):
     with pytest.raises(RunDirError, match="no checkpoints/last.pt"):
         pretrain(_cfg(tiny_overrides, "run.resume=true"), show_progress=False)
+
+
+def test_resume_auto_starts_a_run_and_the_same_command_goes_on_where_it_stopped(tiny_overrides, tmp_path, capsys):
+    """What a requeued job does: run its command again. ``--resume auto`` (run.resume=auto) starts the run where
+    there is none, and resumes it from its last checkpoint where there is one."""
+    command = ["--resume", "auto", *tiny_overrides, "train.epochs=4", "train.checkpoint_every=2",
+               "train.device=cpu"]
+    assert main(command) == 0
+    out = capsys.readouterr().out
+    run_dir = tmp_path / "runs" / "tiny"
+    assert f"Starting {run_dir} (run.resume=auto: no checkpoint there yet)" in out and "Resuming" not in out
+    whole = load_checkpoint(run_dir)
+    # As if the job had been stopped after epoch 2: its last checkpoint is the epoch-2 one.
+    shutil.copy(run_dir / "checkpoints" / "epoch_0002.pt", run_dir / "checkpoints" / "last.pt")
+    assert main(command) == 0
+    out = capsys.readouterr().out
+    assert f"Resuming {run_dir} at epoch 2 (step 22)" in out and "Done: 4 epochs, 44 steps" in out
+    again = load_checkpoint(run_dir)
+    for key, value in whole["model"].items():
+        assert torch.allclose(again["model"][key].float(), value.float(), atol=1e-5), key
+
+
+def test_resume_auto_needs_a_run_name_and_resume_takes_true_false_or_auto(tmp_path, capsys):
+    assert main(["--resume", "auto", f"run.out_dir={tmp_path}"]) == 2
+    assert "run.resume=auto resumes the run named by run.name" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="run.resume is true, false or auto"):
+        load_pretrain_config(None, ["run.resume=maybe"])
+    assert load_pretrain_config(None, ["run.resume=true"]).run.resume is True
+    assert load_pretrain_config(None, ["run.resume=auto", "run.extend=true"]).run.extend  # read when resuming
 
 
 def test_batch_larger_than_the_dataset_shrinks_to_it_with_a_note(tiny_overrides, capsys):

@@ -7,7 +7,7 @@ A recipe's keys mirror :class:`PretrainConfig`. The pruning section is derived f
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, Optional, get_type_hints
+from typing import Literal, Optional, Union, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
@@ -172,9 +172,19 @@ class TrackingConfig(_Section):
 class RunConfig(_Section):
     out_dir: str = Field("runs", description="parent folder of run directories")
     name: Optional[str] = Field(None, description="run directory name; default <recipe>-<timestamp>")
-    resume: bool = Field(False, description="continue the run in out_dir/name from its last checkpoint")
+    resume: Union[bool, Literal["auto"]] = Field(
+        False, description="true: continue the run in out_dir/name from its last checkpoint; auto: continue it if it "
+        "has one, else start it (a job a cluster may requeue or torchrun restart reruns the same command)")
     extend: bool = Field(False, description="allow a resumed run a new train.epochs (its learning-rate schedule, "
                                             "annealing window and per-epoch pruning rate shift)")
+
+    @field_validator("resume", mode="before")
+    @classmethod
+    def _true_false_or_auto(cls, value):
+        # pydantic alone would take "yes" or 1 for true and list both of the union's errors for anything else
+        if isinstance(value, bool) or value == "auto":
+            return value
+        raise ValueError("run.resume is true, false or auto")
 
 
 class PretrainConfig(_Section):

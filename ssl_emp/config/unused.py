@@ -20,7 +20,7 @@ READ_ONLY_WHEN = {
     "method.gather_negatives": ("method.name", ("simclr",)),
     "model.width": ("model.backbone", ("small_cnn",)),
     "model.cifar_stem": ("model.backbone", ("resnet18", "resnet34", "resnet50")),
-    "run.extend": ("run.resume", (True,)),
+    "run.extend": ("run.resume", (True, "auto")),
     "data.workers": ("data.in_memory", (False,)),
     "data.skip_unreadable": ("data.in_memory", (False,)),
     "tracking.images_every": ("tracking.wandb", ("auto", "online", "offline")),
@@ -120,7 +120,8 @@ def describe_options(model: type[BaseModel] = PretrainConfig) -> str:
             if choices:
                 annotation = "one of " + " | ".join(map(str, choices))
             elif get_origin(field.annotation) is Union:
-                annotation = " or ".join(getattr(a, "__name__", str(a)) for a in get_args(field.annotation))
+                annotation = " or ".join(" | ".join(map(str, get_args(a))) if get_origin(a) is Literal
+                                         else getattr(a, "__name__", str(a)) for a in get_args(field.annotation))
             else:
                 annotation = getattr(field.annotation, "__name__", str(field.annotation))
             doc = f"  {field.description}" if field.description else ""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import warnings
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from ssl_emp.distributed import DistContext
 from ssl_emp.engine.optim import WarmupCosine, compute_progress
@@ -18,23 +18,28 @@ class RunDirError(RuntimeError):
     """The run directory clashes with what was asked (exists without resume, or missing with it)."""
 
 
-def prepare_run_dir(out_dir: str, name: Optional[str], resume: bool, recipe: str,
-                    ctx: DistContext = DistContext()) -> Path:
-    """Check the run directory against ``resume`` on every rank (so all fail alike); rank 0 creates it."""
+def prepare_run_dir(out_dir: str, name: Optional[str], resume: Union[bool, str], recipe: str,
+                    ctx: DistContext = DistContext()) -> tuple[Path, bool]:
+    """The run directory and whether the run resumes in it: ``resume`` true, or ``"auto"`` where the directory has a
+    checkpoint. Checked on every rank (so all fail, or all resume, alike); rank 0 creates it."""
     if ctx.enabled and not name:
         raise RunDirError("Under torchrun set run.name: ranks would otherwise each pick a timestamped directory.")
+    if resume == "auto" and not name:
+        raise RunDirError("run.resume=auto resumes the run named by run.name when it has a checkpoint; set "
+                          "run.name (a timestamped directory is new each time).")
     run_dir = Path(out_dir) / (name or f"{recipe}-{datetime.now():%Y%m%d-%H%M%S}")
     has_checkpoint = (run_dir / "checkpoints" / "last.pt").is_file()
-    if resume and not has_checkpoint:
-        raise RunDirError(f"run.resume=true but '{run_dir}' has no checkpoints/last.pt to resume from.")
+    if resume is True and not has_checkpoint:
+        raise RunDirError(f"run.resume=true but '{run_dir}' has no checkpoints/last.pt to resume from "
+                          "(run.resume=auto starts a run where there is none).")
     if not resume and has_checkpoint:
-        raise RunDirError(f"Run directory '{run_dir}' already holds a run. Resume it with run.resume=true, "
-                          "or pick another run.name.")
+        raise RunDirError(f"Run directory '{run_dir}' already holds a run. Resume it with run.resume=true (or "
+                          "run.resume=auto: resume where there is a checkpoint, else start), or pick another run.name.")
     ctx.barrier()  # every rank has looked before rank 0 writes anything
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     ctx.barrier()
-    return run_dir
+    return run_dir, has_checkpoint and bool(resume)
 
 
 # Settings a run cannot change when it resumes: they fix the shapes of the saved state or the dataset it indexes.
