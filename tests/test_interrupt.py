@@ -1,5 +1,6 @@
-"""Stopping on a signal: SIGINT (Ctrl-C) or SIGTERM (preemption) in the middle of an epoch saves where the run is,
-says how to resume, exits 130 or 143, and the resumed run ends exactly as an uninterrupted one."""
+"""Stopping on a signal: SIGINT (Ctrl-C), SIGTERM (preemption) or SIGUSR1 (a scheduler's time-limit warning) in the
+middle of an epoch saves where the run is, says how to resume, exits 130, 143 or 138, and the resumed run ends
+exactly as an uninterrupted one."""
 
 import json
 import os
@@ -64,7 +65,7 @@ def _epoch_records(run_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1], ids=["SIGINT", "SIGTERM", "SIGUSR1"])
 def test_a_signal_mid_epoch_saves_and_the_resumed_run_ends_like_an_uninterrupted_one(whole, tmp_path, sig):
     code, out, err = _start_and_signal(tmp_path, "stopped", [sig])
     run_dir = tmp_path / "stopped"
@@ -73,6 +74,8 @@ def test_a_signal_mid_epoch_saves_and_the_resumed_run_ends_like_an_uninterrupted
                      r"python -m ssl_emp\.pretrain --resume (\S+)", err)
     assert said and said.group(3) == str(run_dir), err
     assert "Traceback" not in err
+    # SLURM's warning before a time limit: the line and the exit code tell the job script to requeue.
+    assert ("exit code 138: requeue the job" in err) == (sig == signal.SIGUSR1), err
     saved = load_checkpoint(run_dir)
     # Stopped inside epoch 2, after the step it named: the epoch's plan and the steps done of it were saved.
     assert (int(said.group(1)), int(said.group(2))) == (2, saved["global_step"])

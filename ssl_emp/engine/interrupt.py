@@ -1,6 +1,7 @@
-"""Stopping a run safely: SIGINT (Ctrl-C) and SIGTERM (what SLURM and Kubernetes send to preempt) ask the loop to
-stop after the current step; it then saves where it is inside the epoch and raises :class:`RunInterrupted`. A
-second signal exits at once (checkpoints are written atomically, so none is left half-written).
+"""Stopping a run safely: SIGINT (Ctrl-C), SIGTERM (what SLURM and Kubernetes send to preempt) and SIGUSR1 (what
+SLURM sends ahead of a time limit with ``--signal=USR1@SECONDS``) ask the loop to stop after the current step; it
+then saves where it is inside the epoch and raises :class:`RunInterrupted`. A second signal exits at once
+(checkpoints are written atomically, so none is left half-written).
 
 Under DDP every rank must stop at the same step (a rank that stopped alone would leave the others waiting in a
 collective), so the ranks agree each step: one all-reduce of a one-element CPU tensor, on a gloo group (the
@@ -22,7 +23,7 @@ import torch.distributed as dist
 from ssl_emp.distributed import DistContext
 from ssl_emp.pruning import EpochPlan
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 
 class RunInterrupted(Exception):
@@ -31,12 +32,15 @@ class RunInterrupted(Exception):
     def __init__(self, signum: int, epoch: int, step: int, run_dir: Path, is_main: bool = True):
         self.signum, self.epoch, self.step, self.run_dir, self.is_main = signum, epoch, step, run_dir, is_main
         self.exit_code = 128 + signum
+        # SIGUSR1 is a scheduler's warning that the job's time is up: its script requeues the job on this exit code.
+        requeue = (f" (exit code {self.exit_code}: requeue the job; the same command with run.resume=auto goes on)"
+                   if signum == signal.SIGUSR1 else "")
         super().__init__(f"interrupted at epoch {epoch}, step {step}; resume with: "
-                         f"python -m ssl_emp.pretrain --resume {run_dir}")
+                         f"python -m ssl_emp.pretrain --resume {run_dir}{requeue}")
 
 
 class StopSignals:
-    """While entered, SIGINT and SIGTERM set a flag that :meth:`requested` reads (agreed on by every rank); a
+    """While entered, SIGINT, SIGTERM and SIGUSR1 set a flag that :meth:`requested` reads (agreed on by every rank); a
     second signal raises ``SystemExit(128 + signal)``. Handlers can only be set from the main thread; elsewhere
     signals keep their usual effect."""
 

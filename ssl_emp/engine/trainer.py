@@ -201,7 +201,8 @@ class Pretrainer:
                               self.ctx.is_main)
 
     def run(self, tracker, show_progress: Optional[bool] = None) -> PretrainResult:
-        """Train to the end; SIGINT or SIGTERM stop it after the current step, saved, with :class:`RunInterrupted`."""
+        """Train to the end; SIGINT, SIGTERM or SIGUSR1 stop it after the current step, saved, with
+        :class:`RunInterrupted`."""
         with StopSignals(self.ctx) as stop:
             return self._run(tracker, show_progress, stop)
 
