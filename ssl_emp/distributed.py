@@ -69,7 +69,17 @@ def init_distributed(device_name: str) -> DistContext:
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30))
+        backend, timeout = "nccl" if use_cuda else "gloo", timedelta(minutes=30)
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if restart is None:
+            dist.init_process_group(backend, timeout=timeout)
+        else:
+            # torchrun's store outlives the workers it restarts (--max-restarts): in it a restarted group would read
+            # the addresses its dead predecessors published and fail to connect (torch 2.14 with gloo; pytorch#167288
+            # with NCCL). Each attempt gets keys of its own.
+            store, _, _ = next(dist.rendezvous("env://", timeout=timeout))
+            dist.init_process_group(backend, store=dist.PrefixStore(f"ssl_emp/attempt_{restart}", store), rank=rank,
+                                    world_size=world_size, timeout=timeout)
     return DistContext(rank, world_size, local_rank)
 
 

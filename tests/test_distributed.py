@@ -2,9 +2,12 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -138,3 +141,89 @@ def test_torchrun_launch_writes_once_from_rank_zero(tmp_path):
     assert [r["epoch"] for r in epochs] == [1, 2, 3]  # written once, not once per rank
     assert (run_dir / "checkpoints" / "last.pt").is_file()
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []  # no temporary files left
+
+
+# --------------------------------------------------------------------------- a rank killed under torchrun
+
+# Epochs of 21 steps (full data) and 8 (pruned: rate 0.5 over 6 epochs, 5 of them pruned, each keeps 539 samples).
+RESTARTABLE = [*TINY, "train.batch_size=64", "train.epochs=6", "train.log_every=1", "pruning.scorer=emp",
+               "pruning.selector=infobatch", "pruning.rate=0.5", "run.resume=auto"]
+
+
+def _logged_steps(run_dir) -> list[int]:
+    """The steps rank 0 has logged so far (each line is flushed as it is written)."""
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        return []
+    return [json.loads(line)["step"] for line in metrics.read_text().splitlines() if '"train/loss"' in line]
+
+
+def _worker_with_rank(agent: int, rank: int) -> int:
+    """The pid of the worker of torchrun's agent ``agent`` that runs ``rank`` (read from the workers' environment)."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            parent = int(next(line for line in status.read_text().splitlines() if line.startswith("PPid:")).split()[1])
+            environ = (status.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, StopIteration):  # a process that ended meanwhile
+            continue
+        if parent == agent and f"RANK={rank}".encode() in environ:
+            return int(status.parent.name)
+    raise AssertionError(f"torchrun ({agent}) has no worker with RANK={rank}")
+
+
+def _torchrun(out, name, kill_rank_1_after_step=None):
+    """Run the restartable command under ``torchrun --max-restarts 1``; once rank 0 has logged the given step,
+    SIGKILL rank 1. Returns the finished command's output."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "--max-restarts", "1", "-m", "ssl_emp.pretrain", "--config", "configs/default.yaml", *RESTARTABLE,
+               f"run.out_dir={out}", f"run.name={name}"]
+    agent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**env, "OMP_NUM_THREADS": "1"})
+    if kill_rank_1_after_step is not None:
+        deadline = time.time() + 400
+        while max(_logged_steps(out / name), default=0) < kill_rank_1_after_step and agent.poll() is None \
+                and time.time() < deadline:
+            time.sleep(0.005)
+        assert agent.poll() is None, "the run ended before a rank could be killed"
+        os.kill(_worker_with_rank(agent.pid, 1), signal.SIGKILL)
+    stdout, stderr = agent.communicate(timeout=600)
+    assert agent.returncode == 0, stderr[-3000:]
+    return stdout
+
+
+@pytest.mark.slow
+def test_torchrun_restarts_a_group_after_a_rank_is_killed_and_it_ends_like_an_uninterrupted_run(tmp_path):
+    """SIGKILL rank 1 inside the second pruned epoch (epoch 3). torchrun stops the other rank and runs the same
+    command again; with run.resume=auto the new group resumes from last.pt (the end of epoch 2) and must end as
+    an uninterrupted run does: same kept counts, epoch losses, score tables and weights, to 1e-6 (on the CPU with
+    one thread per rank the computation is deterministic, as in test_faults' single-process SIGKILL test)."""
+    from ssl_emp.engine import load_checkpoint
+    from ssl_emp.plot import epoch_records
+
+    whole = _torchrun(tmp_path, "whole")
+    assert whole.count("Done: 6 epochs") == 1 and "Resuming" not in whole
+    a = {r["epoch"]: r for r in epoch_records(tmp_path / "whole")}  # the last record of each epoch
+    end_of_epoch_2, end_of_epoch_3 = a[2]["step"], a[3]["step"]
+    assert (end_of_epoch_2, end_of_epoch_3) == (21 + 8, 21 + 16)
+    restarted = _torchrun(tmp_path, "killed", kill_rank_1_after_step=end_of_epoch_2 + 2)
+    killed = tmp_path / "killed"
+    assert f"Resuming {killed} at epoch 2 (step {end_of_epoch_2})" in restarted
+    assert restarted.count("Done: 6 epochs") == 1
+    steps = _logged_steps(killed)
+    redone = sorted({s for s in steps if steps.count(s) > 1})  # logged before the kill, and again after it
+    assert redone and redone[0] == end_of_epoch_2 + 1 and redone[-1] < end_of_epoch_3  # killed inside epoch 3
+
+    b = {r["epoch"]: r for r in epoch_records(killed)}
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
+    for epoch in a:
+        assert b[epoch]["pruning/epoch_kept"] == a[epoch]["pruning/epoch_kept"], epoch
+        assert b[epoch]["train/epoch_loss"] == pytest.approx(a[epoch]["train/epoch_loss"], rel=1e-6), epoch
+    assert a[3]["pruning/epoch_kept"] < 1347
+    first, second = load_checkpoint(tmp_path / "whole"), load_checkpoint(killed)
+    assert second["global_step"] == first["global_step"]
+    for key in ("scores", "visits", "last_epoch"):
+        torch.testing.assert_close(second["pruning"]["table"][key], first["pruning"]["table"][key],
+                                   rtol=1e-6, atol=1e-6)
+    for key, value in first["model"].items():
+        torch.testing.assert_close(second["model"][key], value, rtol=1e-6, atol=1e-6, msg=key)
