@@ -147,7 +147,10 @@ def test_cli_missing_dataset_is_one_clear_error(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_default_recipe_reaches_090_and_beats_random_backbone(tmp_path):
-    """The README's claim: the embedded default run, probed, reaches top-1 >= 0.90; a random backbone does not."""
+    """The README's claim: the embedded default run, probed, reaches top-1 >= 0.90; a random backbone does not.
+    The thresholds hold across CPU kernels and thread counts, which change the run's numbers: measured (torch
+    2.14.1) 0.978 against 0.880 with AVX512 kernels and 2 threads, 0.984 with ATEN_CPU_CAPABILITY=default and 2
+    threads, 0.978 with default and 1 thread."""
     cfg = load_pretrain_config("configs/default.yaml", ["tracking.wandb=disabled", f"run.out_dir={tmp_path}",
                                                         "run.name=default"])
     result = pretrain(cfg, show_progress=False)
@@ -159,8 +162,9 @@ def test_default_recipe_reaches_090_and_beats_random_backbone(tmp_path):
 
 @pytest.mark.slow
 def test_moco_with_emp_at_rate_half_beats_random_backbone(tmp_path):
-    """Issue 4's claim: MoCo + EMP at rate 0.5 on the embedded default probes clearly above a random backbone
-    (measured: 0.9489 against 0.8800)."""
+    """Issue 4's claim: MoCo + EMP at rate 0.5 on the embedded default probes clearly above a random backbone.
+    Measured (torch 2.14.1): 0.958 against 0.880 with AVX512 kernels or ATEN_CPU_CAPABILITY=default on 2 threads,
+    0.962 with default on 1 thread; the thresholds leave more than five times that spread."""
     cfg = load_pretrain_config("configs/moco_digits.yaml", [
         "pruning.scorer=emp", "pruning.selector=infobatch", "pruning.rate=0.5", "monitor.every=0",
         "tracking.wandb=disabled", f"run.out_dir={tmp_path}", "run.name=moco"])
