@@ -486,7 +486,7 @@ def paired_difference(runs: list[dict], references: list[dict], split: str = "te
     if len(diffs) < 2:
         return None
     mean = statistics.mean(diffs)
-    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    half = float(stats.t.ppf(0.975, len(diffs) - 1)) * statistics.stdev(diffs) / math.sqrt(len(diffs))
     return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": len(diffs)}
 
 
@@ -537,7 +537,7 @@ def one_commit(records: list[dict]) -> str:
 
 
 def passes_gate(headroom: Optional[dict]) -> bool:
-    return bool(headroom) and headroom["mean"] >= GATE and headroom["lo"] > 0
+    return bool(headroom and headroom["mean"] >= GATE and headroom["lo"] > 0)
 
 
 def summarise(records: list[dict], out_dir: Path, regimes: list[str], remaining: Optional[int] = None) -> dict:
@@ -683,7 +683,7 @@ def plot(summary: dict, path: Path) -> None:
     regimes = [r for r, s in summary["regimes"].items() if s["rows"]]
     if not regimes:
         return
-    fig, axes = plt.subplots(1, len(regimes), figsize=(4.2 * len(regimes), 4.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(regimes), figsize=(4.6 * len(regimes), 4.2), squeeze=False)
     for ax, regime in zip(axes[0], regimes):
         s = summary["regimes"][regime]
         rows = [row for row in s["rows"] if row["diff_vs_random"] and row["method"] != "full"]
