@@ -242,3 +242,32 @@ def test_a_run_embeds_clean_images_counts_them_and_resumes_exactly(tiny_override
         torch.testing.assert_close(after["pruning"]["table"][key], value, equal_nan=True, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(after["pruning"]["embeddings"]["vectors"], final["pruning"]["embeddings"]["vectors"],
                                rtol=1e-4, atol=1e-4)
+
+
+def test_coverage_in_your_own_loop_as_the_docs_show_it():
+    """docs/pruning.md's loop: ask ``needs_embeddings`` before each epoch, give the features, iterate the batch
+    sampler, step with the per-sample loss."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from ssl_emp.pruning import WithIndex
+
+    data = torch.randn(120, 6)
+    features = torch.nn.Linear(6, 4)
+    epochs = 8
+    pruner = Pruner(len(data), epochs, rate=0.7, selector="coverage", embed_every=3, anneal=0.0)
+    loader = DataLoader(WithIndex(TensorDataset(data)), batch_sampler=pruner.batch_sampler(16))
+    kept = []
+    for epoch in range(epochs):
+        if pruner.needs_embeddings(epoch):
+            with torch.no_grad():
+                pruner.set_embeddings(torch.arange(len(data)), features(data), epoch)
+        loader.batch_sampler.set_epoch(epoch)
+        seen = 0
+        for indices, (x,) in loader:
+            loss = pruner.step(indices, features(x).pow(2).mean(dim=1))
+            loss.backward()
+            seen += len(indices)
+        kept.append(seen)
+    assert kept[0] == 120 and max(kept[1:]) < 120
+    assert pruner.achieved_rate() == pytest.approx(0.7, abs=0.01)
+    assert pruner.embedding_forwards == 120 * 3  # before epochs 1, 4 and 7
