@@ -121,6 +121,7 @@ class Regime:
 
 _SMALL = ["data.image_size=16", "model.width=8", "train.batch_size=256"]
 _WIDE = ["data.image_size=16", "model.width=16", "train.batch_size=256"]  # 4x the small CNN's compute per image
+_SMALL_POOL = ["data.image_size=16", "model.width=8", "train.batch_size=128"]  # 2,000 at 0.9 keep 200 an epoch
 _FASHION = "configs/simclr_fashion_mnist.yaml"
 # The four regimes of 8204556, first at the epochs its calibration chose there on validation, then at 60: at rate
 # 0.9 a 12-epoch run spends 10/12 of its compute on the full-data warm-up epoch, which no selector chooses.
@@ -145,8 +146,8 @@ CANDIDATES = {
                           variant_args={"real": 5000, "junk": 5000, "kind": "blur"}),
     "junk50-digits": Regime("fashion-mnist", _FASHION, _SMALL, (60, 120), variant="junk",
                             variant_args={"real": 1300, "junk": 1300, "kind": "other"}),
-    "small2k": Regime("fashion-mnist", _FASHION, _SMALL, (100, 200), size=2000),
-    "small2k-junk50-noise": Regime("fashion-mnist", _FASHION, _SMALL, (100, 200), variant="junk",
+    "small2k": Regime("fashion-mnist", _FASHION, _SMALL_POOL, (100, 200), size=2000),
+    "small2k-junk50-noise": Regime("fashion-mnist", _FASHION, _SMALL_POOL, (100, 200), variant="junk",
                                    variant_args={"real": 1000, "junk": 1000, "kind": "noise"}),
     "wide-fashion-mnist": Regime("fashion-mnist", _FASHION, _WIDE, (30, 60), size=10000),
     "wide-dups90": Regime("fashion-mnist", _FASHION, _WIDE, (30, 60), variant="duplicates", variant_args=_DUPS90),
@@ -426,6 +427,21 @@ def chosen_coverage(records: list[dict], regimes: list[str]) -> Optional[dict]:
         scored.append((statistics.mean(gains), name))
     gain, name = max(scored)
     return {"method": name, "overrides": COVERAGE_CANDIDATES[name], "validation_gain_over_random": gain}
+
+
+def check_regimes_fit(regimes: list[str], data_for) -> None:
+    """Refuse before any run where a regime's batch does not fit what its pruned epochs keep, at any of its epoch
+    counts (a worker would otherwise stop hours in, at the first run of that regime)."""
+    for name in regimes:
+        regime = ALL_REGIMES[name]
+        cfg = load_pretrain_config(ROOT / regime.recipe, [*regime.overrides, f"data.root={DATA_ROOT}"])
+        for epochs in regime.epochs:
+            pruner = Pruner(len(data_for(name).pool), epochs, rate=HEADLINE_RATE, selector="random", warmup_epochs=1,
+                            anneal=0.0)
+            try:
+                pruner.check_batch_size(cfg.train.batch_size)
+            except ValueError as exc:
+                raise SystemExit(f"regime {name} at {epochs} epochs: {exc}") from None
 
 
 def equal_compute(num_samples: int, epochs: int, rate: float) -> list[str]:
@@ -818,6 +834,8 @@ def main(argv=None) -> int:
             cache[regime] = load_regime(regime)
         return cache[regime]
 
+    if not args.summarise_only and args.worker is None:
+        check_regimes_fit(args.regimes, data_for)
     with tempfile.TemporaryDirectory() as workdir:
         def plan(records):
             return planned_runs(args.regimes, records, data_for)

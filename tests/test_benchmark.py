@@ -285,3 +285,12 @@ def test_a_recorded_row_reproduces_at_this_checkout():
     assert again["final_loss"] == pytest.approx(record["final_loss"], rel=loss_tolerance), exact
     assert again["test"]["top1"] == pytest.approx(record["test"]["top1"], abs=top1_tolerance), exact
     assert again["validation"]["top1"] == pytest.approx(record["validation"]["top1"], abs=top1_tolerance), exact
+
+
+def test_a_regime_whose_batch_does_not_fit_its_pruned_epochs_is_refused_before_any_run(monkeypatch):
+    bench.check_regimes_fit(["small2k", "digits"], {"small2k": _Data(2000), "digits": _Data(1347)}.get)
+    wide_batch = bench.Regime("fashion-mnist", bench._FASHION, ["data.image_size=16", "train.batch_size=256"], (100,),
+                              size=2000)
+    monkeypatch.setitem(bench.ALL_REGIMES, "small2k", wide_batch)
+    with pytest.raises(SystemExit, match="small2k at 100 epochs: a batch of 256 is larger than the 200 samples"):
+        bench.check_regimes_fit(["small2k"], {"small2k": _Data(2000)}.get)
