@@ -229,8 +229,8 @@ def build_trainer(cfg: PretrainConfig, run_dir: Path, ctx: DistContext = DistCon
                       epochs=t.epochs, batch_size=batch_size, device=device, forward=forward, ctx=ctx, seed=t.seed,
                       amp=t.amp, channels_last=t.channels_last, nonfinite=t.nonfinite,
                       checkpoint_every=t.checkpoint_every, log_every=t.log_every, monitor=monitor,
-                      max_forwards=t.max_forwards,
-                      run_config=cfg.model_dump(), data_info=data_info)
+                      max_forwards=t.max_forwards, run_config=cfg.model_dump(), data_info=data_info,
+                      normalize=Normalize(mean, std).to(device))
 
 
 def pretrain(cfg: PretrainConfig, recipe: str = "run", show_progress: Optional[bool] = None,
