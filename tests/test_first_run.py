@@ -104,6 +104,11 @@ def test_a_batch_larger_than_what_the_rate_leaves_shrinks_to_it(tmp_path, capsys
     assert code == 0, captured.err
     assert "note: train.batch_size 512 is more than the 404 samples pruning.rate=0.7 leaves per epoch" in captured.err
     assert "achieved 0.70" in captured.out
+    # A caller whose batch must stay as it is (the benchmark) can still ask for the refusal, naming the rate.
+    from ssl_emp.pruning import Pruner
+
+    with pytest.raises(ValueError, match="larger than the 404 samples .* the rate to at most 0.62 for this batch"):
+        Pruner(1347, 4, rate=0.7).check_batch_size(512)
 
 
 def test_a_batch_that_would_shrink_below_a_workable_size_is_refused_naming_the_rate_that_works(tmp_path, capsys):

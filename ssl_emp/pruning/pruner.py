@@ -121,6 +121,15 @@ class Pruner:
             highest -= 1
         return max(0, highest) / 1000
 
+    def check_batch_size(self, batch_size: int) -> None:
+        """Refuse a batch larger than :meth:`largest_batch`, for a caller whose batch must stay as it is (a
+        benchmark's); a run built from settings shrinks it instead."""
+        kept = self.largest_batch()
+        if kept is not None and batch_size > kept:
+            raise ValueError(f"a batch of {batch_size} is larger than the {kept} samples left per epoch at rate "
+                             f"{self.cfg.rate} ({self.num_samples} samples); lower the batch size, or the rate to at "
+                             f"most {self.max_rate_for_batch(self.num_samples, batch_size)} for this batch.")
+
     def is_pruned_epoch(self, epoch: int) -> bool:
         return self.active and self.cfg.warmup_epochs <= epoch < self.first_annealed_epoch
 
