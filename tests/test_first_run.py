@@ -1,8 +1,8 @@
 """A first run on one's own folder goes with the defaults: ``ssl_emp.train(out=..., data=FOLDER, epochs=4, rate=0.5)``
 and ``python -m ssl_emp.pretrain --data FOLDER`` on 300 unlabelled 32 px images, with nothing else set. Each of the
-four refusals a new user met there has a test here: the image size is read from the images, a batch larger than a
-pruned epoch shrinks to it (and refuses in one line below a workable size), the online monitor turns itself off on
-images without labels."""
+refusals a new user met there has a test here: the image size is read from the images, a batch larger than what the
+pruning rate leaves per epoch shrinks to it (and refuses in one line below a workable size), the online monitor turns
+itself off on images without labels, and the whole call finishes, in Python and on the command line."""
 
 import os
 import re
