@@ -52,13 +52,16 @@ def build_source(cfg: PretrainConfig, device: torch.device) -> Source:
     return load_bank(data.name, data.root, "train", data.image_size, data.subset)
 
 
-def build_method(cfg: PretrainConfig, in_channels: int) -> ContrastiveMethod:
-    """The method named by ``method.name`` on the backbone named by ``model.backbone``; each method takes the
-    settings its constructor names."""
-    backbone, feature_dim = build_backbone(cfg.model.backbone, in_channels, cfg.model.cifar_stem, cfg.model.width)
+def build_method(cfg: PretrainConfig, in_channels: int, image_size: Optional[int] = None) -> ContrastiveMethod:
+    """The method named by ``method.name`` on the backbone named by ``model.backbone`` for images of
+    ``image_size`` px (default ``data.image_size``); each method takes the settings its constructor names."""
+    m = cfg.model
+    image_size = image_size or cfg.data.image_size
+    backbone, feature_dim = build_backbone(m.backbone, in_channels, m.cifar_stem, m.width, image_size=image_size,
+                                           timm_kwargs=m.timm_kwargs, pretrained_file=m.pretrained_file)
     method = METHODS[cfg.method.name]
-    offered = {**cfg.method.model_dump(exclude={"name"}), "proj_hidden_dim": cfg.model.proj_hidden_dim,
-               "proj_dim": cfg.model.proj_output_dim}
+    offered = {**cfg.method.model_dump(exclude={"name"}), "proj_hidden_dim": m.proj_hidden_dim,
+               "proj_dim": m.proj_output_dim}
     accepted = inspect.signature(method).parameters
     return method(backbone, feature_dim, **{k: v for k, v in offered.items() if k in accepted})
 
@@ -140,7 +143,7 @@ def build_trainer(cfg: PretrainConfig, run_dir: Path, ctx: DistContext = DistCon
     source = source.to(device if cfg.data.bank_device == "auto" else "cpu")
     views = TwoViews(source.image_size, source.channels, mean, std, **cfg.augment.model_dump()).to(device)
     channels_last = device.type == "cuda" and cfg.train.channels_last
-    model = build_method(cfg, source.channels).to(device)
+    model = build_method(cfg, source.channels, source.image_size).to(device)
     model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     model, forward = _for_training(model, cfg, device, ctx)
     if ctx.enabled:  # augmentations differ per rank (as with per-rank data loaders); weights were seeded above

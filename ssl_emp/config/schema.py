@@ -7,9 +7,9 @@ A recipe's keys mirror :class:`PretrainConfig`. The pruning section is derived f
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, Optional, get_type_hints
+from typing import Literal, Optional, Union, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model, field_validator, model_validator
 
 from ssl_emp import pruning
 
@@ -57,11 +57,25 @@ class AugmentConfig(_Section):
 
 
 class ModelConfig(_Section):
-    backbone: Literal["small_cnn", "resnet18", "resnet34", "resnet50"] = "small_cnn"
+    backbone: str = Field("small_cnn", description="small_cnn | resnet18 | resnet34 | resnet50 | timm/<any timm "
+                          "model> (e.g. timm/vit_small_patch16_224; input size from the data)")
     cifar_stem: bool = Field(False, description="ResNet only: 3x3 stride-1 first conv and no max-pool")
     width: int = Field(64, ge=8, description="small_cnn only: channels of the first block")
+    timm_kwargs: dict[str, Union[StrictBool, int, float, str]] = Field(
+        default_factory=dict, description="timm backbones: more arguments to timm.create_model, e.g. "
+        "{patch_size: 4, drop_path_rate: 0.1}")
+    pretrained_file: Optional[str] = Field(
+        None, description="timm backbones: start from this local weights file (nothing is downloaded)")
     proj_hidden_dim: int = Field(512, ge=1)
     proj_output_dim: int = Field(128, ge=1)
+
+    @field_validator("backbone")
+    @classmethod
+    def _buildable(cls, value: str) -> str:
+        from ssl_emp.models import check_backbone_name
+
+        check_backbone_name(value)
+        return value
 
 
 class MethodConfig(_Section):
