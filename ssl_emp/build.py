@@ -29,7 +29,7 @@ from ssl_emp.data.augment import Normalize, TwoViews
 from ssl_emp.device import resolve_device
 from ssl_emp.distributed import DistContext, init_distributed
 from ssl_emp.engine.monitor import KNNMonitor
-from ssl_emp.engine.optim import WarmupCosine, build_optimizer
+from ssl_emp.engine.optim import CosineRamp, WarmupCosine, build_optimizer
 from ssl_emp.engine.run_dir import check_resume_compatible, check_resume_epochs, prepare_run_dir
 from ssl_emp.engine.run_report import PretrainResult
 from ssl_emp.engine.trainer import Pretrainer
@@ -70,6 +70,14 @@ def build_schedule(cfg: PretrainConfig) -> WarmupCosine:
     """The learning rate over the run's epochs; the trainer walks it by the fraction of planned compute done."""
     optim = cfg.optim
     return WarmupCosine(optim.lr, cfg.train.epochs, optim.warmup_epochs, optim.min_lr_fraction)
+
+
+def build_weight_decay_schedule(cfg: PretrainConfig) -> Optional[CosineRamp]:
+    """The weight decay over the run (``optim.weight_decay_end``), walked like the learning rate; None: constant."""
+    optim = cfg.optim
+    if optim.weight_decay_end is None:
+        return None
+    return CosineRamp(optim.weight_decay, optim.weight_decay_end, cfg.train.epochs)
 
 
 def build_pruner(cfg: PretrainConfig, num_samples: int, device: torch.device) -> Pruner:
@@ -165,8 +173,8 @@ def build_trainer(cfg: PretrainConfig, run_dir: Path, ctx: DistContext = DistCon
                       epochs=t.epochs, batch_size=batch_size, device=device, forward=forward, ctx=ctx, seed=t.seed,
                       amp=t.amp, channels_last=t.channels_last, nonfinite=t.nonfinite,
                       checkpoint_every=t.checkpoint_every, log_every=t.log_every, monitor=monitor,
-                      max_forwards=t.max_forwards,
-                      run_config=cfg.model_dump(), data_info=data_info)
+                      max_forwards=t.max_forwards, weight_decay_schedule=build_weight_decay_schedule(cfg),
+                      clip_grad=o.clip_grad, run_config=cfg.model_dump(), data_info=data_info)
 
 
 def pretrain(cfg: PretrainConfig, recipe: str = "run", show_progress: Optional[bool] = None,

@@ -93,8 +93,13 @@ class OptimConfig(_Section):
     lr: float = Field(0.3, gt=0, description="peak learning rate (not scaled by batch size)")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
+    weight_decay_end: Optional[float] = Field(
+        None, ge=0, description="weight decay at the end, reached on a cosine from weight_decay over the run (DINO's "
+        "ViT recipe: 0.04 -> 0.4); none: constant")
     warmup_epochs: float = Field(1.0, ge=0)
     min_lr_fraction: float = Field(0.0, ge=0, le=1, description="cosine ends at lr * this")
+    clip_grad: Optional[float] = Field(
+        None, gt=0, description="clip the gradients' global norm to this before each step (none: no clipping)")
 
 
 class _PruningRules(_Section):

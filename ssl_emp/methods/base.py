@@ -27,5 +27,11 @@ class ContrastiveMethod(nn.Module):
         batch, so a method can gather embeddings across ranks."""
         raise NotImplementedError  # pragma: no cover - interface
 
+    def set_progress(self, fraction: float) -> None:
+        """Where the run stands, from 0 to 1: the fraction of its planned compute done, which the learning rate
+        follows too. The trainer calls it before each step; a method whose settings follow a schedule over the
+        run (a teacher's momentum, a temperature warm-up) reads it. A hand-written loop that never calls it
+        keeps those settings at their starting values."""
+
     def on_step_end(self) -> None:
         """Hook after each optimizer step (momentum encoders update here)."""
