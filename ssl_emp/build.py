@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ssl_emp.checkpoint import load_checkpoint
 from ssl_emp.config import PretrainConfig
 from ssl_emp.data import ImageBank, ImageFolderStream, fit_batch_size, load_bank
-from ssl_emp.data.augment import Normalize, TwoViews
+from ssl_emp.data.augment import Normalize, TwoViews, default_local_size
 from ssl_emp.device import resolve_device
 from ssl_emp.distributed import DistContext, init_distributed
 from ssl_emp.engine.monitor import KNNMonitor
@@ -35,7 +35,7 @@ from ssl_emp.engine.run_report import PretrainResult
 from ssl_emp.engine.trainer import Pretrainer
 from ssl_emp.evaluation import load_eval_banks
 from ssl_emp.methods import METHODS, ContrastiveMethod
-from ssl_emp.methods.queue import ddp_ignored_buffer_names
+from ssl_emp.methods.base import ddp_ignored_buffer_names
 from ssl_emp.models import build_backbone
 from ssl_emp.pruning import Pruner
 from ssl_emp.tracking import NullTracker, Tracker
@@ -59,11 +59,29 @@ def build_method(cfg: PretrainConfig, in_channels: int, image_size: Optional[int
     image_size = image_size or cfg.data.image_size
     backbone, feature_dim = build_backbone(m.backbone, in_channels, m.cifar_stem, m.width, image_size=image_size,
                                            timm_kwargs=m.timm_kwargs, pretrained_file=m.pretrained_file)
+    if cfg.method.name == "dino" and cfg.augment.local_crops and image_size is not None:
+        check_takes_size(backbone, in_channels, cfg.augment.local_crop_size or default_local_size(image_size))
     method = METHODS[cfg.method.name]
     offered = {**cfg.method.model_dump(exclude={"name"}), "proj_hidden_dim": m.proj_hidden_dim,
-               "proj_dim": m.proj_output_dim}
+               "proj_dim": m.proj_output_dim,
+               # the method reads where the run stands as a fraction of it; the config counts epochs
+               "teacher_temp_warmup": cfg.method.teacher_temp_warmup_epochs / cfg.train.epochs}
     accepted = inspect.signature(method).parameters
     return method(backbone, feature_dim, **{k: v for k, v in offered.items() if k in accepted})
+
+
+def check_takes_size(backbone: nn.Module, in_channels: int, size: int) -> None:
+    """One line, not a traceback mid-run, when the backbone cannot take DINO's local crops."""
+    training = backbone.training
+    try:
+        with torch.no_grad():
+            backbone.eval()(torch.zeros(2, in_channels, size, size))
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"augment.local_crops: the backbone cannot take {size} px local crops ({reason}); for a "
+                         f"timm ViT set model.timm_kwargs.dynamic_img_size=true") from None
+    finally:
+        backbone.train(training)
 
 
 def build_schedule(cfg: PretrainConfig) -> WarmupCosine:
@@ -131,7 +149,7 @@ def _for_training(model: nn.Module, cfg: PretrainConfig, device: torch.device,
                 raise ValueError("train.sync_batchnorm=true needs CUDA: PyTorch's SyncBatchNorm has no CPU "
                                  "implementation. Leave it off for CPU (gloo) runs.")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        # MoCo's queue is identical on every rank by construction; DDP must not broadcast it each step.
+        # MoCo's queue and DINO's center are identical on every rank by construction: no broadcast each step.
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ddp_ignored_buffer_names(model))
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     return model, torch.compile(forward) if cfg.train.compile else forward

@@ -33,10 +33,12 @@ def test_tiny_pretrain_then_probe_end_to_end(tiny_overrides):
     assert probe["top5"] >= probe["top1"] and probe["train_images"] == 1347 and probe["test_images"] == 450
 
 
-@pytest.mark.parametrize("method", ["simclr", "moco"])
+@pytest.mark.parametrize("method", ["simclr", "moco", "byol", "dino"])
 def test_resume_continues_step_count_schedule_and_weights(tiny_overrides, tmp_path, method):
     overrides = [*tiny_overrides, "train.epochs=4", "train.checkpoint_every=2", f"method.name={method}",
-                 *(["method.queue_size=256"] if method == "moco" else [])]
+                 *(["method.queue_size=256"] if method == "moco" else []),
+                 *(["method.bottleneck_dim=16", "method.teacher_temp_warmup_epochs=3",
+                    "method.warmup_teacher_temp=0.02"] if method == "dino" else [])]
     full = pretrain(_cfg(overrides), show_progress=False)
     final = load_checkpoint(full.checkpoint)
 
@@ -52,8 +54,11 @@ def test_resume_continues_step_count_schedule_and_weights(tiny_overrides, tmp_pa
     assert [r["epoch"] for r in resumed.history] == [3, 4]
     assert resumed.history[-1]["train/epoch_loss"] == pytest.approx(full.history[-1]["train/epoch_loss"], rel=1e-5)
     assert resumed.history[-1]["train/lr"] == pytest.approx(full.history[-1]["train/lr"])
-    for key, value in final["model"].items():  # MoCo's queue included: the negatives a resumed run trains against
+    # MoCo's queue, the teachers, DINO's center and the schedules' position (_extra_state) included
+    for key, value in final["model"].items():
         assert torch.allclose(after["model"][key].float(), value.float(), atol=1e-5), key
+    if method in ("byol", "dino"):
+        assert 0.95 < float(after["model"]["_extra_state"]) < 1.0  # the last step started just before the end
 
 
 def test_lr_schedule_warms_up_then_decays():

@@ -132,3 +132,30 @@ def test_the_eval_commands_take_a_timm_run_and_its_export(timm_runs, tmp_path):
     weights, _ = export_backbone(run, tmp_path / "vit.safetensors")
     assert knn.run(str(weights), device="cpu")["top1"] == knn.run(str(run), device="cpu")["top1"]
 
+
+def test_the_cpu_vit_recipe_runs_a_few_steps(tmp_path):
+    """configs/dino_vit_tiny_digits.yaml, the GPU ViT recipe at CPU size: DINO, AdamW, weight decay on a cosine,
+    gradient clipping, on a ViT-Ti with 4 px patches."""
+    cfg = load_pretrain_config("configs/dino_vit_tiny_digits.yaml", [
+        "data.subset=64", "train.batch_size=32", "train.epochs=2", "monitor.every=0", "tracking.wandb=disabled",
+        f"run.out_dir={tmp_path}", "run.name=vit"])
+    assert cfg.optim.clip_grad and cfg.optim.weight_decay_end and cfg.model.backbone.startswith("timm/vit_")
+    result = pretrain(cfg, show_progress=False)
+    assert result.global_step == 4 and all(torch.isfinite(torch.tensor([h["train/epoch_loss"]
+                                                                        for h in result.history])))
+    ckpt = torch.load(result.checkpoint, weights_only=True)
+    decays = [g["weight_decay"] for g in ckpt["optimizer"]["param_groups"]]
+    assert 0.04 < decays[0] < 0.4 and decays[1] == 0.0  # the last step's weight decay, on its way up
+
+
+def test_local_crops_a_fixed_size_vit_cannot_take_are_one_line():
+    from ssl_emp.build import build_method
+
+    crops = ["method.name=dino", "augment.local_crops=2", "augment.local_crop_size=8", "data.image_size=16"]
+    vit = "model.backbone=timm/vit_tiny_patch16_224"  # a fixed input size, unlike timm's test_vit
+    with pytest.raises(ValueError, match="8 px local crops .*dynamic_img_size=true"):
+        build_method(load_pretrain_config(None, [vit, "model.timm_kwargs={patch_size: 4}", *crops]), in_channels=1)
+    dynamic = "model.timm_kwargs={patch_size: 4, dynamic_img_size: true}"
+    model = build_method(load_pretrain_config(None, [vit, dynamic, *crops]), in_channels=1)
+    stats = model(torch.rand(4, 1, 16, 16), torch.rand(4, 1, 16, 16), local_views=[torch.rand(4, 1, 8, 8)] * 2)
+    assert stats.loss.shape == (4,)

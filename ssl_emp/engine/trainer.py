@@ -122,9 +122,13 @@ class Pretrainer:
                 global_indices = shard.gather_detached(indices) if shard is not None else indices
             weights = self.pruner.weights(indices)
             view0, view1 = (v.contiguous(memory_format=self.memory_format) for v in self.views(images))
+            extra = {} if shard is None else {"shard": shard}
+            if getattr(self.views, "local_crops", 0):  # multi-crop: the smaller views only DINO's student sees
+                extra["local_views"] = [v.contiguous(memory_format=self.memory_format)
+                                        for v in self.views.local_views(images)]
         with record_function("ssl_emp.forward_backward"):
             with autocast(self.device, self.amp):
-                stats = self.forward(view0, view1, shard=shard) if shard is not None else self.forward(view0, view1)
+                stats = self.forward(view0, view1, **extra)
             loss = stats.training_loss(weights, len(global_indices) / self.ctx.world_size if shard is not None else None)
             if self.nonfinite == "skip" and not all_finite(loss, self.ctx):  # one sync per step: the price of skip
                 self.skipped_steps += 1
