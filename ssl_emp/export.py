@@ -197,7 +197,8 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"                  model.load_state_dict({load})")
     timm_args = timm_arguments(description, weights)
     if timm_args is not None:
-        shown = ", ".join(f"{k}={v!r}" for k, v in timm_args.items() if k not in ("model_name", "pretrained_cfg_overlay"))
+        shown = ", ".join(f"{k}={v!r}" for k, v in timm_args.items()
+                          if k not in ("model_name", "pretrained_cfg_overlay"))
         print(f"timm:             timm.create_model('{timm_args['model_name']}', {shown}, "
               f"pretrained_cfg_overlay=dict(file='{weights}'))")
     elif description["backbone"] in TIMM_RESNETS:

@@ -44,7 +44,8 @@ def test_unknown_timm_names_get_one_line_naming_the_closest(capsys):
     assert "timm/vit_small_patch16_224" in message and "\n" not in message
     with pytest.raises(ConfigError, match="timm/<any timm model name>"):
         load_pretrain_config(None, ["model.backbone=vit"])
-    assert load_pretrain_config(None, ["model.backbone=timm/resnet18.a1_in1k"]).model.backbone == "timm/resnet18.a1_in1k"
+    tagged = "timm/resnet18.a1_in1k"  # a pretrained tag is part of a valid name
+    assert load_pretrain_config(None, [f"model.backbone={tagged}"]).model.backbone == tagged
 
 
 def test_a_model_timm_cannot_run_at_the_datas_size_is_one_line(tmp_path, capsys):

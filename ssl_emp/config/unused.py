@@ -117,7 +117,8 @@ def check_settings_used(cfg: PretrainConfig, command_line: dict, recipe_tree: di
     if refused:
         raise ConfigError("These settings would have no effect on this run: " + "; ".join(refused) + ".")
     in_recipe = _flat_keys(recipe_tree)
-    from_recipe = sorted(key for key in unused if key in in_recipe or any(k.startswith(key + ".") for k in in_recipe))
+    from_recipe = sorted(key for key in unused
+                         if key in in_recipe or any(k.startswith(key + ".") for k in in_recipe))
     if from_recipe:
         print(f"warning: {recipe} sets {', '.join(from_recipe)}, which this run does not read "
               f"({unused[from_recipe[0]]}{'; ...' if len(from_recipe) > 1 else ''})", file=sys.stderr)

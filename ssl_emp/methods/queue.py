@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
 class KeyQueue(nn.Module):
     ddp_identical_buffers = ("keys", "pointer")  # see ssl_emp.methods.base.ddp_ignored_buffer_names
+
     def __init__(self, size: int, dim: int):
         super().__init__()
         self.size = size
