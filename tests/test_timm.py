@@ -134,11 +134,12 @@ def test_the_eval_commands_take_a_timm_run_and_its_export(timm_runs, tmp_path):
     assert knn.run(str(weights), device="cpu")["top1"] == knn.run(str(run), device="cpu")["top1"]
 
 
+@pytest.mark.slow
 def test_the_cpu_vit_recipe_runs_a_few_steps(tmp_path):
     """configs/dino_vit_tiny_digits.yaml, the GPU ViT recipe at CPU size: DINO, AdamW, weight decay on a cosine,
     gradient clipping, on a ViT-Ti with 4 px patches."""
     cfg = load_pretrain_config("configs/dino_vit_tiny_digits.yaml", [
-        "data.subset=64", "train.batch_size=32", "train.epochs=2", "monitor.every=0", "tracking.wandb=disabled",
+        "data.subset=32", "train.batch_size=16", "train.epochs=2", "monitor.every=0", "tracking.wandb=disabled",
         f"run.out_dir={tmp_path}", "run.name=vit"])
     assert cfg.optim.clip_grad and cfg.optim.weight_decay_end and cfg.model.backbone.startswith("timm/vit_")
     result = pretrain(cfg, show_progress=False)
