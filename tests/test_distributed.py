@@ -53,7 +53,7 @@ def _worker(rank, world_size, port, overrides, out_dir):
             final["queue"] = self.model.queue.keys.clone()
         if hasattr(self.model, "criterion"):
             final["center"] = self.model.criterion.center.clone()
-        final["ddp_ignores"] = sorted(self.forward.parameters_to_ignore)
+        final["ddp_ignores"] = sorted(getattr(self.forward, "parameters_to_ignore", []))  # one process: no DDP
         return result
 
     ImageBank.batches, Pruner.plan, Pretrainer.run = recording_batches, recording_plan, recording_run
