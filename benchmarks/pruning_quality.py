@@ -1,4 +1,4 @@
-"""Does choosing samples beat what a user gets for free at the same compute? SimCLR on four regimes, paired seeds.
+"""Can choosing samples pay at all, and where it can, does a selector find it? SimCLR, paired seeds, equal compute.
 
     .venv/bin/python benchmarks/pruning_quality.py                 # the whole benchmark (resumes; several sittings)
     .venv/bin/python benchmarks/pruning_quality.py --max-hours 1   # one sitting
@@ -8,38 +8,54 @@
 Run it from a clean checkout (a ``git worktree`` pinned at one commit): every record carries the commit it ran
 at, and the summary refuses records of mixed commits. Each run is a real pretraining run, then a linear probe
 trained on a labelled set and read on two held-out sets: a **validation** split carved from the training labels
-(for every choice) and the **test** split (for what is reported).
+(for every choice) and the **test** split (for what is reported). Each record also carries what its numbers
+depend on besides the code: the CPU capability torch dispatches to, the CPU model, torch's version and threads.
 
-Regimes (``REGIMES``): ``digits``; ``fashion-mnist`` (a 10,000-image subset at 16 px); ``longtail``
-(Fashion-MNIST with class sizes falling exponentially from 6,000 to 60, an imbalance of 100, 14,886 images:
-``ssl_emp.data.variants``; at 2,000 to 20 (4,958 images; the results of commit 94970ee) full data cleared the
-floor by only 0.055-0.063 at 20-40 epochs, and an exploratory validation run at 6,000 and 12 epochs by 0.086;
-probed on a balanced labelled set and the balanced test set, reporting balanced accuracy and the 3 rarest
-classes); ``redundant`` (2,000 unique Fashion-MNIST images beside 100 bases with 39 near-duplicates each, shifted
-by up to 2 px with pixel noise: 65% of the pool are copies; probed on the clean test set, reporting the
-share of sample-forwards spent on copies).
+**The oracle gate.** The benchmark at 8204556 (archive-8204556/) found no selector beating ``random`` at rate 0.9
+in four regimes. Its headroom, full data - ``random``, is the value of more compute, which no selector can
+recover. The headroom a selector needs is what the *best possible choice* gains over ``random`` at the same
+compute. The ``oracle`` reads what no real selector may read, labels and copy and junk flags, and draws the same
+budget with per-sample target rates (selector ``prior``): zero for copies (the bases stay) and for junk,
+proportional to 1 / class size otherwise (class-balanced). All the criteria that apply at once: the best of the
+oracles. A regime can judge a selector only where the oracle beats ``random`` by at least ``GATE`` (0.01) on the
+test seeds, its paired 95% interval above 0 (``oracle_headroom`` in the summary).
 
-Fair accounting: every method gets the same 1-epoch full-data warm-up and no full-data anneal, so the tables
-compare selection alone; InfoBatch's published rule (r = 0.5) keeps its own anneal (delta = 0.875), and the EMP
-default with that anneal is an ablation row. The learning rate follows the fraction of planned compute, and
-``full_equal_compute`` (all the data, cut after exactly the pruned runs' sample-forwards by
-``train.max_forwards``) traverses the same curve.
+Regimes: the four of 8204556 (``REGIMES``: ``digits``, ``fashion-mnist``, ``longtail``, ``redundant``), at the
+epochs its calibration chose there and at 60: at rate 0.9, with the one full-data warm-up epoch every method gets,
+a 12-epoch run spends 10/12 of its compute on the warm-up, which no selector chooses; at 60 epochs, 1/6. Then the
+**search** (``CANDIDATES``) for regimes where the oracle can pay: exact duplicates at high share (90% of the pool
+copies of 10 images), junk that competes with the real images (near-uniform patches, smooth noise textures, heavy
+blur, another dataset's images) at 50-90% of the pool, a data-limited small pool over many epochs, more capacity
+(width 16: four times the compute per image), and mixes of these.
 
 Order of work, each stage deciding by a rule written here before it ran:
 
-1. **floors**: the probe on untrained backbones (5 init seeds).
-2. **calibrate** (seeds 1000-1001, validation): for each regime, the first (cheapest) epoch count in ``epochs``
-   for which full data clears the floor by >= 0.08 and beats ``random`` at the headline rate 0.9 by >= 0.03
-   (means over the two seeds); if none does, the one with the most headroom, marked as missing the bar.
-3. **select** (seeds 2000-2001, validation, headline rate): the EMP default is the candidate in ``EMP_CANDIDATES``
-   with the highest mean paired gain over ``random`` across regimes among those whose memory term's mean
-   Spearman correlation with the loss is at most 0.9 in absolute value; the best loss-only selector likewise
-   among ``LOSS_CANDIDATES``.
-4. **report** (seeds 0-9, test): at 0.9 ``full``, ``random``, ``rs2``, ``full_equal_compute``, the EMP default, the
-   best loss-only selector, ``infobatch_published`` (with ``random`` and ``full_equal_compute`` run again at each
-   seed's achieved rate and compute); at 0.7 (seeds 0-4) the same minus the published rule; the anneal ablation
-   (the EMP default with the default anneal, at 0.7, where the anneal leaves epochs to prune; seeds 0-4). Seeds
-   run round-robin, so an interrupted sitting leaves every row with comparable n.
+1. **floors**: the probe on untrained backbones (5 init seeds), for every regime and candidate.
+2. **search** (seeds 3000-3002, validation, rate 0.9): for each regime and candidate, ``random``, the ``oracle``
+   and ``full_equal_compute`` (all the data, stopped after exactly the pruned runs' sample-forwards) at each
+   epoch count in ``epochs``, cheapest first, until one **passes**: the oracle beats ``random`` by >= ``GATE`` and
+   the best of the three clears the random-init floor by >= 0.08, so the regime learns something at this compute
+   (means over the seeds). One that never passes is recorded with the epochs of its largest oracle gap. The
+   passing candidates with the largest gaps (at most ``MAX_NEW``) join the four regimes in the report.
+3. **select** (seeds 2000-2001, validation, rate 0.9), only in reported regimes that passed the search: the
+   ``coverage`` setting with the highest mean paired gain over ``random`` among ``COVERAGE_CANDIDATES`` (how
+   often the embedding is refreshed, how strongly density lowers a rate, the neighbour radius).
+4. **report** (seeds 0-9, test, rate 0.9): in every regime ``random``, the ``oracle`` and ``full_equal_compute``,
+   and ``full`` on seeds 0-2 as context (ten times the compute); where the search passed, also ``rs2``, the EMP
+   default (``emp[spaced]`` with ``eps_greedy``, chosen on validation at 8204556), ``ucb`` (the best loss-only
+   selector there), ``coverage`` (as chosen), ``stratified`` (CCS over the loss) and ``central`` (easy first inside
+   clusters). Seeds run round-robin, so an interrupted sitting leaves every row with comparable n.
+
+**What would count** (written before the test seeds ran): each regime's ``oracle_headroom`` with its interval;
+where it passes the gate, each selector's gap closure ``(selector - random) / (oracle - random)``; a selector is
+recommended for a kind of data only if its paired interval lies above 0 against ``random`` and against
+``full_equal_compute``. Where no regime passes, that is the result: at this scale the choice of samples does not
+matter, even to an oracle, so prune at random; the GPU experiment (``benchmarks/gpu_science.sh``) is the next step.
+
+Fair accounting: every method gets the same 1-epoch full-data warm-up and no full-data anneal, so the tables
+compare selection alone. The learning rate follows the fraction of planned compute. ``coverage`` and ``central``
+also spend one forward of every clean image per embedding refresh; each record carries those forwards and their
+seconds, and the tables give them as a share of the run's training time (``embed share``).
 """
 
 from __future__ import annotations
@@ -71,7 +87,7 @@ from ssl_emp.build import pretrain  # noqa: E402
 from ssl_emp.checkpoint import load_checkpoint  # noqa: E402
 from ssl_emp.config import load_pretrain_config  # noqa: E402
 from ssl_emp.data import ImageBank, load_bank  # noqa: E402
-from ssl_emp.data.variants import long_tailed, with_near_duplicates  # noqa: E402
+from ssl_emp.data.variants import long_tailed, with_junk, with_near_duplicates  # noqa: E402
 from ssl_emp.evaluation.features import extract_features  # noqa: E402
 from ssl_emp.evaluation.linear_classifier import train_linear_classifier  # noqa: E402
 from ssl_emp.evaluation.pretrained import load_pretrained  # noqa: E402
@@ -79,13 +95,14 @@ from ssl_emp.pruning import Pruner, achieved_rate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_ROOT = str(ROOT / "data")
-HEADLINE_RATE, SECOND_RATE = 0.9, 0.7
-REPORT_SEEDS, SECOND_SEEDS, FLOOR_SEEDS = 10, 5, 5
-CALIBRATION_SEEDS, SELECTION_SEEDS = (1000, 1001), (2000, 2001)
-LONGTAIL_HEAD = 6000  # images in the long-tailed pool's largest class
-PUBLISHED = ["pruning.scorer=loss", "pruning.selector=infobatch", "pruning.infobatch_r=0.5", "pruning.anneal=0.125"]
+HEADLINE_RATE = 0.9
+REPORT_SEEDS, FLOOR_SEEDS, FULL_SEEDS = 10, 5, 3
+SEARCH_SEEDS, SELECTION_SEEDS = (3000, 3001, 3002), (2000, 2001)
+GATE = 0.01  # the oracle's least gain over random for a regime to judge a selector
+BAR_FLOOR = 0.08  # full data's least margin over the random-init floor for a regime to measure anything
+MAX_NEW = 2  # search candidates that join the report, at most (the largest validation oracle gaps)
 FAIR = ["pruning.warmup_epochs=1", "pruning.anneal=0"]  # the same warm-up, no anneal: selection alone
-BAR_FLOOR, BAR_RANDOM = 0.08, 0.03
+ORACLE_FILE = "{oracle}"  # stands for the regime's oracle weights in a run's overrides (written at run time)
 
 
 @dataclass
@@ -93,43 +110,69 @@ class Regime:
     base: str  # the dataset the images and the probe's labels come from
     recipe: str
     overrides: list[str]
-    epochs: tuple[int, ...]  # candidates, cheapest first (calibration picks the first with headroom)
+    epochs: tuple[int, ...]  # candidates, cheapest first (the search takes the first where the oracle pays)
     size: Optional[int] = None  # the pretraining pool drawn from the base training split (None: all)
-    variant: Optional[str] = None  # longtail | redundant
+    variant: Optional[str] = None  # longtail | duplicates | junk
+    variant_args: dict = field(default_factory=dict)
     metric: str = "top1"  # what the tables read: top1, or balanced accuracy where classes are imbalanced
     probe_per_class: int = 1000  # the probe's labelled training images per class (fewer where the split is small)
     val_per_class: int = 500
-    notes: dict = field(default_factory=dict)
 
 
 _SMALL = ["data.image_size=16", "model.width=8", "train.batch_size=256"]
+_WIDE = ["data.image_size=16", "model.width=16", "train.batch_size=256"]  # 4x the small CNN's compute per image
+_SMALL_POOL = ["data.image_size=16", "model.width=8", "train.batch_size=128"]  # 2,000 at 0.9 keep 200 an epoch
+_FASHION = "configs/simclr_fashion_mnist.yaml"
+# The four regimes of 8204556, first at the epochs its calibration chose there on validation, then at 60: at rate
+# 0.9 a 12-epoch run spends 10/12 of its compute on the full-data warm-up epoch, which no selector chooses.
 REGIMES = {
-    "digits": Regime("digits", "configs/default.yaml", ["model.width=8", "train.batch_size=128"], (12, 20, 30),
+    "digits": Regime("digits", "configs/default.yaml", ["model.width=8", "train.batch_size=128"], (12, 60),
                      probe_per_class=100, val_per_class=30),
-    "fashion-mnist": Regime("fashion-mnist", "configs/simclr_fashion_mnist.yaml", _SMALL, (12, 20, 30), size=10000),
-    "longtail": Regime("fashion-mnist", "configs/simclr_fashion_mnist.yaml", _SMALL, (12, 20, 30),
-                       variant="longtail", metric="balanced_acc"),
-    "redundant": Regime("fashion-mnist", "configs/simclr_fashion_mnist.yaml", _SMALL, (20, 30, 40),
-                        variant="redundant"),
+    "fashion-mnist": Regime("fashion-mnist", _FASHION, _SMALL, (12, 60), size=10000),
+    "longtail": Regime("fashion-mnist", _FASHION, _SMALL, (12, 60), variant="longtail",
+                       variant_args={"imbalance": 100, "max_per_class": 6000}, metric="balanced_acc"),
+    "redundant": Regime("fashion-mnist", _FASHION, _SMALL, (20, 60), variant="duplicates",
+                        variant_args={"unique": 2000, "bases": 100, "copies": 39, "max_shift": 2, "noise": 8.0}),
 }
+_DUPS90 = {"unique": 1000, "bases": 10, "copies": 900, "max_shift": 0, "noise": 0.0}  # 9,000 of 10,010: 90% copies
+# The search, in the order it runs: each idea cheapest first, mixes after.
+CANDIDATES = {
+    "dups90": Regime("fashion-mnist", _FASHION, _SMALL, (30, 60, 120), variant="duplicates", variant_args=_DUPS90),
+    "junk90-flat": Regime("fashion-mnist", _FASHION, _SMALL, (30, 60, 120), variant="junk",
+                          variant_args={"real": 1000, "junk": 9000, "kind": "flat"}),
+    "junk90-noise": Regime("fashion-mnist", _FASHION, _SMALL, (30, 60, 120), variant="junk",
+                           variant_args={"real": 1000, "junk": 9000, "kind": "noise"}),
+    "junk50-blur": Regime("fashion-mnist", _FASHION, _SMALL, (30, 60, 120), variant="junk",
+                          variant_args={"real": 5000, "junk": 5000, "kind": "blur"}),
+    "junk50-digits": Regime("fashion-mnist", _FASHION, _SMALL, (60, 120), variant="junk",
+                            variant_args={"real": 1300, "junk": 1300, "kind": "other"}),
+    "small2k": Regime("fashion-mnist", _FASHION, _SMALL_POOL, (100, 200), size=2000),
+    "small2k-junk50-noise": Regime("fashion-mnist", _FASHION, _SMALL_POOL, (100, 200), variant="junk",
+                                   variant_args={"real": 1000, "junk": 1000, "kind": "noise"}),
+    "wide-fashion-mnist": Regime("fashion-mnist", _FASHION, _WIDE, (30, 60), size=10000),
+    "wide-dups90": Regime("fashion-mnist", _FASHION, _WIDE, (30, 60), variant="duplicates", variant_args=_DUPS90),
+    "wide-junk90-noise": Regime("fashion-mnist", _FASHION, _WIDE, (30, 60), variant="junk",
+                                variant_args={"real": 1000, "junk": 9000, "kind": "noise"}),
+}
+ALL_REGIMES = {**REGIMES, **CANDIDATES}
 COMMON = ["train.checkpoint_every=100000", "monitor.every=0", "tracking.wandb=disabled"]
 
-
-def _emp(memory: str, selector: str = "eps_greedy", beta: float = 1.0) -> list[str]:
-    return ["pruning.scorer=emp", f"pruning.selector={selector}", f"pruning.memory={memory}", f"pruning.beta={beta:g}"]
-
-
-EMP_CANDIDATES = {
-    **{f"emp[{m}]": _emp(m) for m in ("loss_change", "drift", "recency", "spaced", "disagreement", "entropy")},
-    "emp[spaced,topk]": _emp("spaced", "topk"), "emp[loss_change,infobatch]": _emp("loss_change", "infobatch"),
-}
-LOSS_CANDIDATES = {
-    "infobatch": ["pruning.scorer=loss", "pruning.selector=infobatch"],
-    "eps_greedy": ["pruning.scorer=loss", "pruning.selector=eps_greedy"],
-    "topk": ["pruning.scorer=loss", "pruning.selector=topk"],
-    "ucb": ["pruning.scorer=ucb", "pruning.selector=topk"],
-}
 BASELINES = {"random": ["pruning.selector=random"], "rs2": ["pruning.selector=rs2"]}
+ORACLE = ["pruning.selector=prior", f"pruning.prior_file={ORACLE_FILE}"]
+# Chosen on validation at 8204556: the EMP default (the code's defaults for a named scorer) and the best
+# loss-only selector.
+SELECTORS = {
+    "emp": ["pruning.scorer=emp", "pruning.selector=eps_greedy"],
+    "ucb": ["pruning.scorer=ucb", "pruning.selector=topk"],
+    "stratified": ["pruning.scorer=loss", "pruning.selector=stratified"],
+    "central": ["pruning.selector=central"],
+}
+COVERAGE_CANDIDATES = {
+    "coverage": ["pruning.selector=coverage"],
+    "coverage[power3]": ["pruning.selector=coverage", "pruning.coverage_power=3"],
+    "coverage[every4]": ["pruning.selector=coverage", "pruning.embed_every=4"],
+    "coverage[t0.99]": ["pruning.selector=coverage", "pruning.coverage_threshold=0.99"],
+}
 
 
 def current_commit() -> str:
@@ -138,6 +181,18 @@ def current_commit() -> str:
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "ssl_emp", "eval", "configs",
                             "benchmarks/pruning_quality.py"], cwd=ROOT, capture_output=True, text=True).stdout
     return head + ("+dirty" if dirty.strip() else "")
+
+
+def machine() -> dict:
+    """What a record's numbers depend on besides the code and the seed: the same run on another CPU kernel (AVX2
+    against AVX-512, say) or torch release sums in another order and ends a little elsewhere."""
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                      if line.startswith("model name")), "")
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_model": model,
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 # --------------------------------------------------------------------------- data
@@ -149,7 +204,8 @@ class RegimeData:
     validation: ImageBank
     test: ImageBank
     rarest: list[int]  # the 3 rarest classes of the pool (longtail)
-    is_copy: Optional[torch.Tensor]  # [N] bool (redundant)
+    is_copy: Optional[torch.Tensor]  # [N] bool (duplicates)
+    is_junk: Optional[torch.Tensor]  # [N] bool (junk)
 
 
 def _per_class(labels: torch.Tensor, counts: list[int], generator) -> list[torch.Tensor]:
@@ -167,22 +223,40 @@ def _per_class(labels: torch.Tensor, counts: list[int], generator) -> list[torch
 
 def load_regime(name: str) -> RegimeData:
     """The regime's pretraining pool and probe sets, all from seed 0 (the same data for every run)."""
-    regime = REGIMES[name]
+    regime = ALL_REGIMES[name]
     cfg = load_pretrain_config(ROOT / regime.recipe, [*regime.overrides, f"data.root={DATA_ROOT}"])
     train = load_bank(regime.base, cfg.data.root, "train", cfg.data.image_size)
     test = load_bank(regime.base, cfg.data.root, "test", cfg.data.image_size)
     generator = torch.Generator().manual_seed(0)
     validation, probe_train = _per_class(train.labels, [regime.val_per_class, regime.probe_per_class], generator)
-    pool, rarest, is_copy = train, [], None
+    pool, rarest, is_copy, is_junk = train, [], None, None
     if regime.size:
         pool = train.subset(torch.randperm(len(train), generator=generator)[:regime.size])
+    args = regime.variant_args
     if regime.variant == "longtail":
-        made = long_tailed(train, imbalance=100, max_per_class=LONGTAIL_HEAD, seed=0)
+        made = long_tailed(train, seed=0, **args)
         pool, rarest = made.bank, made.rarest[:3]
-    elif regime.variant == "redundant":
-        made = with_near_duplicates(train, unique=2000, bases=100, copies=39, max_shift=2, noise=8.0, seed=0)
+    elif regime.variant == "duplicates":
+        made = with_near_duplicates(train, seed=0, **args)
         pool, is_copy = made.bank, made.is_copy
-    return RegimeData(pool, train.subset(probe_train), train.subset(validation), test, rarest, is_copy)
+    elif regime.variant == "junk":
+        other = load_bank("digits", None, "train", None) if args["kind"] == "other" else None
+        made = with_junk(train, seed=0, other=other, **args)
+        pool, is_junk = made.bank, made.is_junk
+    return RegimeData(pool, train.subset(probe_train), train.subset(validation), test, rarest, is_copy, is_junk)
+
+
+def oracle_weights(data: RegimeData) -> torch.Tensor:
+    """Per-sample target weights no real selector could compute: 0 for copies (their bases stay) and for junk,
+    1 / (the size of the sample's class) otherwise, so every class gets an equal share where it can."""
+    labels = data.pool.labels.cpu()
+    sizes = torch.bincount(labels[labels >= 0], minlength=data.pool.num_classes).double()
+    weights = torch.where(labels >= 0, 1.0 / sizes[labels.clamp_min(0)].clamp_min(1.0), torch.zeros(len(labels),
+                                                                                                   dtype=torch.float64))
+    for excluded in (data.is_copy, data.is_junk):
+        if excluded is not None:
+            weights[excluded] = 0.0
+    return weights
 
 
 # --------------------------------------------------------------------------- running
@@ -216,27 +290,45 @@ def run_name(key: dict) -> str:
     return "".join(c if c.isalnum() or c in "-._" else "_" for c in text)
 
 
+def _resolved(overrides: list[str], data: RegimeData, workdir: str, regime: str) -> list[str]:
+    """``overrides`` with the oracle's placeholder replaced by a file of the regime's oracle weights."""
+    if not any(ORACLE_FILE in o for o in overrides):
+        return overrides
+    path = Path(workdir) / f"oracle-{regime}.pt"
+    if not path.is_file():
+        torch.save(oracle_weights(data), path)
+    return [o.replace(ORACLE_FILE, str(path)) for o in overrides]
+
+
 def run_one(key: dict, overrides: list[str], data: RegimeData, workdir: str, probe_epochs: int, commit: str) -> dict:
     """One pretraining run and its probe; returns the record (``key`` plus what was measured)."""
-    regime = REGIMES[key["regime"]]
+    regime = ALL_REGIMES[key["regime"]]
     cfg = load_pretrain_config(ROOT / regime.recipe, [
         *regime.overrides, *COMMON, *([] if "pruning.selector=full" in overrides else FAIR),
-        f"train.epochs={key['epochs']}", *overrides, f"train.seed={key['seed']}",
-        f"run.out_dir={workdir}", f"run.name={run_name(key)}", f"data.root={DATA_ROOT}"])
+        f"train.epochs={key['epochs']}", *_resolved(overrides, data, workdir, key["regime"]),
+        f"train.seed={key['seed']}", f"run.out_dir={workdir}", f"run.name={run_name(key)}", f"data.root={DATA_ROOT}"])
     started = time.perf_counter()
     result = pretrain(cfg, recipe=run_name(key), show_progress=False, train_bank=data.pool)
     train_seconds = time.perf_counter() - started
     measured = probe(result.checkpoint, data, probe_epochs)
     rhos = [h["pruning/memory_spearman"] for h in result.history if h.get("pruning/memory_spearman") is not None]
     full_forwards = key["epochs"] * len(data.pool)  # so full_equal_compute's shorter run counts as pruning
-    record = {**key, "overrides": overrides, "commit": commit, "threads": torch.get_num_threads(),
+    last = result.history[-1]
+    record = {**key, "overrides": overrides, "commit": commit, **machine(),
               "achieved_rate": achieved_rate(result.sample_forwards, full_forwards),
               "sample_forwards": result.sample_forwards, "train_seconds": round(train_seconds, 2),
-              "final_loss": result.final_loss, "visits_gini": result.history[-1].get("pruning/visits_gini"),
+              "embedding_forwards": last.get("pruning/embedding_forwards", 0),
+              "embedding_seconds": round(last.get("pruning/embedding_seconds", 0.0), 2),
+              "final_loss": result.final_loss, "visits_gini": last.get("pruning/visits_gini"),
               "memory_spearman": statistics.mean(rhos) if rhos else None, **measured}
-    if data.is_copy is not None:
-        visits = load_checkpoint(result.checkpoint)["pruning"]["table"]["visits"].double().cpu()
-        record["copy_forward_share"] = (visits[data.is_copy].sum() / visits.sum()).item()
+    visits = load_checkpoint(result.checkpoint)["pruning"]["table"]["visits"].double().cpu()
+    for name, flags in (("copy_forward_share", data.is_copy), ("junk_forward_share", data.is_junk)):
+        if flags is not None:
+            record[name] = (visits[flags].sum() / visits.sum()).item()
+    if data.rarest:
+        labels = data.pool.labels.cpu()
+        record["rare3_forward_share"] = (visits[torch.isin(labels, torch.tensor(data.rarest))].sum()
+                                         / visits.sum()).item()
     shutil.rmtree(result.run_dir, ignore_errors=True)  # hundreds of runs: keep the records, not the folders
     return record
 
@@ -244,60 +336,87 @@ def run_one(key: dict, overrides: list[str], data: RegimeData, workdir: str, pro
 def floor_record(regime_name: str, seed: int, data: RegimeData, workdir: str, probe_epochs: int, commit: str) -> dict:
     """The random-init floor: the probe on an untrained backbone of the regime's architecture (a 2-image run
     writes the checkpoint that names the architecture; its weights are not used)."""
-    regime = REGIMES[regime_name]
-    key = {"regime": regime_name, "stage": "floor", "method": "floor", "requested_rate": None, "seed": seed}
+    regime = ALL_REGIMES[regime_name]
+    key = floor_key(regime_name, seed)
     cfg = load_pretrain_config(ROOT / regime.recipe, [
         *regime.overrides, *COMMON, "train.epochs=1", "train.batch_size=2", f"train.seed={seed}",
         f"run.out_dir={workdir}", f"run.name={run_name(key)}", f"data.root={DATA_ROOT}"])
     result = pretrain(cfg, recipe="floor", show_progress=False, train_bank=data.pool.subset(torch.arange(2)))
-    return {**key, "commit": commit, "threads": torch.get_num_threads(),
+    return {**key, "commit": commit, **machine(),
             **probe(result.checkpoint, data, probe_epochs, random_init=True, seed=seed)}
 
 
 # --------------------------------------------------------------------------- planning
 
 def metric(record: dict, split: str) -> float:
-    return record[split][REGIMES[record["regime"]].metric]
+    return record[split][ALL_REGIMES[record["regime"]].metric]
 
 
 def _records(records, **match):
     return [r for r in records if all(r.get(k) == v for k, v in match.items())]
 
 
-def _calibration_key(regime: str, method: str, seed: int, epochs: int) -> dict:
-    return {"regime": regime, "stage": "calibrate", "method": method,
-            "requested_rate": 0.0 if method == "full" else HEADLINE_RATE, "seed": seed, "epochs": epochs}
+def _key(record: dict) -> tuple:
+    return tuple(record.get(k) for k in ("regime", "stage", "method", "requested_rate", "seed", "epochs"))
 
 
-def calibration(records: list[dict], regime: str) -> tuple[Optional[dict], list[tuple[dict, list[str]]]]:
-    """The calibration rule (module docstring): (the decision, or None while undecided; the runs it needs)."""
-    floors = [metric(r, "validation") for r in _records(records, regime=regime, stage="floor")]
-    floor = statistics.mean(floors) if floors else None
+def _mean(records: list[dict], split: str = "validation") -> float:
+    return statistics.mean(metric(r, split) for r in records)
+
+
+def floor_key(regime: str, seed: int) -> dict:
+    return {"regime": regime, "stage": "floor", "method": "floor", "requested_rate": None, "seed": seed}
+
+
+SEARCHED = ("random", "oracle", "full_equal_compute")  # all at the headline rate's compute
+
+
+def search_keys(regime: str, epochs: int) -> dict[str, list[dict]]:
+    return {method: [{"regime": regime, "stage": "search", "method": method, "requested_rate": HEADLINE_RATE,
+                      "seed": seed, "epochs": epochs} for seed in SEARCH_SEEDS] for method in SEARCHED}
+
+
+def search_overrides(method: str, num_samples: int, epochs: int) -> list[str]:
+    if method == "full_equal_compute":
+        return equal_compute(num_samples, epochs, HEADLINE_RATE)
+    return [*(ORACLE if method == "oracle" else BASELINES[method]), f"pruning.rate={HEADLINE_RATE}"]
+
+
+def searched(records: list[dict], regime: str,
+             pool_size: Optional[int] = None) -> tuple[Optional[dict], list[tuple[dict, list[str]]]]:
+    """The search rule (module docstring) for one regime: (its decision, or None while undecided; the runs it needs,
+    given ``pool_size``, the size of the regime's pool)."""
+    floors = _records(records, regime=regime, stage="floor")
     needed, tried = [], []
-    for epochs in REGIMES[regime].epochs:
-        runs = {method: [_calibration_key(regime, method, seed, epochs) for seed in CALIBRATION_SEEDS]
-                for method in ("full", "random")}
-        needed += [(key, ["pruning.selector=full"] if method == "full"
-                    else ["pruning.selector=random", f"pruning.rate={HEADLINE_RATE}"])
-                   for method, keys in runs.items() for key in keys]
-        found = {method: [r for r in records if _key(r) in {_key(k) for k in keys}] for method, keys in runs.items()}
-        if floor is None or any(len(found[m]) < len(CALIBRATION_SEEDS) for m in found):
+    for epochs in ALL_REGIMES[regime].epochs:
+        keys = search_keys(regime, epochs)
+        if pool_size is not None:
+            needed += [(key, search_overrides(method, pool_size, epochs)) for method, group in keys.items()
+                       for key in group]
+        found = {method: [r for r in records if _key(r) in {_key(k) for k in group}] for method, group in keys.items()}
+        if len(floors) < FLOOR_SEEDS or any(len(found[m]) < len(SEARCH_SEEDS) for m in found):
             return None, needed
-        full_mean = statistics.mean(metric(r, "validation") for r in found["full"])
-        random_mean = statistics.mean(metric(r, "validation") for r in found["random"])
-        tried.append({"epochs": epochs, "full_minus_floor": full_mean - floor,
-                      "full_minus_random": full_mean - random_mean})
-        if tried[-1]["full_minus_floor"] >= BAR_FLOOR and tried[-1]["full_minus_random"] >= BAR_RANDOM:
-            return {"epochs": epochs, "meets_bar": True, "tried": tried}, needed
-    best = max(tried, key=lambda t: t["full_minus_random"])
-    return {"epochs": best["epochs"], "meets_bar": False, "tried": tried}, needed
+        means = {m: _mean(found[m]) for m in SEARCHED}
+        tried.append({"epochs": epochs, "oracle_gap": means["oracle"] - means["random"],
+                      "best_minus_floor": max(means.values()) - _mean(floors),
+                      "equal_compute_minus_random": means["full_equal_compute"] - means["random"], **means})
+        if tried[-1]["oracle_gap"] >= GATE and tried[-1]["best_minus_floor"] >= BAR_FLOOR:
+            return {**tried[-1], "passes": True, "tried": tried}, needed
+    best = max(tried, key=lambda t: t["oracle_gap"])
+    return {**best, "passes": False, "tried": tried}, needed
 
 
-def chosen(records: list[dict], candidates: dict, regimes: list[str]) -> Optional[dict]:
-    """The selection rule (module docstring) over ``candidates``; None until every candidate ran everywhere."""
+def report_regimes(decisions: dict[str, dict]) -> list[str]:
+    """The four regimes, and the passing candidates with the largest validation oracle gaps (at most MAX_NEW)."""
+    passing = sorted((d["oracle_gap"], name) for name, d in decisions.items() if name in CANDIDATES and d["passes"])
+    return [*REGIMES, *[name for _, name in reversed(passing)][:MAX_NEW]]
+
+
+def chosen_coverage(records: list[dict], regimes: list[str]) -> Optional[dict]:
+    """The selection rule over COVERAGE_CANDIDATES in ``regimes``; None until every candidate ran everywhere."""
     scored = []
-    for name, overrides in candidates.items():
-        gains, rhos = [], []
+    for name, overrides in COVERAGE_CANDIDATES.items():
+        gains = []
         for regime in regimes:
             runs = _records(records, regime=regime, stage="select", method=name)
             refs = {r["seed"]: metric(r, "validation") for r in _records(records, regime=regime, stage="select",
@@ -305,15 +424,24 @@ def chosen(records: list[dict], candidates: dict, regimes: list[str]) -> Optiona
             if len(runs) < len(SELECTION_SEEDS) or len(refs) < len(SELECTION_SEEDS):
                 return None
             gains.append(statistics.mean(metric(r, "validation") - refs[r["seed"]] for r in runs))
-            rhos += [r["memory_spearman"] for r in runs if r.get("memory_spearman") is not None]
-        rho = statistics.mean(rhos) if rhos else None
-        if rho is None or abs(rho) <= 0.9:
-            scored.append((statistics.mean(gains), name, rho))
-    if not scored:
-        return None
-    gain, name, rho = max(scored)
-    return {"method": name, "overrides": candidates[name], "validation_gain_over_random": gain,
-            "memory_spearman": rho}
+        scored.append((statistics.mean(gains), name))
+    gain, name = max(scored)
+    return {"method": name, "overrides": COVERAGE_CANDIDATES[name], "validation_gain_over_random": gain}
+
+
+def check_regimes_fit(regimes: list[str], data_for) -> None:
+    """Refuse before any run where a regime's batch does not fit what its pruned epochs keep, at any of its epoch
+    counts (a worker would otherwise stop hours in, at the first run of that regime)."""
+    for name in regimes:
+        regime = ALL_REGIMES[name]
+        cfg = load_pretrain_config(ROOT / regime.recipe, [*regime.overrides, f"data.root={DATA_ROOT}"])
+        for epochs in regime.epochs:
+            pruner = Pruner(len(data_for(name).pool), epochs, rate=HEADLINE_RATE, selector="random", warmup_epochs=1,
+                            anneal=0.0)
+            try:
+                pruner.check_batch_size(cfg.train.batch_size)
+            except ValueError as exc:
+                raise SystemExit(f"regime {name} at {epochs} epochs: {exc}") from None
 
 
 def equal_compute(num_samples: int, epochs: int, rate: float) -> list[str]:
@@ -324,52 +452,45 @@ def equal_compute(num_samples: int, epochs: int, rate: float) -> list[str]:
 
 
 def planned_runs(regimes: list[str], records: list[dict], data_for) -> list[tuple[dict, list[str]]]:
-    """(key, overrides) in the order of work; a stage's runs appear once the rule before it has decided."""
-    todo, epochs = [], {}
+    """(key, overrides) in the order of work; a stage's runs appear once the rule before it has decided.
+    ``regimes``: the regimes and candidates to search (default all); the report takes what the search passes."""
+    todo = [(floor_key(regime, seed), []) for regime in regimes for seed in range(FLOOR_SEEDS)]
+    decisions = {}
     for regime in regimes:
-        decided, needed = calibration(records, regime)
+        decided, needed = searched(records, regime, len(data_for(regime).pool))
         todo += needed
         if decided:
-            epochs[regime] = decided["epochs"]
-    if len(epochs) < len(regimes):
+            decisions[regime] = decided
+    if len(decisions) < len(regimes):
         return todo
-    for seed in SELECTION_SEEDS:
-        for regime in regimes:
-            for name, overrides in {"random": BASELINES["random"], **EMP_CANDIDATES, **LOSS_CANDIDATES}.items():
-                key = {"regime": regime, "stage": "select", "method": name, "requested_rate": HEADLINE_RATE,
-                       "seed": seed, "epochs": epochs[regime]}
-                todo.append((key, [*overrides, f"pruning.rate={HEADLINE_RATE}"]))
-    emp, loss_only = chosen(records, EMP_CANDIDATES, regimes), chosen(records, LOSS_CANDIDATES, regimes)
-    if emp is None or loss_only is None:
-        return todo
-    methods = {**BASELINES, "emp": emp["overrides"], "best_loss": loss_only["overrides"]}
+    reported = [r for r in report_regimes(decisions) if r in regimes]
+    judged = [r for r in reported if decisions[r]["passes"]]
+    coverage = None
+    if judged:
+        for seed in SELECTION_SEEDS:
+            for regime in judged:
+                for name, overrides in {"random": BASELINES["random"], **COVERAGE_CANDIDATES}.items():
+                    key = {"regime": regime, "stage": "select", "method": name, "requested_rate": HEADLINE_RATE,
+                           "seed": seed, "epochs": decisions[regime]["epochs"]}
+                    todo.append((key, [*overrides, f"pruning.rate={HEADLINE_RATE}"]))
+        coverage = chosen_coverage(records, judged)
+        if coverage is None:
+            return todo
     for seed in range(REPORT_SEEDS):
-        for regime in regimes:
-            e = epochs[regime]
+        for regime in reported:
+            e = decisions[regime]["epochs"]
             report = {"regime": regime, "stage": "report", "seed": seed, "epochs": e}
-            todo.append(({**report, "method": "full", "requested_rate": 0.0}, ["pruning.selector=full"]))
-            for rate in (HEADLINE_RATE, SECOND_RATE) if seed < SECOND_SEEDS else (HEADLINE_RATE,):
-                todo.append(({**report, "method": "full_equal_compute", "requested_rate": rate},
-                             equal_compute(len(data_for(regime).pool), e, rate)))
-                for name, overrides in methods.items():
-                    todo.append(({**report, "method": name, "requested_rate": rate},
-                                 [*overrides, f"pruning.rate={rate}"]))
-            todo.append(({**report, "method": "infobatch_published", "requested_rate": None}, PUBLISHED))
-            published = _records(records, **report, method="infobatch_published")
-            if published:  # its references, at this seed's achieved rate and exact compute
-                rate = round(published[0]["achieved_rate"], 4)
-                todo.append(({**report, "method": "random@published", "requested_rate": rate},
-                             [*BASELINES["random"], f"pruning.rate={rate}"]))
-                todo.append(({**report, "method": "full_equal_compute@published", "requested_rate": rate},
-                             ["pruning.selector=full", f"train.max_forwards={published[0]['sample_forwards']}"]))
-            if seed < SECOND_SEEDS:  # at 0.7: at 0.9 the anneal would leave too few epochs to prune
-                todo.append(({**report, "method": "emp+anneal", "requested_rate": SECOND_RATE},
-                             [*emp["overrides"], f"pruning.rate={SECOND_RATE}", "pruning.anneal=0.125"]))
+            if seed < FULL_SEEDS:  # context, not a comparison: its compute is 1 / (1 - rate) times the others'
+                todo.append(({**report, "method": "full", "requested_rate": 0.0}, ["pruning.selector=full"]))
+            todo.append(({**report, "method": "full_equal_compute", "requested_rate": HEADLINE_RATE},
+                         equal_compute(len(data_for(regime).pool), e, HEADLINE_RATE)))
+            methods = {"random": BASELINES["random"], "oracle": ORACLE}
+            if regime in judged:
+                methods.update({"rs2": BASELINES["rs2"], **SELECTORS, "coverage": coverage["overrides"]})
+            for name, overrides in methods.items():
+                todo.append(({**report, "method": name, "requested_rate": HEADLINE_RATE},
+                             [*overrides, f"pruning.rate={HEADLINE_RATE}"]))
     return todo
-
-
-def _key(record: dict) -> tuple:
-    return tuple(record.get(k) for k in ("regime", "stage", "method", "requested_rate", "seed", "epochs"))
 
 
 # --------------------------------------------------------------------------- summarising
@@ -381,20 +502,21 @@ def paired_difference(runs: list[dict], references: list[dict], split: str = "te
     if len(diffs) < 2:
         return None
     mean = statistics.mean(diffs)
-    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    half = float(stats.t.ppf(0.975, len(diffs) - 1)) * statistics.stdev(diffs) / math.sqrt(len(diffs))
     return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": len(diffs)}
 
 
-def gap_closure(runs: list[dict], random: list[dict], full: list[dict], resamples: int = 2000):
-    """``(method - random) / (full - random)`` on seed means, with a 95% paired-bootstrap interval over seeds."""
-    by_seed = [(metric(m, "test"), r, f) for m in runs
+def gap_closure(runs: list[dict], random: list[dict], oracle: list[dict], resamples: int = 2000):
+    """``(method - random) / (oracle - random)`` on seed means: the share of what the best choice gains that the
+    method gains, with a 95% paired-bootstrap interval over seeds."""
+    by_seed = [(metric(m, "test"), r, o) for m in runs
                for r in [metric(x, "test") for x in random if x["seed"] == m["seed"]]
-               for f in [metric(x, "test") for x in full if x["seed"] == m["seed"]]]
+               for o in [metric(x, "test") for x in oracle if x["seed"] == m["seed"]]]
     if len(by_seed) < 5:  # a bootstrap over fewer seeds has too few distinct resamples to give an interval
         return None
 
     def ratio(rows):
-        gap = statistics.mean(f - r for _, r, f in rows)
+        gap = statistics.mean(o - r for _, r, o in rows)
         return statistics.mean(m - r for m, r, _ in rows) / gap if abs(gap) > 1e-12 else float("nan")
 
     rng = pyrandom.Random(0)
@@ -430,15 +552,26 @@ def one_commit(records: list[dict]) -> str:
     return commits[0]
 
 
+def passes_gate(headroom: Optional[dict]) -> bool:
+    return bool(headroom and headroom["mean"] >= GATE and headroom["lo"] > 0)
+
+
 def summarise(records: list[dict], out_dir: Path, regimes: list[str], remaining: Optional[int] = None) -> dict:
     commit = one_commit(records)
+    decisions = {regime: searched(records, regime)[0] for regime in regimes}
     summary = {"commit": commit, "complete": remaining == 0, "runs": len(records),
-               "command": "python benchmarks/pruning_quality.py", "regimes": {},
-               "headline_rate": HEADLINE_RATE,
-               "emp_default": chosen(records, EMP_CANDIDATES, regimes),
-               "best_loss_only": chosen(records, LOSS_CANDIDATES, regimes)}
-    for regime in regimes:
-        summary["regimes"][regime] = summarise_regime(records, regime)
+               "command": "python benchmarks/pruning_quality.py", "headline_rate": HEADLINE_RATE, "gate": GATE,
+               "machine": sorted({json.dumps({k: r.get(k) for k in ("cpu_capability", "cpu_model", "torch")})
+                                  for r in records}),
+               "search": {regime: {**(decisions[regime] or {}), "regime": _describe(regime)} for regime in regimes},
+               "regimes": {}}
+    reported = report_regimes({r: d for r, d in decisions.items() if d}) if all(decisions.values()) else list(REGIMES)
+    judged = [r for r in reported if r in regimes and decisions.get(r) and decisions[r]["passes"]]
+    summary["coverage_choice"] = chosen_coverage(records, judged) if judged else None
+    for regime in reported:
+        if regime in regimes:
+            summary["regimes"][regime] = summarise_regime(records, regime)
+    summary["oracle_headroom"] = {regime: s["oracle_headroom"] for regime, s in summary["regimes"].items()}
     summary["recommended"] = recommend(summary)
     (out_dir / "pruning_quality_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out_dir / "pruning_quality.md").write_text(markdown(summary))
@@ -448,64 +581,60 @@ def summarise(records: list[dict], out_dir: Path, regimes: list[str], remaining:
 
 def summarise_regime(records: list[dict], regime: str) -> dict:
     floors = [metric(r, "test") for r in _records(records, regime=regime, stage="floor")]
-    report = _records(records, regime=regime, stage="report")
-    groups: dict[tuple, list[dict]] = {}
-    for r in report:
-        rate = r["requested_rate"]
-        method = r["method"]
-        if method.endswith("@published") or method == "infobatch_published":
-            rate = "published"
-            method = method.split("@")[0]
-        groups.setdefault((method, rate), []).append(r)
-    full = groups.get(("full", 0.0), [])
+    groups: dict[str, list[dict]] = {}
+    for r in _records(records, regime=regime, stage="report"):
+        groups.setdefault(r["method"], []).append(r)
+    full, random, oracle = (groups.get(m, []) for m in ("full", "random", "oracle"))
+    equal = groups.get("full_equal_compute", [])
     rows = []
-    for (method, rate), group in sorted(groups.items(), key=lambda kv: (str(kv[0][1]), kv[0][0])):
+    for method, group in sorted(groups.items()):
         values = [metric(r, "test") for r in group]
-        random_ref = groups.get(("random", rate), [])
-        equal_ref = groups.get(("full_equal_compute", rate), [])
-        row = {"method": method, "rate": rate, "n": len(group),
-               "achieved_rate": statistics.mean(r["achieved_rate"] for r in group),
+        row = {"method": method, "n": len(group), "achieved_rate": statistics.mean(r["achieved_rate"] for r in group),
                "mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-               "diff_vs_random": None if method in ("random", "full") else paired_difference(group, random_ref),
-               "diff_vs_equal_compute": None if method in ("full_equal_compute", "full")
-               else paired_difference(group, equal_ref),
-               "gap_closure": None if method in ("random", "full") else gap_closure(group, random_ref, full),
+               "diff_vs_random": None if method in ("random", "full") else paired_difference(group, random),
+               "diff_vs_equal_compute": None if method in ("full_equal_compute", "full", "oracle")
+               else paired_difference(group, equal),
+               "gap_closure": None if method in ("random", "full", "oracle") else gap_closure(group, random, oracle),
                "memory_spearman": _mean_or_none(r.get("memory_spearman") for r in group),
                "visits_gini": _mean_or_none(r.get("visits_gini") for r in group),
-               "train_seconds_median": statistics.median(r["train_seconds"] for r in group)}
+               "train_seconds_median": statistics.median(r["train_seconds"] for r in group),
+               "embed_share": _mean_or_none(r["embedding_seconds"] / r["train_seconds"] for r in group
+                                            if r.get("embedding_forwards"))}
         for extra in ("rare3", "top1", "balanced_acc"):
             row[extra] = _mean_or_none(r["test"].get(extra) for r in group)
-        row["copy_forward_share"] = _mean_or_none(r.get("copy_forward_share") for r in group)
+        for share in ("copy_forward_share", "junk_forward_share", "rare3_forward_share"):
+            row[share] = _mean_or_none(r.get(share) for r in group)
         rows.append(row)
+    headroom = paired_difference(oracle, random)
+    headline_diffs = [row["diff_vs_random"] for row in rows if row["method"] not in ("full", "full_equal_compute")]
     full_mean = statistics.mean(metric(r, "test") for r in full) if full else None
-    random_means = {rate: statistics.mean(metric(r, "test") for r in g)
-                    for (m, rate), g in groups.items() if m == "random" and rate != "published"}
-    headline_diffs = [row["diff_vs_random"] for row in rows if row["rate"] == HEADLINE_RATE]
-    decided, _ = calibration(records, regime)
-    return {"metric": REGIMES[regime].metric, "epochs": decided["epochs"] if decided else None,
-            "calibration": decided, "regime": _describe(regime),
-            "floor": {"mean": statistics.mean(floors), "n": len(floors)} if floors else None,
-            "full": full_mean,
-            "headroom": {str(rate): full_mean - m for rate, m in random_means.items()} if full_mean else {},
+    random_mean = statistics.mean(metric(r, "test") for r in random) if random else None
+    decided = searched(records, regime)[0]
+    return {"metric": ALL_REGIMES[regime].metric, "epochs": decided["epochs"] if decided else None,
+            "regime": _describe(regime), "floor": {"mean": statistics.mean(floors), "n": len(floors)} if floors else None,
+            "full": full_mean, "headroom": full_mean - random_mean if full_mean is not None and random_mean else None,
+            "oracle_headroom": {**headroom, "passes": passes_gate(headroom)} if headroom else None,
             "min_detectable_effect": min_detectable_effect(headline_diffs), "rows": rows}
 
 
 def _describe(regime: str) -> dict:
-    r = REGIMES[regime]
+    r = ALL_REGIMES[regime]
     return {"base": r.base, "recipe": r.recipe, "overrides": [*r.overrides, *FAIR], "size": r.size,
-            "variant": r.variant, "probe_per_class": r.probe_per_class, "val_per_class": r.val_per_class}
+            "variant": r.variant, "variant_args": r.variant_args, "probe_per_class": r.probe_per_class,
+            "val_per_class": r.val_per_class, "epochs_tried": list(r.epochs)}
 
 
 def recommend(summary: dict) -> dict:
-    """Per regime: the method whose paired interval at the headline rate lies above 0 against both ``random``
-    and ``full_equal_compute`` (the best mean if several); ``random`` where none does."""
+    """Per regime that passes the gate on test: the method whose paired interval lies above 0 against both
+    ``random`` and ``full_equal_compute`` (the best mean if several), else ``random``; elsewhere ``random``, as
+    no choice of samples paid there, not even the oracle's."""
     out = {}
     for regime, s in summary["regimes"].items():
-        winners = [row for row in s["rows"] if row["rate"] == HEADLINE_RATE
-                   and row["method"] not in ("random", "full", "full_equal_compute")
+        winners = [row for row in s["rows"] if row["method"] not in ("random", "full", "full_equal_compute", "oracle")
                    and row["diff_vs_random"] and row["diff_vs_random"]["lo"] > 0
                    and row["diff_vs_equal_compute"] and row["diff_vs_equal_compute"]["lo"] > 0]
-        out[regime] = max(winners, key=lambda row: row["mean"])["method"] if winners else "random"
+        judged = s["oracle_headroom"] and s["oracle_headroom"]["passes"]
+        out[regime] = max(winners, key=lambda row: row["mean"])["method"] if judged and winners else "random"
     return out
 
 
@@ -521,57 +650,68 @@ def _interval(d) -> str:
     return f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]{verdict}"
 
 
+def _cell(value, spec=".3f") -> str:
+    return "" if value is None else format(value, spec)
+
+
 def markdown(summary: dict) -> str:
-    lines = [f"Linear-probe results on the test split, commit `{summary['commit']}`, rate {HEADLINE_RATE} the "
-             "headline. Paired differences per seed with the 95% t-interval (n.s.: it contains 0); gap closure "
-             "`(method - random) / (full - random)` with a paired-bootstrap interval. Command: "
-             "`.venv/bin/python benchmarks/pruning_quality.py`.", ""]
-    for name in ("emp_default", "best_loss_only"):
-        if summary[name]:
-            lines.append(f"- {name}: `{summary[name]['method']}` (validation gain over random "
-                         f"{summary[name]['validation_gain_over_random']:+.4f})")
+    lines = [f"Linear-probe results, commit `{summary['commit']}`, rate {HEADLINE_RATE}, equal sample-forwards. "
+             "Paired differences per seed with the 95% t-interval (n.s.: it contains 0). Command: "
+             "`.venv/bin/python benchmarks/pruning_quality.py`.", "",
+             f"## The search (validation, seeds {SEARCH_SEEDS[0]}-{SEARCH_SEEDS[-1]}): where can a choice of samples "
+             f"pay at all?", "",
+             f"A regime passes where the oracle beats `random` by >= {GATE} and the best of the three clears the "
+             f"random-init floor by >= {BAR_FLOOR} (means over the seeds).", "",
+             "| regime | epochs | compute (epochs of the pool) | random | oracle − random | all data at equal compute − "
+             "random | best − floor | passes |", "|---|---|---|---|---|---|---|---|"]
+    for regime, d in summary["search"].items():
+        for t in d.get("tried", []):
+            lines.append(f"| {regime} | {t['epochs']} | {(1 - HEADLINE_RATE) * t['epochs']:.1f} | {t['random']:.4f} | "
+                         f"{t['oracle_gap']:+.4f} | {t['equal_compute_minus_random']:+.4f} | "
+                         f"{t['best_minus_floor']:+.4f} | {'yes' if d['passes'] and t['epochs'] == d['epochs'] else ''} |")
+    if summary.get("coverage_choice"):
+        c = summary["coverage_choice"]
+        lines += ["", f"coverage setting chosen on validation: `{c['method']}` (gain over random "
+                  f"{c['validation_gain_over_random']:+.4f})"]
+    lines += ["", f"## The report (test, seeds 0-{REPORT_SEEDS - 1})"]
     for regime, s in summary["regimes"].items():
         floor = f"{s['floor']['mean']:.4f} (n {s['floor']['n']})" if s["floor"] else "—"
-        full = f"{s['full']:.4f}" if s["full"] is not None else "—"
         mde = f"{s['min_detectable_effect']:.4f}" if s["min_detectable_effect"] else "—"
+        gate = s["oracle_headroom"]
         lines += ["", f"### {regime} ({s['metric']}, {s['epochs']} epochs)", "",
-                  f"floor {floor}; full data {full}; headroom over random "
-                  + ", ".join(f"{k}: {v:+.4f}" for k, v in s["headroom"].items())
-                  + f"; smallest effect detectable at 80% power {mde}; recommended: "
+                  f"floor {floor}; full data {_cell(s['full'], '.4f')}; full − random {_cell(s['headroom'], '+.4f')}; "
+                  f"**oracle headroom {_interval(gate)}** ({'passes' if gate and gate['passes'] else 'does not pass'}"
+                  f" the gate); smallest effect detectable at 80% power {mde}; recommended: "
                   f"`{summary['recommended'].get(regime)}`", "",
-                  "| method | rate | achieved | n | metric | vs random | vs full_equal_compute | gap closure | "
-                  "rare-3 | copy share | memory ρ |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| method | achieved | n | metric | vs random | vs full_equal_compute | gap closure (of oracle's) | "
+                  "rare-3 | copy share | junk share | embed share |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in s["rows"]:
-            cells = [row["method"], str(row["rate"]), f"{row['achieved_rate']:.3f}", str(row["n"]),
-                     f"{row['mean']:.4f} ± {row['std']:.4f}", _interval(row["diff_vs_random"]),
-                     _interval(row["diff_vs_equal_compute"]), _interval(row["gap_closure"]),
-                     f"{row['rare3']:.3f}" if row.get("rare3") is not None else "",
-                     f"{row['copy_forward_share']:.3f}" if row.get("copy_forward_share") is not None else "",
-                     f"{row['memory_spearman']:.2f}" if row["memory_spearman"] is not None else ""]
+            cells = [row["method"], f"{row['achieved_rate']:.3f}", str(row["n"]), f"{row['mean']:.4f} ± {row['std']:.4f}",
+                     _interval(row["diff_vs_random"]), _interval(row["diff_vs_equal_compute"]),
+                     _interval(row["gap_closure"]), _cell(row.get("rare3")), _cell(row.get("copy_forward_share")),
+                     _cell(row.get("junk_forward_share")), _cell(row.get("embed_share"))]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def plot(summary: dict, path: Path) -> None:
+    """Per regime, each method's paired difference from ``random`` with its interval; the oracle's in black."""
     regimes = [r for r, s in summary["regimes"].items() if s["rows"]]
     if not regimes:
         return
-    fig, axes = plt.subplots(1, len(regimes), figsize=(6 * len(regimes), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(regimes), figsize=(4.6 * len(regimes), 4.2), squeeze=False)
     for ax, regime in zip(axes[0], regimes):
         s = summary["regimes"][regime]
-        if s["full"] is not None:
-            ax.axhline(s["full"], color="black", linestyle="--", label="full data")
-        if s["floor"]:
-            ax.axhline(s["floor"]["mean"], color="red", linestyle=":", label="random-init floor")
-        for method in sorted({row["method"] for row in s["rows"]} - {"full"}):
-            points = sorted((row["achieved_rate"], row["mean"], row["std"]) for row in s["rows"]
-                            if row["method"] == method)
-            xs, ys, errs = zip(*points)
-            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=method,
-                        linestyle="--" if method == "full_equal_compute" else "-")
-        ax.set_title(f"SimCLR, {regime}")
-        ax.set_xlabel("achieved rate (share of the full run's sample-forwards skipped)")
-        ax.set_ylabel(f"linear probe {s['metric']} (mean ± std)")
+        rows = [row for row in s["rows"] if row["diff_vs_random"] and row["method"] != "full"]
+        for y, row in enumerate(rows):
+            d = row["diff_vs_random"]
+            ax.errorbar(d["mean"], y, xerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", capsize=3,
+                        color="black" if row["method"] == "oracle" else "tab:blue")
+        ax.set_yticks(range(len(rows)), [row["method"] for row in rows])
+        ax.axvline(0, color="grey", linewidth=1)
+        ax.axvline(GATE, color="red", linestyle=":", linewidth=1, label=f"gate ({GATE})")
+        ax.set_title(f"{regime} ({s['epochs']} epochs)")
+        ax.set_xlabel(f"{s['metric']} − random, rate {HEADLINE_RATE} (95% CI)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -591,8 +731,6 @@ def rerun(record: dict, probe_epochs: int = 50) -> dict:
             return run_one(key, record["overrides"], load_regime(record["regime"]), workdir, probe_epochs, "rerun")
     finally:
         torch.set_num_threads(threads)
-
-
 RESULTS_FILE, WORKER_FILES = "pruning_quality.jsonl", "pruning_quality.worker-*.jsonl"
 
 
@@ -658,16 +796,18 @@ def work(worker: int, out_dir: Path, plan, run, deadline: Optional[float] = None
         _append(own, record)
         made += 1
         key = picked[0]
-        print(f"[worker {worker}, {len(todo) - 1} planned] {key['regime']:13s} {key['stage']:9s} "
-              f"{key['method']:28s} rate {key['requested_rate']} seed {key['seed']} ({key['epochs']} ep): achieved "
-              f"{record['achieved_rate']:.3f}, val {metric(record, 'validation'):.4f}, "
-              f"test {metric(record, 'test'):.4f}, {record['train_seconds']:.0f} s", flush=True)
+        ran = (f"achieved {record['achieved_rate']:.3f}, " if "achieved_rate" in record else "")
+        print(f"[worker {worker}, {len(todo) - 1} planned] {key['regime']:20s} {key['stage']:7s} "
+              f"{key['method']:18s} rate {key['requested_rate']} seed {key['seed']} ({key.get('epochs')} ep): {ran}"
+              f"val {metric(record, 'validation'):.4f}, test {metric(record, 'test'):.4f}"
+              + (f", {record['train_seconds']:.0f} s" if "train_seconds" in record else ""), flush=True)
     return made
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
+    parser.add_argument("--regimes", nargs="+", default=list(ALL_REGIMES), choices=list(ALL_REGIMES),
+                        help="regimes and search candidates (default: all)")
     parser.add_argument("--probe-epochs", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (recorded; a rerun uses the same)")
     parser.add_argument("--workers", type=int, default=1,
@@ -694,23 +834,22 @@ def main(argv=None) -> int:
             cache[regime] = load_regime(regime)
         return cache[regime]
 
+    if not args.summarise_only and args.worker is None:
+        check_regimes_fit(args.regimes, data_for)
     with tempfile.TemporaryDirectory() as workdir:
         def plan(records):
             return planned_runs(args.regimes, records, data_for)
 
         def run(key, overrides):
+            if key["stage"] == "floor":
+                return floor_record(key["regime"], key["seed"], data_for(key["regime"]), workdir, args.probe_epochs,
+                                    commit)
             return run_one(key, overrides, data_for(key["regime"]), workdir, args.probe_epochs, commit)
 
         if args.worker is not None:
             work(args.worker, out_dir, plan, run, deadline)
             return 0
         records = merge_worker_files(out_dir)
-        for regime in args.regimes:
-            for seed in range(FLOOR_SEEDS):
-                if not _records(records, regime=regime, stage="floor", seed=seed) and not args.summarise_only:
-                    records.append(floor_record(regime, seed, data_for(regime), workdir, args.probe_epochs, commit))
-                    _append(out_dir / RESULTS_FILE, records[-1])
-                    print(f"floor {regime} seed {seed}: {metric(records[-1], 'test'):.4f}", flush=True)
         if not args.summarise_only and args.workers == 1:
             work(0, out_dir, plan, run, deadline)
         elif not args.summarise_only:

@@ -192,7 +192,8 @@ def build_trainer(cfg: PretrainConfig, run_dir: Path, ctx: DistContext = DistCon
                       amp=t.amp, channels_last=t.channels_last, nonfinite=t.nonfinite,
                       checkpoint_every=t.checkpoint_every, log_every=t.log_every, monitor=monitor,
                       max_forwards=t.max_forwards, weight_decay_schedule=build_weight_decay_schedule(cfg),
-                      clip_grad=o.clip_grad, run_config=cfg.model_dump(), data_info=data_info)
+                      clip_grad=o.clip_grad, run_config=cfg.model_dump(), data_info=data_info,
+                      normalize=Normalize(mean, std).to(device))
 
 
 def pretrain(cfg: PretrainConfig, recipe: str = "run", show_progress: Optional[bool] = None,

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from ssl_emp.pruning import PruningSettings
-from ssl_emp.pruning.settings import SCORE_SELECTOR
+import torch
+
+from ssl_emp.data import ImageBank
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -37,14 +38,14 @@ def test_paired_difference_is_the_t_interval_of_per_seed_differences():
     assert bench.paired_difference(a[:1], b) is None  # one shared seed gives no interval
 
 
-def test_gap_closure_is_the_share_of_the_gap_to_full_data_with_an_interval():
-    full = [_run("full", s, 0.90 + 0.01 * (s % 2), rate=0.0) for s in range(10)]
+def test_gap_closure_is_the_share_of_the_oracle_s_gain_that_a_method_gains_with_an_interval():
+    oracle = [_run("oracle", s, 0.90 + 0.01 * (s % 2)) for s in range(10)]
     random = [_run("random", s, 0.80 + 0.01 * (s % 3)) for s in range(10)]
-    half = [_run("m", s, (f["test"]["top1"] + r["test"]["top1"]) / 2) for s, (f, r) in enumerate(zip(full, random))]
-    closure = bench.gap_closure(half, random, full)
+    half = [_run("m", s, (o["test"]["top1"] + r["test"]["top1"]) / 2) for s, (o, r) in enumerate(zip(oracle, random))]
+    closure = bench.gap_closure(half, random, oracle)
     assert closure["mean"] == pytest.approx(0.5) and closure["n"] == 10
     assert closure["lo"] <= 0.5 <= closure["hi"] and closure["hi"] - closure["lo"] < 0.1
-    same = bench.gap_closure(random, random, full)
+    same = bench.gap_closure(random, random, oracle)
     assert same["mean"] == pytest.approx(0.0)
 
 
@@ -72,39 +73,53 @@ def _floors(regime="digits", value=0.70):
     return [_run("floor", s, value, rate=None, stage="floor", regime=regime) for s in range(bench.FLOOR_SEEDS)]
 
 
-def _calibrated(regime, epochs, full, random):
-    return [_run(m, seed, v, rate=0.0 if m == "full" else 0.9, stage="calibrate", regime=regime, epochs=epochs)
-            for seed in bench.CALIBRATION_SEEDS for m, v in (("full", full), ("random", random))]
+def _searched(regime, epochs, random, oracle, equal=None):
+    values = {"random": random, "oracle": oracle, "full_equal_compute": random if equal is None else equal}
+    return [_run(m, seed, v, stage="search", regime=regime, epochs=epochs)
+            for seed in bench.SEARCH_SEEDS for m, v in values.items()]
 
 
-def test_calibration_takes_the_first_epoch_count_that_clears_both_bars():
-    first, second, third = bench.REGIMES["digits"].epochs
-    records = _floors()
-    assert bench.calibration(records, "digits")[0] is None
-    records += _calibrated("digits", first, full=0.92, random=0.90)  # only 0.02 over random
-    decided, needed = bench.calibration(records, "digits")
+def test_search_takes_the_first_epoch_count_where_the_oracle_pays_and_the_regime_learns():
+    regime = "dups90"
+    first, second, third = bench.ALL_REGIMES[regime].epochs
+    records = _floors(regime)
+    assert bench.searched(records, regime, 1000)[0] is None
+    records += _searched(regime, first, random=0.80, oracle=0.805)  # the oracle gains only 0.005
+    decided, needed = bench.searched(records, regime, 1000)
     assert decided is None and {k["epochs"] for k, _ in needed} == {first, second}  # the next one is run
-    records += _calibrated("digits", second, full=0.90, random=0.85)
-    decided, needed = bench.calibration(records, "digits")
-    assert decided["epochs"] == second and decided["meets_bar"] and third not in {k["epochs"] for k, _ in needed}
-    records = _floors() + [r for e in (first, second, third) for r in _calibrated("digits", e, 0.90, 0.889 - e / 10000)]
-    decided, _ = bench.calibration(records, "digits")
-    assert decided["epochs"] == max(first, second, third) and not decided["meets_bar"]  # none does: most headroom
+    assert {k["method"] for k, _ in needed} == {"random", "oracle", "full_equal_compute"}
+    assert {k["seed"] for k, _ in needed} == set(bench.SEARCH_SEEDS)  # validation seeds, never reported
+    assert not set(bench.SEARCH_SEEDS) & set(range(bench.REPORT_SEEDS))
+    records += _searched(regime, second, random=0.79, oracle=0.81)
+    decided, needed = bench.searched(records, regime, 1000)
+    assert decided["epochs"] == second and decided["passes"] and third not in {k["epochs"] for k, _ in needed}
+    assert decided["oracle_gap"] == pytest.approx(0.02) and len(decided["tried"]) == 2
+    # A gap that does not pass, everywhere: recorded at its largest gap, marked as not passing.
+    records = _floors(regime) + [r for e, gap in ((first, 0.004), (second, 0.009), (third, 0.001))
+                                 for r in _searched(regime, e, 0.80, 0.80 + gap)]
+    decided, _ = bench.searched(records, regime, 1000)
+    assert decided["epochs"] == second and not decided["passes"]
+    # The oracle pays, but nothing at this compute clears the random-init floor: the regime measures nothing.
+    records = _floors(regime, value=0.76) + _searched(regime, first, 0.75, 0.77)
+    assert bench.searched(records, regime, 1000)[0] is None  # not passed at the first: the next is tried
 
 
-def test_selection_reads_validation_on_unreported_seeds_and_skips_terms_that_repeat_the_loss():
-    records = []
-    for i, name in enumerate(["random", *bench.EMP_CANDIDATES]):
-        rho = -0.95 if name == "emp[entropy]" else 0.2
-        for seed in bench.SELECTION_SEEDS:
-            run = _run(name, seed, 0.80 + i / 100, stage="select", rho=rho)
-            run["validation"] = {"top1": 0.99 if name == "emp[entropy]" else 0.80 + i / 100}
-            run["test"] = {"top1": 0.0}  # never read for a choice
-            records.append(run)
-    chosen = bench.chosen(records, bench.EMP_CANDIDATES, ["digits"])
-    assert chosen["method"] == list(bench.EMP_CANDIDATES)[-1]
-    assert chosen["validation_gain_over_random"] == pytest.approx(len(bench.EMP_CANDIDATES) / 100)
-    assert bench.chosen(records[:-1], bench.EMP_CANDIDATES, ["digits"]) is None  # a seed is missing
+def test_the_report_takes_the_four_regimes_and_the_passing_candidates_with_the_largest_gaps():
+    decisions = {name: {"passes": False, "oracle_gap": 0.0, "epochs": 12} for name in bench.ALL_REGIMES}
+    assert bench.report_regimes(decisions) == list(bench.REGIMES)
+    for name, gap in (("junk90-flat", 0.03), ("dups90", 0.02), ("small2k", 0.05)):
+        decisions[name] = {"passes": True, "oracle_gap": gap, "epochs": 30}
+    assert bench.report_regimes(decisions) == [*bench.REGIMES, "small2k", "junk90-flat"][:4 + bench.MAX_NEW]
+
+
+def test_oracle_weights_leave_out_copies_and_junk_and_balance_the_classes():
+    labels = torch.tensor([0, 0, 0, 1, 2, 2, -1, -1])
+    pool = ImageBank(torch.zeros(8, 1, 2, 2, dtype=torch.uint8), labels, 3, "toy")
+    is_copy = torch.tensor([False, True, False, False, False, False, False, False])
+    data = bench.RegimeData(pool, pool, pool, pool, [], is_copy, labels < 0)
+    weights = bench.oracle_weights(data)
+    assert weights[1] == 0 and (weights[6:] == 0).all()  # a copy; junk
+    assert weights[0] == pytest.approx(1 / 3) and weights[3] == pytest.approx(1.0) and weights[4] == pytest.approx(0.5)
 
 
 class _Data:
@@ -112,30 +127,79 @@ class _Data:
         self.pool = range(n)
 
 
-def test_plan_runs_stages_in_order_with_ten_paired_seeds_and_exact_equal_compute():
-    data = {"digits": _Data(1347)}
-    plan = bench.planned_runs(["digits"], _floors(), data.get)
-    assert {k["stage"] for k, _ in plan} == {"calibrate"}
-    first = bench.REGIMES["digits"].epochs[0]
-    records = _floors() + _calibrated("digits", first, 0.92, 0.85)
-    plan = bench.planned_runs(["digits"], records, data.get)
+def _all_searched(records, passing=(), gap=0.03):
+    """Search records for every regime: those in ``passing`` pass at their first epoch count, the rest try all."""
+    for name, regime in bench.ALL_REGIMES.items():
+        records += _floors(name)
+        for e in regime.epochs[:1] if name in passing else regime.epochs:
+            records += _searched(name, e, 0.80, 0.80 + (gap if name in passing else 0.0))
+    return records
+
+
+def test_where_no_regime_passes_the_report_runs_the_gate_alone_on_ten_test_seeds():
+    regimes = list(bench.ALL_REGIMES)
+    data = {name: _Data(1347) for name in regimes}
+    plan = bench.planned_runs(regimes, [], data.get)
+    assert {k["stage"] for k, _ in plan} == {"floor", "search"}
+    records = _all_searched([])
+    plan = bench.planned_runs(regimes, records, data.get)
+    report = [k for k, _ in plan if k["stage"] == "report"]
+    assert {k["regime"] for k in report} == set(bench.REGIMES)  # no candidate joins
+    assert {k["method"] for k in report} == {"full", "random", "oracle", "full_equal_compute"}
+    for method in ("random", "oracle", "full_equal_compute"):
+        assert {k["seed"] for k in report if k["method"] == method} == set(range(10))
+    assert {k["seed"] for k in report if k["method"] == "full"} == set(range(bench.FULL_SEEDS))
+    assert not [k for k, _ in plan if k["stage"] == "select"]
+
+
+def test_where_a_regime_passes_selectors_are_chosen_on_validation_then_reported_at_exact_equal_compute():
+    regimes = list(bench.ALL_REGIMES)
+    data = {name: _Data(1347) for name in regimes}
+    records = _all_searched([], passing=("dups90",))
+    plan = bench.planned_runs(regimes, records, data.get)
     selection = [k for k, _ in plan if k["stage"] == "select"]
+    assert {k["regime"] for k in selection} == {"dups90"} and not [k for k, _ in plan if k["stage"] == "report"]
+    assert {k["method"] for k in selection} == {"random", *bench.COVERAGE_CANDIDATES}
     assert {k["seed"] for k in selection} == set(bench.SELECTION_SEEDS)
-    assert not {k["seed"] for k in selection} & set(range(bench.REPORT_SEEDS))  # chosen on seeds never reported
-    assert {k["method"] for k in selection} == {"random", *bench.EMP_CANDIDATES, *bench.LOSS_CANDIDATES}
     for key in selection:
-        for method in ("random", *bench.EMP_CANDIDATES, *bench.LOSS_CANDIDATES):
-            records.append(_run(method, key["seed"], 0.85, stage="select", rho=0.1))
-    plan = bench.planned_runs(["digits"], records, data.get)
+        value = 0.82 if key["method"] == "coverage[power3]" else 0.80
+        records.append(_run(key["method"], key["seed"], value, stage="select", regime="dups90", epochs=key["epochs"]))
+    assert bench.chosen_coverage(records, ["dups90"])["method"] == "coverage[power3]"
+    plan = bench.planned_runs(regimes, records, data.get)
     report = [(k, o) for k, o in plan if k["stage"] == "report"]
-    for method in ("full", "random", "rs2", "full_equal_compute", "emp", "best_loss", "infobatch_published"):
-        assert {k["seed"] for k, _ in report if k["method"] == method} == set(range(10)), method
-    assert {k["seed"] for k, _ in report if k["requested_rate"] == 0.7} == set(range(5))
-    equal = next(o for k, o in report if k["method"] == "full_equal_compute" and k["requested_rate"] == 0.9)
+    judged = {k["method"] for k, _ in report if k["regime"] == "dups90"}
+    assert judged == {"full", "random", "oracle", "full_equal_compute", "rs2", "emp", "ucb", "coverage", "stratified",
+                      "central"}
+    assert {k["method"] for k, _ in report if k["regime"] == "digits"} == {"full", "random", "oracle",
+                                                                          "full_equal_compute"}
+    coverage = next(o for k, o in report if k["method"] == "coverage")
+    assert "pruning.coverage_power=3" in coverage
+    first = bench.ALL_REGIMES["dups90"].epochs[0]
+    equal = next(o for k, o in report if k["method"] == "full_equal_compute" and k["regime"] == "dups90")
     random_plan = bench.Pruner(1347, first, rate=0.9, selector="random", warmup_epochs=1, anneal=0.0)
     assert f"train.max_forwards={random_plan.planned_forwards()}" in equal
-    published = next(o for k, o in report if k["method"] == "infobatch_published")
-    assert "pruning.anneal=0.125" in published and not any(o.startswith("pruning.rate") for o in published)
+    oracle = next(o for k, o in report if k["method"] == "oracle")
+    assert "pruning.selector=prior" in oracle and f"pruning.prior_file={bench.ORACLE_FILE}" in oracle
+
+
+def test_the_gate_and_the_recommendation_read_the_oracle_s_interval():
+    records = []
+    for seed in range(10):
+        records += [_run("random", seed, 0.80 + 0.001 * (seed % 3)), _run("oracle", seed, 0.83 + 0.001 * (seed % 2)),
+                    _run("full_equal_compute", seed, 0.80), _run("coverage", seed, 0.815 + 0.001 * (seed % 2)),
+                    _run("emp", seed, 0.80 + 0.002 * (seed % 2))]
+    records += _floors() + _searched("digits", 12, 0.80, 0.83)
+    s = bench.summarise_regime(records, "digits")
+    assert s["oracle_headroom"]["passes"] and s["oracle_headroom"]["mean"] == pytest.approx(0.0295, abs=1e-3)
+    coverage = next(r for r in s["rows"] if r["method"] == "coverage")
+    assert coverage["gap_closure"]["mean"] == pytest.approx(0.5, abs=0.05)
+    assert bench.recommend({"regimes": {"digits": s}})["digits"] == "coverage"
+    for r in records:  # the oracle no better than random: nothing is judged, whatever the selectors did
+        if r["method"] == "oracle":
+            r["test"] = dict(r["test"], top1=0.80)
+    s = bench.summarise_regime(records, "digits")
+    assert not s["oracle_headroom"]["passes"]
+    assert bench.recommend({"regimes": {"digits": s}})["digits"] == "random"
 
 
 def test_workers_share_one_plan_run_each_planned_run_once_and_wait_for_runs_that_unlock_more(tmp_path):
@@ -178,35 +242,55 @@ def _committed_summary():
     return json.loads(path.read_text())
 
 
-def test_committed_results_come_from_one_commit_and_rest_on_regimes_with_headroom():
+def test_committed_results_come_from_one_commit_and_carry_the_gate_and_the_search():
     summary = _committed_summary()
     records = [json.loads(line) for line in (RESULTS / "pruning_quality.jsonl").read_text().splitlines()]
-    assert bench.one_commit(records) == summary["commit"]
-    if summary["emp_default"]:  # the code's EMP default is the setting the benchmark chose on validation
-        chosen = dict(o.split("=") for o in summary["emp_default"]["overrides"])
-        assert PruningSettings().memory == chosen["pruning.memory"]
-        assert PruningSettings().beta == float(chosen["pruning.beta"])
-        assert SCORE_SELECTOR == chosen["pruning.selector"]  # what a named scorer selects with by default
-    assert set(summary["regimes"]) == set(bench.REGIMES)
+    assert bench.one_commit(records) == summary["commit"] and summary["runs"] == len(records)
+    assert all(r.get("cpu_capability") and r.get("torch") for r in records)  # what each number depends on
+    assert set(summary["search"]) == set(bench.ALL_REGIMES)  # every candidate recorded, working or not
+    for regime, decision in summary["search"].items():
+        assert decision["tried"] and all("oracle_gap" in t for t in decision["tried"]), regime
+        if decision["passes"]:
+            assert decision["oracle_gap"] >= bench.GATE and decision["best_minus_floor"] >= bench.BAR_FLOOR
+    assert set(bench.REGIMES) <= set(summary["regimes"])
+    assert set(summary["oracle_headroom"]) == set(summary["regimes"])
     for regime, s in summary["regimes"].items():
-        calibration = s["calibration"]
-        if calibration and calibration["meets_bar"]:  # chosen on validation: the bars held there
-            tried = next(t for t in calibration["tried"] if t["epochs"] == calibration["epochs"])
-            assert tried["full_minus_floor"] >= bench.BAR_FLOOR and tried["full_minus_random"] >= bench.BAR_RANDOM
+        gate = s["oracle_headroom"]
+        assert gate["passes"] == (gate["mean"] >= bench.GATE and gate["lo"] > 0), regime
         if summary["complete"]:
-            headline = [r for r in s["rows"] if r["rate"] == bench.HEADLINE_RATE
-                        and r["method"] in ("random", "rs2", "full_equal_compute", "emp", "best_loss")]
-            assert min(r["n"] for r in headline) >= 10, regime
+            for row in s["rows"]:
+                assert row["n"] >= (bench.FULL_SEEDS if row["method"] == "full" else bench.REPORT_SEEDS), regime
+
+
+def _same_machine(record: dict) -> bool:
+    return all(record.get(k) == v for k, v in bench.machine().items())
 
 
 @pytest.mark.slow
 def test_a_recorded_row_reproduces_at_this_checkout():
+    """The cheapest recorded digits run, run again. On the machine that recorded it (same CPU capability and model,
+    torch release and threads) it must reproduce exactly. Elsewhere the same run sums in another order (another
+    kernel: AVX2 against AVX-512, another vendor's) and drifts: measured at 8204556 between an AMD EPYC and the
+    recording machine, both AVX-512 with torch 2.14.1, final losses differed by up to 0.1% and probe accuracies by
+    up to 3 of the 450 test images; the check there is 1% and 0.03 (13 images), still far below what a change of
+    method or augmentation moves."""
     records = [json.loads(line) for line in (RESULTS / "pruning_quality.jsonl").read_text().splitlines()]
     runs = [r for r in records if r["regime"] == "digits" and r["stage"] != "floor"]
     assert runs, "no recorded digits run to reproduce"
     record = min(runs, key=lambda r: r["train_seconds"])
     again = bench.rerun(record)
     assert again["sample_forwards"] == record["sample_forwards"]
-    assert again["final_loss"] == pytest.approx(record["final_loss"], rel=1e-5)
-    assert again["test"]["top1"] == pytest.approx(record["test"]["top1"], abs=1e-6)
-    assert again["validation"]["top1"] == pytest.approx(record["validation"]["top1"], abs=1e-6)
+    exact = _same_machine(record)
+    loss_tolerance, top1_tolerance = (1e-5, 1e-6) if exact else (1e-2, 0.03)
+    assert again["final_loss"] == pytest.approx(record["final_loss"], rel=loss_tolerance), exact
+    assert again["test"]["top1"] == pytest.approx(record["test"]["top1"], abs=top1_tolerance), exact
+    assert again["validation"]["top1"] == pytest.approx(record["validation"]["top1"], abs=top1_tolerance), exact
+
+
+def test_a_regime_whose_batch_does_not_fit_its_pruned_epochs_is_refused_before_any_run(monkeypatch):
+    bench.check_regimes_fit(["small2k", "digits"], {"small2k": _Data(2000), "digits": _Data(1347)}.get)
+    wide_batch = bench.Regime("fashion-mnist", bench._FASHION, ["data.image_size=16", "train.batch_size=256"], (100,),
+                              size=2000)
+    monkeypatch.setitem(bench.ALL_REGIMES, "small2k", wide_batch)
+    with pytest.raises(SystemExit, match="small2k at 100 epochs: a batch of 256 is larger than the 200 samples"):
+        bench.check_regimes_fit(["small2k"], {"small2k": _Data(2000)}.get)

@@ -3,6 +3,8 @@
 import gzip
 import pickle
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -34,6 +36,26 @@ def test_fashion_mnist_without_a_root_is_found_where_the_debian_package_puts_it(
     monkeypatch.chdir(tmp_path)
     assert len(load_bank("fashion-mnist", None, "train")) == 4 and len(load_bank("fashion-mnist", None, "test")) == 2
     assert (tmp_path / "data" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+
+
+@pytest.mark.slow
+def test_processes_unpacking_fashion_mnist_at_once_all_get_it(tmp_path):
+    """Two DDP ranks (or benchmark workers) on a fresh machine unpack the package's files together: each writes its
+    own temporary file, so neither finds its file renamed away by the other (a shared name did, and one crashed)."""
+    package = tmp_path / "package"
+    package.mkdir()
+    rng = np.random.default_rng(2)
+    for prefix, n in (("train", 20000), ("t10k", 5)):
+        _write_idx(package / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), True)
+        _write_idx(package / f"{prefix}-labels-idx1-ubyte", np.zeros(n, dtype=np.uint8), True)
+    code = ("import sys; import ssl_emp.data.datasets as d; from pathlib import Path; "
+            f"d.DEBIAN_FASHION_MNIST = Path({str(package)!r}); "
+            f"print(len(d.load_bank('fashion-mnist', {str(tmp_path / 'root')!r}, 'train')))")
+    starts = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(6)]
+    outputs = [p.communicate(timeout=120) for p in starts]
+    assert all(p.returncode == 0 for p in starts), [err[-500:] for _, err in outputs]
+    assert [out.strip() for out, _ in outputs] == ["20000"] * 6
 
 
 def test_digits_is_the_bundled_dataset_split_75_25():

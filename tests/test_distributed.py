@@ -113,6 +113,19 @@ def test_two_ranks_train_each_planned_index_once_and_keep_identical_score_tables
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("selector", ["coverage", "central"])
+def test_selectors_reading_embeddings_plan_alike_on_every_rank(tmp_path, selector):
+    """Each rank embeds its share of the clean images and the shares are gathered: both ranks hold the same memory,
+    cluster it alike and build the same plans, refreshed every epoch here."""
+    r0, r1 = _run(2, [*TINY, "train.epochs=4", f"pruning.selector={selector}", "pruning.rate=0.5",
+                      "pruning.embed_every=1"], tmp_path, "ddp-embed")
+    assert len(r0["plans"]) == len(r1["plans"]) == 4
+    for epoch, plan in enumerate(r0["plans"]):
+        assert torch.equal(plan, r1["plans"][epoch])
+    assert len(r0["plans"][1]) < len(r0["plans"][0])
+
+
+@pytest.mark.slow
 def test_two_process_and_one_process_runs_build_the_same_plans(tmp_path):
     """Same seed, same global batch: the plans match. The random selector is used because its plans depend on
     (seed, epoch) only; score-driven plans also depend on the scores, which differ slightly between the two

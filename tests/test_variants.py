@@ -1,9 +1,10 @@
 """The uncurated training sets the benchmark builds: their shape is what the docs say, from the seed alone."""
 
+import pytest
 import torch
 
 from ssl_emp.data import ImageBank
-from ssl_emp.data.variants import long_tailed, with_near_duplicates
+from ssl_emp.data.variants import long_tailed, with_junk, with_near_duplicates
 
 
 def _bank(per_class=60, classes=10, side=8):
@@ -42,3 +43,19 @@ def test_near_duplicates_are_shifted_noisy_copies_of_their_base():
     assert copy_err < 0.5 * others
     originals = (~made.is_copy).nonzero().squeeze(1)
     assert torch.equal(made.base_of[originals], originals)  # an original is its own base
+
+
+def test_junk_sits_beside_real_images_unlabelled_in_a_seeded_order():
+    bank = _bank(side=16)
+    for kind in ("flat", "noise", "blur", "other"):
+        made = with_junk(bank, real=100, junk=150, kind=kind, seed=2, other=_bank(side=8) if kind == "other" else None)
+        assert len(made.bank) == 250 and int(made.is_junk.sum()) == 150
+        assert bool((made.bank.labels[made.is_junk] == -1).all()) and bool((made.bank.labels[~made.is_junk] >= 0).all())
+        assert made.bank.images.shape[1:] == bank.images.shape[1:]
+        again = with_junk(bank, real=100, junk=150, kind=kind, seed=2, other=_bank(side=8) if kind == "other" else None)
+        assert torch.equal(again.bank.images, made.bank.images)
+    flat = with_junk(bank, real=10, junk=50, kind="flat").bank
+    junk = flat.images[flat.labels < 0].float()
+    assert float(junk.flatten(1).std(dim=1).mean()) < 6  # near-uniform: one grey level and a little noise
+    with pytest.raises(ValueError, match="unknown junk kind"):
+        with_junk(bank, real=10, junk=5, kind="static")

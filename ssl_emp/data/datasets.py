@@ -93,7 +93,9 @@ def _unpack_idx_files(raw: Path, sources: list[Path]) -> None:
             gz = folder / f"{name}.gz"
             if gz.is_file():
                 raw.mkdir(parents=True, exist_ok=True)
-                tmp = raw / f".{name}.tmp"
+                # One temporary file per process: DDP ranks or benchmark workers starting together each unpack, and
+                # the last rename wins with identical bytes (a shared name made one rename find its file gone).
+                tmp = raw / f".{name}.{os.getpid()}.tmp"
                 with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
                     shutil.copyfileobj(src, dst)
                 tmp.replace(raw / name)

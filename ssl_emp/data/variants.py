@@ -88,3 +88,72 @@ def with_near_duplicates(bank: ImageBank, unique: int, bases: int, copies: int, 
     return NearDuplicates(ImageBank(images[order].to(bank.device), all_labels[order].to(bank.labels.device),
                                     bank.num_classes, f"{bank.name}-near-duplicates"),
                           is_copy[order], position[base_of[order]])
+
+
+@dataclass
+class WithJunk:
+    bank: ImageBank
+    is_junk: torch.Tensor  # bool [N]: an image that shows nothing the probe asks about (label -1)
+
+
+JUNK_KINDS = ("flat", "noise", "blur", "other")
+
+
+def junk_images(kind: str, count: int, like: torch.Tensor, generator: torch.Generator,
+                other: ImageBank | None = None) -> torch.Tensor:
+    """``count`` uint8 images shaped like ``like`` [C, H, W]:
+
+    - ``flat``: near-uniform patches (one grey level each, pixel noise of std 4): nothing to learn, easy to tell;
+    - ``noise``: smooth random textures (4x4 noise, bilinearly upsampled), edges and blobs without objects;
+    - ``blur``: ``other``'s images (other images of the same dataset) under a Gaussian blur of sigma side / 4;
+    - ``other``: ``other``'s images (another dataset), resized and with the channels of ``like``.
+    """
+    channels, side = like.shape[0], like.shape[-1]
+    if kind == "flat":
+        level = torch.randint(0, 256, (count, 1, 1, 1), generator=generator).float()
+        images = level + 4.0 * torch.randn((count, channels, side, side), generator=generator)
+    elif kind == "noise":
+        coarse = torch.rand((count, channels, 4, 4), generator=generator) * 255
+        images = torch.nn.functional.interpolate(coarse, size=(side, side), mode="bilinear", align_corners=False)
+    elif kind in ("blur", "other"):
+        if other is None or len(other) < count:
+            raise ValueError(f"junk kind '{kind}' needs at least {count} other images")
+        picked = other.images.cpu()[torch.randperm(len(other), generator=generator)[:count]].float()
+        picked = torch.nn.functional.interpolate(picked, size=(side, side), mode="bilinear", antialias=True,
+                                                 align_corners=False)
+        if picked.shape[1] != channels:
+            picked = picked.mean(dim=1, keepdim=True).expand(-1, channels, -1, -1)
+        if kind == "blur":
+            sigma = side / 4
+            radius = int(2 * sigma)
+            taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1).float() / sigma) ** 2)
+            taps = (taps / taps.sum()).to(picked)
+            flat = picked.reshape(-1, 1, side, side)
+            flat = torch.nn.functional.conv2d(torch.nn.functional.pad(flat, (radius,) * 4, mode="replicate"),
+                                              taps.view(1, 1, 1, -1))
+            flat = torch.nn.functional.conv2d(flat, taps.view(1, 1, -1, 1))
+            picked = flat.reshape(count, channels, side, side)
+        images = picked
+    else:
+        raise ValueError(f"unknown junk kind '{kind}'; known: {', '.join(JUNK_KINDS)}")
+    return images.round().clamp(0, 255).to(torch.uint8)
+
+
+def with_junk(bank: ImageBank, real: int, junk: int, kind: str, seed: int = 0,
+              other: ImageBank | None = None) -> WithJunk:
+    """``real`` images drawn from ``bank`` beside ``junk`` images of ``kind`` (:func:`junk_images`; ``blur`` blurs
+    other images of ``bank`` unless ``other`` is given), in a seeded order; junk is labelled -1 (no class)."""
+    if real > len(bank):
+        raise ValueError(f"real = {real} but the bank has {len(bank)} images")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(bank), generator=generator)
+    chosen = order[:real]
+    if kind == "blur" and other is None:
+        other = bank.subset(order[real:].to(bank.device))  # images the pool does not also hold sharp
+    made = junk_images(kind, junk, bank.images[0].cpu(), generator, other)
+    images = torch.cat([bank.images.cpu()[chosen], made])
+    labels = torch.cat([bank.labels.cpu()[chosen], torch.full((junk,), -1, dtype=torch.long)])
+    is_junk = torch.cat([torch.zeros(real, dtype=torch.bool), torch.ones(junk, dtype=torch.bool)])
+    shuffle = torch.randperm(len(images), generator=generator)
+    return WithJunk(ImageBank(images[shuffle].to(bank.device), labels[shuffle].to(bank.labels.device),
+                              bank.num_classes, f"{bank.name}-with-{kind}-junk"), is_junk[shuffle])

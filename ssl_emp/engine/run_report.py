@@ -41,6 +41,8 @@ def epoch_record(trainer, plan: EpochPlan, epoch_loss: float, epoch_seconds: flo
         **trainer.pruner.epoch_metrics(plan, trainer.epoch, trainer.samples_seen, trainer.unreadable_skips)}
     if trainer.monitor is not None and trainer.monitor.due(trainer.epoch, finished) and math.isfinite(epoch_loss):
         record.update(trainer.monitor(trainer.model.backbone))
+    if trainer.pruner.embeddings is not None:  # the clean forwards' time, beside the forwards the pruner counts
+        record["pruning/embedding_seconds"] = trainer.embedding_seconds
     if trainer.skipped_steps:
         record["train/skipped_steps"] = trainer.skipped_steps
     if trainer.source.drops_unreadable:

@@ -50,8 +50,8 @@ class Pretrainer:
                  ctx: DistContext = DistContext(), seed: int = 0, amp: bool = True, channels_last: bool = True,
                  nonfinite: str = "stop", checkpoint_every: int = 10, log_every: int = 10, monitor=None,
                  max_forwards: Optional[int] = None, run_config: Optional[dict] = None,
-                 data_info: Optional[dict] = None, weight_decay_schedule: Optional[Callable[[float], float]] = None,
-                 clip_grad: Optional[float] = None):
+                 data_info: Optional[dict] = None, normalize: Optional[nn.Module] = None,
+                 weight_decay_schedule: Optional[Callable[[float], float]] = None, clip_grad: Optional[float] = None):
         self.source, self.views, self.model, self.optimizer = source, views, method, optimizer
         self.pruner, self.schedule, self.forward = pruner, schedule, forward or method
         self.weight_decay_schedule, self.clip_grad = weight_decay_schedule, clip_grad
@@ -60,6 +60,8 @@ class Pretrainer:
         self.checkpoint_every, self.log_every, self.max_forwards = checkpoint_every, log_every, max_forwards
         self.planned_forwards = pruner.planned_forwards()
         self.run_config, self.data_info = run_config or {}, data_info or {}
+        self.normalize = normalize  # the clean view (normalisation only): what the pruner's embeddings are made of
+        self.embedding_seconds = 0.0
         self.cuda = device.type == "cuda"
         self.memory_format = torch.channels_last if (self.cuda and channels_last) else torch.contiguous_format
         self.epoch = self.global_step = self.samples_seen = self.skipped_steps = self.unreadable_skips = 0
@@ -149,6 +151,39 @@ class Pretrainer:
             self.pruner.observe(global_indices, stats, self.epoch)
         return stats
 
+    @torch.no_grad()
+    def refresh_embeddings(self) -> None:
+        """Give the pruner every sample's clean-image embedding (the backbone in eval mode, as evaluation reads it).
+        Each rank embeds a contiguous share and the shares are gathered, so every rank holds the same memory and
+        plans alike. Costs one forward per sample, which the pruner counts."""
+        if self.normalize is None:
+            raise ValueError(f"selector {self.pruner.cfg.selector} needs clean-image embeddings: give the trainer "
+                             "normalize= (the evaluation transform)")
+        started = time.perf_counter()
+        share = torch.arange(len(self.source)).tensor_split(self.ctx.world_size)[self.ctx.rank]
+        backbone = self.model.backbone
+        backbone.eval()
+        read, features = [], []
+        try:
+            for indices, images in self.source.batches(list(share.split(2 * self.batch_size))):
+                images = images.to(self.device, non_blocking=True).float().div_(255.0)
+                with autocast(self.device, self.amp):
+                    clean = self.normalize(images).contiguous(memory_format=self.memory_format)
+                    features.append(backbone(clean).float())
+                read.append(indices.to(self.device))
+        finally:
+            backbone.train()
+        read, features = torch.cat(read), torch.cat(features)
+        if self.ctx.enabled:
+            shard = agreed_shard(len(read), self.ctx, self.device)
+            read, features = shard.gather_detached(read), shard.gather_detached(features)
+        self.pruner.set_embeddings(read, features, self.epoch)
+        if self.source.drops_unreadable:
+            missing = torch.ones(len(self.source), dtype=torch.bool)
+            missing[read.cpu()] = False
+            self.pruner.embeddings.mark_missing(missing.nonzero().squeeze(1), self.epoch)
+        self.embedding_seconds += time.perf_counter() - started
+
     @property
     def forwards_spent(self) -> int:
         """Planned sample-forwards used up: those trained, and those lost to unreadable files (so the schedule and
@@ -233,6 +268,8 @@ class Pretrainer:
             if position is not None:  # resumed inside this epoch: its saved plan, from the saved step
                 plan = self.pruner.use_plan(self.epoch, position.plan)
             else:
+                if self.pruner.needs_embeddings(self.epoch):
+                    self.refresh_embeddings()
                 plan = self.pruner.plan(self.epoch)
                 if self.max_forwards is not None:  # the compute budget may end within this epoch
                     plan = plan.head(self.max_forwards - self.forwards_spent)

@@ -20,6 +20,7 @@ from typing import Optional, Union
 import torch
 import torch.distributed as dist
 
+from ssl_emp.pruning.embeddings import EmbeddingMemory
 from ssl_emp.pruning.plan import EpochPlan
 from ssl_emp.pruning.sample_stats import SampleStats
 from ssl_emp.pruning.schedule import anneal_length, annealed_epochs, max_rate, min_epochs, unreachable
@@ -55,6 +56,9 @@ class Pruner:
         self.table = ScoreTable(num_samples, cfg.history, device)
         self.scorer = SCORERS[cfg.scorer](cfg)
         self.selector = SELECTORS[cfg.selector](cfg)
+        # Where each sample sits, for the selectors that read it; the training loop fills it (set_embeddings).
+        self.embeddings = EmbeddingMemory(num_samples, seed) if self.selector.needs_embeddings else None
+        self.selector.memory = self.embeddings
         self.published_rule = cfg.selector == "infobatch" and cfg.infobatch_r is not None
         asked = annealed_epochs(cfg.anneal, epochs)
         targets_rate = self.active and not self.published_rule
@@ -136,10 +140,35 @@ class Pruner:
         sizes = [self.planned_size(epoch) for epoch in range(self.epochs)]
         return None if None in sizes else sum(sizes)
 
+    def needs_embeddings(self, epoch: int) -> bool:
+        """Whether the loop must give :meth:`set_embeddings` every sample's clean-image embedding before planning
+        ``epoch``: for a selector that reads them, before its first pruned epoch and every ``embed_every`` epochs
+        after."""
+        if self.embeddings is None or not self.is_pruned_epoch(epoch):
+            return False
+        every = self.cfg.embed_every
+        return not self.embeddings.ready or (every > 0 and epoch - self.embeddings.epoch >= every)
+
+    def set_embeddings(self, indices: torch.Tensor, embeddings: torch.Tensor, epoch: int) -> None:
+        """Store the embeddings [B, d] of the samples at ``indices`` (features of their un-augmented images, e.g.
+        the backbone's in eval mode), made for ``epoch``'s plan; they count as ``embedding_forwards``."""
+        if self.embeddings is None:
+            raise ValueError(f"selector {self.cfg.selector} reads no embeddings")
+        self.embeddings.store(indices, embeddings, epoch)
+
+    @property
+    def embedding_forwards(self) -> int:
+        """Forwards of clean images spent on the embedding memory: compute beyond the training forwards."""
+        return 0 if self.embeddings is None else self.embeddings.forwards
+
     def plan(self, epoch: int) -> EpochPlan:
         """The epoch's plan, shuffled, which becomes the current one: ``weights`` and ``step`` read it. The plan
         is a function of (seed, epoch, table) only, so a resumed run rebuilds it."""
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        if self.is_pruned_epoch(epoch) and self.embeddings is not None and not self.embeddings.ready:
+            raise ValueError(f"selector {self.cfg.selector} plans from every sample's embedding, and epoch {epoch} "
+                             f"has none: call pruner.set_embeddings(indices, features, epoch) for all "
+                             f"{self.num_samples} samples when pruner.needs_embeddings(epoch) says so")
         if self.is_pruned_epoch(epoch):
             table = self.table.to_cpu()
             keep = None if self.published_rule else 1.0 - self.skip_fraction(epoch)
@@ -238,6 +267,8 @@ class Pruner:
             "pruning/never_seen": int((visits == 0).sum()),
             "pruning/visit_histogram": visit_histogram(visits),
         }
+        if self.embeddings is not None:
+            metrics["pruning/embedding_forwards"] = self.embedding_forwards
         rho = self.memory_spearman(epochs_done - 1)
         if rho is not None:
             metrics["pruning/memory_spearman"] = rho
@@ -246,12 +277,18 @@ class Pruner:
         return metrics
 
     def state_dict(self) -> dict:
-        return {"table": self.table.state_dict(), "scorer": self.scorer.state_dict(),
-                "sample_forwards": self.sample_forwards}
+        state = {"table": self.table.state_dict(), "scorer": self.scorer.state_dict(),
+                 "selector": self.selector.state_dict(), "sample_forwards": self.sample_forwards}
+        if self.embeddings is not None:
+            state["embeddings"] = self.embeddings.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.table.load_state_dict(state["table"])
         self.scorer.load_state_dict(state.get("scorer", {}))
+        self.selector.load_state_dict(state.get("selector", {}))
+        if self.embeddings is not None and "embeddings" in state:
+            self.embeddings.load_state_dict(state["embeddings"])
         self.sample_forwards = state.get("sample_forwards", 0)
 
 

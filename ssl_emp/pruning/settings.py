@@ -46,8 +46,8 @@ def _setting(default, doc: str, **bounds):
 class PruningSettings:
     rate: float = _setting(0.0, "fraction of sample-forwards skipped over the whole run", ge=0, lt=1)
     scorer: str = _setting("loss", "loss | emp | ucb")
-    selector: str = _setting("full", "full | random | rs2 | infobatch | topk | eps_greedy; a rate given without "
-                             "one uses the recommended selector (README)")
+    selector: str = _setting("full", "full | random | rs2 | infobatch | topk | eps_greedy | coverage | stratified | "
+                             "central | prior; a rate given without one uses the recommended selector (README)")
     beta: float = _setting(1.0, "emp: weight of the memory term", ge=0, allow_inf_nan=False)
     memory: str = _setting("spaced", "emp memory form: loss_change | drift | recency | spaced | agreement | "
                            "disagreement | entropy | forgetting (default chosen on validation by "
@@ -66,6 +66,17 @@ class PruningSettings:
         None, "infobatch: run the published rule with this drop probability (no rate needed; the achieved "
         "rate is reported); unset: matched to the rate", ge=0, le=1)
     infobatch_rescale: bool = _setting(True, "InfoBatch: weight kept below-threshold samples 1/(1-r)")
+    coverage_power: float = _setting(1.0, "coverage: a sample's target rate falls as (near neighbours) ** -power; "
+                                     "0: random's expectation", ge=0, allow_inf_nan=False)
+    coverage_threshold: float = _setting(0.9, "coverage: cosine similarity of clean-image embeddings (centred) at "
+                                         "which two samples are near neighbours", gt=-1, le=1)
+    clusters: int = _setting(0, "coverage, central: k-means clusters of the embedding memory (0: sqrt(N))", ge=0)
+    embed_every: int = _setting(0, "coverage, central: epochs between refreshes of the embedding memory (a forward "
+                                "of every clean image each; 0: once, after the warm-up)", ge=0)
+    balance: float = _setting(1.0, "central: a cluster's share of the budget grows as size ** balance (1: as "
+                              "random, 0: equal shares)", ge=0, le=1)
+    strata: int = _setting(10, "stratified: equal-width score strata the budget is spread over", ge=1)
+    prior_file: Optional[str] = _setting(None, "prior: file of per-sample weights (.pt tensor or one number a line)")
 
     @classmethod
     def from_kwargs(cls, rate: float = 0.0, scorer: Optional[str] = None, selector: Optional[str] = None,

@@ -11,12 +11,23 @@ class Selector:
 
     reads: tuple[str, ...] = ()  # the pruning settings this selector reads besides rate and the schedule
     uses_scores = True  # False: the scorer (and its settings) cannot change which samples are kept
+    # True: it reads ``self.memory``, an EmbeddingMemory of clean images that the training loop fills when
+    # ``Pruner.needs_embeddings`` asks (the pruner attaches it)
+    needs_embeddings = False
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
+        self.memory = None
 
     def select(self, table: ScoreTable, rate: float, generator: torch.Generator) -> EpochPlan:
         raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to select as the first one would (e.g. each sample's credit)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 def budget(num_samples: int, rate: float) -> int:

@@ -1,0 +1,40 @@
+"""``coverage``: spread the budget over the data's modes instead of its copies. A sample's target rate falls with
+the number of its near neighbours in the embedding memory (clean images, centred and normalised; neighbours are
+the members of its k-means cluster within cosine ``coverage_threshold``, searched as SemDeDup does):
+``rate_i ∝ neighbours_i ** -coverage_power``. A burst of m near-copies then shares about one sample's budget at
+power 1; power 0 is ``random``'s expectation, drawn as RS2 draws. Draws follow the rates by credit, so no sample
+with a neighbourhood like most others' waits long; a near-copy waits about m times longer, by design.
+
+The memory is refreshed after the warm-up and every ``embed_every`` epochs (0: never again); each refresh costs a
+forward of every sample's clean image, which the run reports (``pruning/embedding_forwards``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ssl_emp.pruning.embeddings import default_clusters, neighbour_counts, spherical_kmeans
+from ssl_emp.pruning.selectors.target_rates import TargetRateSelector
+
+
+class CoverageSelector(TargetRateSelector):
+    reads = ("coverage_power", "coverage_threshold", "clusters", "embed_every")
+    needs_embeddings = True
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self._neighbours: tuple[int, torch.Tensor] | None = None  # (memory refresh, counts): k-means once each
+
+    def neighbours(self) -> torch.Tensor:
+        if self._neighbours is None or self._neighbours[0] != self.memory.epoch:
+            x = self.memory.normalised()
+            clusters = self.cfg.clusters or default_clusters(x.shape[0])
+            assignment, _ = spherical_kmeans(x, clusters, self.memory.generator())
+            self._neighbours = (self.memory.epoch, neighbour_counts(x, assignment, self.cfg.coverage_threshold))
+        return self._neighbours[1]
+
+    def weights(self, table):
+        counts = self.neighbours()
+        info = {"coverage_with_neighbours": float((counts > 1).float().mean()),
+                "coverage_mean_neighbours": float(counts.float().mean())}
+        return counts.double().pow(-self.cfg.coverage_power), info
