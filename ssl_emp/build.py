@@ -26,17 +26,17 @@ from ssl_emp.checkpoint import load_checkpoint
 from ssl_emp.config import PretrainConfig
 from ssl_emp.data import (ImageBank, ImageFolderStream, default_image_size, fit_batch_size, has_held_out_split,
                           image_folder, load_bank)
-from ssl_emp.data.augment import Normalize, TwoViews
+from ssl_emp.data.augment import Normalize, TwoViews, default_local_size
 from ssl_emp.device import resolve_device
 from ssl_emp.distributed import DistContext, init_distributed
 from ssl_emp.engine.monitor import KNNMonitor
-from ssl_emp.engine.optim import WarmupCosine, build_optimizer
+from ssl_emp.engine.optim import CosineRamp, WarmupCosine, build_optimizer
 from ssl_emp.engine.run_dir import check_resume_compatible, check_resume_epochs, prepare_run_dir
 from ssl_emp.engine.run_report import PretrainResult
 from ssl_emp.engine.trainer import Pretrainer
 from ssl_emp.evaluation import load_eval_banks
 from ssl_emp.methods import METHODS, ContrastiveMethod
-from ssl_emp.methods.queue import ddp_ignored_buffer_names
+from ssl_emp.methods.base import ddp_ignored_buffer_names
 from ssl_emp.models import build_backbone
 from ssl_emp.pruning import Pruner
 from ssl_emp.tracking import NullTracker, Tracker
@@ -53,21 +53,50 @@ def build_source(cfg: PretrainConfig, device: torch.device) -> Source:
     return load_bank(data.name, data.root, "train", data.image_size, data.subset)
 
 
-def build_method(cfg: PretrainConfig, in_channels: int) -> ContrastiveMethod:
-    """The method named by ``method.name`` on the backbone named by ``model.backbone``; each method takes the
-    settings its constructor names."""
-    backbone, feature_dim = build_backbone(cfg.model.backbone, in_channels, cfg.model.cifar_stem, cfg.model.width)
+def build_method(cfg: PretrainConfig, in_channels: int, image_size: Optional[int] = None) -> ContrastiveMethod:
+    """The method named by ``method.name`` on the backbone named by ``model.backbone`` for images of
+    ``image_size`` px (default ``data.image_size``); each method takes the settings its constructor names."""
+    m = cfg.model
+    image_size = image_size or cfg.data.image_size
+    backbone, feature_dim = build_backbone(m.backbone, in_channels, m.cifar_stem, m.width, image_size=image_size,
+                                           timm_kwargs=m.timm_kwargs, pretrained_file=m.pretrained_file)
+    if cfg.method.name == "dino" and cfg.augment.local_crops and image_size is not None:
+        check_takes_size(backbone, in_channels, cfg.augment.local_crop_size or default_local_size(image_size))
     method = METHODS[cfg.method.name]
-    offered = {**cfg.method.model_dump(exclude={"name"}), "proj_hidden_dim": cfg.model.proj_hidden_dim,
-               "proj_dim": cfg.model.proj_output_dim}
+    offered = {**cfg.method.model_dump(exclude={"name"}), "proj_hidden_dim": m.proj_hidden_dim,
+               "proj_dim": m.proj_output_dim,
+               # the method reads where the run stands as a fraction of it; the config counts epochs
+               "teacher_temp_warmup": cfg.method.teacher_temp_warmup_epochs / cfg.train.epochs}
     accepted = inspect.signature(method).parameters
     return method(backbone, feature_dim, **{k: v for k, v in offered.items() if k in accepted})
+
+
+def check_takes_size(backbone: nn.Module, in_channels: int, size: int) -> None:
+    """One line, not a traceback mid-run, when the backbone cannot take DINO's local crops."""
+    training = backbone.training
+    try:
+        with torch.no_grad():
+            backbone.eval()(torch.zeros(2, in_channels, size, size))
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"augment.local_crops: the backbone cannot take {size} px local crops ({reason}); for a "
+                         f"timm ViT set model.timm_kwargs.dynamic_img_size=true") from None
+    finally:
+        backbone.train(training)
 
 
 def build_schedule(cfg: PretrainConfig) -> WarmupCosine:
     """The learning rate over the run's epochs; the trainer walks it by the fraction of planned compute done."""
     optim = cfg.optim
     return WarmupCosine(optim.lr, cfg.train.epochs, optim.warmup_epochs, optim.min_lr_fraction)
+
+
+def build_weight_decay_schedule(cfg: PretrainConfig) -> Optional[CosineRamp]:
+    """The weight decay over the run (``optim.weight_decay_end``), walked like the learning rate; None: constant."""
+    optim = cfg.optim
+    if optim.weight_decay_end is None:
+        return None
+    return CosineRamp(optim.weight_decay, optim.weight_decay_end, cfg.train.epochs)
 
 
 def build_pruner(cfg: PretrainConfig, num_samples: int, device: torch.device) -> Pruner:
@@ -94,9 +123,9 @@ def build_tracker(cfg: PretrainConfig, run_dir: Path, run_id: Optional[str] = No
                    run_id=run_id, images_every=cfg.tracking.images_every)
 
 
-# The smallest batch a run shrinks a batch to by itself. A contrastive batch needs other samples: SimCLR scores
-# each view against the 2B - 2 other views of its batch (at 32, 62 negatives), and every method's BatchNorm
-# takes its statistics over the batch. Below it the user chooses the batch (train.batch_size), not the run.
+# The smallest batch a run shrinks a batch to by itself. Every method learns from the other samples of a batch:
+# SimCLR scores each view against the 2B - 2 other views (at 32, 62 negatives), and the BatchNorm layers (and
+# DINO's center) take their statistics over it. Below it the user chooses the batch (train.batch_size), not the run.
 SMALLEST_FITTED_BATCH = 32
 
 
@@ -147,8 +176,8 @@ def fit_batch_to_pruning(batch_size: int, pruner: Pruner, world_size: int = 1) -
         highest = Pruner.max_rate_for_batch(n, smallest)
         fix = f"pruning.rate at most {highest}" if highest > 0 else "no pruning"
         raise ValueError(f"train.batch_size={batch_size}: pruning.rate={rate} leaves {left} of the {n} samples per "
-                         f"epoch, fewer than {smallest}, the smallest batch a run shrinks to by itself (a contrastive "
-                         f"batch needs other samples: negatives, BatchNorm statistics). Use {fix}, or give "
+                         f"epoch, fewer than {smallest}, the smallest batch a run shrinks to by itself (methods learn "
+                         f"from a batch's other samples: negatives, BatchNorm statistics). Use {fix}, or give "
                          f"train.batch_size={left} or less to train with so small a batch.")
     return left, (f"note: train.batch_size {batch_size} is more than the {left} samples pruning.rate={rate} leaves "
                   f"per epoch (of {n}); using {left}")
@@ -181,7 +210,7 @@ def _for_training(model: nn.Module, cfg: PretrainConfig, device: torch.device,
                 raise ValueError("train.sync_batchnorm=true needs CUDA: PyTorch's SyncBatchNorm has no CPU "
                                  "implementation. Leave it off for CPU (gloo) runs.")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        # MoCo's queue is identical on every rank by construction; DDP must not broadcast it each step.
+        # MoCo's queue and DINO's center are identical on every rank by construction: no broadcast each step.
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ddp_ignored_buffer_names(model))
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     return model, torch.compile(forward) if cfg.train.compile else forward
@@ -214,7 +243,7 @@ def build_trainer(cfg: PretrainConfig, run_dir: Path, ctx: DistContext = DistCon
     source = source.to(device if cfg.data.bank_device == "auto" else "cpu")
     views = TwoViews(source.image_size, source.channels, mean, std, **cfg.augment.model_dump()).to(device)
     channels_last = device.type == "cuda" and cfg.train.channels_last
-    model = build_method(cfg, source.channels).to(device)
+    model = build_method(cfg, source.channels, source.image_size).to(device)
     model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     model, forward = _for_training(model, cfg, device, ctx)
     if ctx.enabled:  # augmentations differ per rank (as with per-rank data loaders); weights were seeded above
@@ -229,7 +258,8 @@ def build_trainer(cfg: PretrainConfig, run_dir: Path, ctx: DistContext = DistCon
                       epochs=t.epochs, batch_size=batch_size, device=device, forward=forward, ctx=ctx, seed=t.seed,
                       amp=t.amp, channels_last=t.channels_last, nonfinite=t.nonfinite,
                       checkpoint_every=t.checkpoint_every, log_every=t.log_every, monitor=monitor,
-                      max_forwards=t.max_forwards, run_config=cfg.model_dump(), data_info=data_info,
+                      max_forwards=t.max_forwards, weight_decay_schedule=build_weight_decay_schedule(cfg),
+                      clip_grad=o.clip_grad, run_config=cfg.model_dump(), data_info=data_info,
                       normalize=Normalize(mean, std).to(device))
 
 

@@ -6,9 +6,10 @@ says how to load it:
 
 - torchvision (ResNets): ``ssl_emp.models.torchvision_resnet(name, in_channels=..., cifar_stem=...)`` builds the
   model with ssl_emp's stem and ``fc = Identity``; the weights load into it with ``strict=True``.
-- timm (ResNets with the standard stem; timm has no CIFAR stem): the keys are timm's own, so
-  ``timm.create_model(name, pretrained=True, num_classes=0, in_chans=C, pretrained_cfg_overlay=dict(file=...))``
-  loads it; the description's ``timm`` entry holds those arguments.
+- timm (``timm/<name>`` backbones, and ResNets with the standard stem; timm has no CIFAR stem): the keys are
+  timm's own, so ``timm.create_model(name, pretrained=True, num_classes=0, in_chans=C,
+  pretrained_cfg_overlay=dict(file=...))`` loads it (plus ``img_size`` for a ViT and the run's
+  ``model.timm_kwargs``); the description's ``timm`` entry holds those arguments.
 - ssl_emp: :func:`load_backbone`, and the ``eval`` commands' ``--checkpoint``, take the export as they take a run.
 """
 
@@ -26,7 +27,8 @@ import torch
 from torch import nn
 
 from ssl_emp.checkpoint import CheckpointError, atomic_save, backbone_state_dict, load_checkpoint
-from ssl_emp.models import build_backbone
+from ssl_emp.models import TIMM_PREFIX, build_backbone
+from ssl_emp.models import timm_arguments as timm_create_arguments
 
 EXPORT_FORMAT = "ssl_emp.backbone/1"
 HEADER_KEY = "ssl_emp"  # the safetensors metadata entry holding the description
@@ -36,10 +38,14 @@ TIMM_RESNETS = ("resnet18", "resnet34", "resnet50")  # same names, same keys as 
 def timm_arguments(description: dict, weights: Union[str, Path]) -> Optional[dict]:
     """``timm.create_model(**these)`` loads the exported backbone, or None where no timm model has its
     architecture. timm keeps input size, mean and std in the pretrained config: the overlay sets the run's."""
-    if description["backbone"] not in TIMM_RESNETS or description["cifar_stem"]:
+    backbone, channels, size = description["backbone"], description["in_channels"], description["image_size"]
+    if backbone.startswith(TIMM_PREFIX):
+        args = timm_create_arguments(backbone[len(TIMM_PREFIX):], channels, size, description.get("timm_kwargs"))
+    elif backbone in TIMM_RESNETS and not description["cifar_stem"]:
+        args = {"model_name": backbone, "num_classes": 0, "in_chans": channels}
+    else:
         return None
-    channels, size = description["in_channels"], description["image_size"]
-    return {"model_name": description["backbone"], "pretrained": True, "num_classes": 0, "in_chans": channels,
+    return {**args, "pretrained": True,
             "pretrained_cfg_overlay": {"file": str(weights), "num_classes": 0, "input_size": [channels, size, size],
                                        "mean": description["mean"], "std": description["std"]}}
 
@@ -49,7 +55,8 @@ def _describe(ckpt: dict, weights: Path) -> dict:
     model, pruning = cfg["model"], cfg["pruning"]
     description = {
         "format": EXPORT_FORMAT, "backbone": model["backbone"], "in_channels": data["channels"],
-        "cifar_stem": model["cifar_stem"], "width": model["width"], "image_size": data["image_size"],
+        "cifar_stem": model["cifar_stem"], "width": model["width"], "timm_kwargs": model.get("timm_kwargs", {}),
+        "image_size": data["image_size"],
         "mean": data["mean"], "std": data["std"], "method": cfg["method"]["name"], "dataset": cfg["data"]["name"],
         "epoch": ckpt["epoch"],
         "pruning": {"scorer": pruning["scorer"], "selector": pruning["selector"], "rate": pruning["rate"]}}
@@ -96,7 +103,7 @@ class SavedBackbone:
     """A backbone's weights and what was recorded with them, from a run, a checkpoint or an export."""
 
     state: dict[str, torch.Tensor]
-    architecture: dict  # backbone, in_channels, cifar_stem, width
+    architecture: dict  # backbone, in_channels, cifar_stem, width, image_size, timm_kwargs
     config: Optional[dict]  # the pretraining run's settings (None in an export that lacks them)
     data: Optional[dict]  # channels, image_size, mean, std, ... of its data
     epoch: int
@@ -104,7 +111,8 @@ class SavedBackbone:
     def build(self) -> tuple[nn.Module, int]:
         """``(backbone, feature_dim)``, randomly initialised, of this architecture."""
         a = self.architecture
-        return build_backbone(a["backbone"], a["in_channels"], a["cifar_stem"], a["width"])
+        return build_backbone(a["backbone"], a["in_channels"], a["cifar_stem"], a["width"],
+                              image_size=a.get("image_size"), timm_kwargs=a.get("timm_kwargs"))
 
 
 def _read_export(path: Path, map_location) -> tuple[dict, dict]:
@@ -149,14 +157,15 @@ def read_backbone(path: Union[str, Path], map_location: Union[str, torch.device]
                              description.get("epoch", 0))
     ckpt = load_checkpoint(path, map_location=map_location)  # explains anything that is not a checkpoint
     data, model = ckpt["data"], ckpt["config"]["model"]
-    architecture = {"backbone": model["backbone"], "in_channels": data["channels"],
-                    "cifar_stem": model["cifar_stem"], "width": model["width"]}
+    architecture = {"backbone": model["backbone"], "in_channels": data["channels"], "cifar_stem": model["cifar_stem"],
+                    "width": model["width"], "image_size": data["image_size"],
+                    "timm_kwargs": model.get("timm_kwargs", {})}
     return SavedBackbone(backbone_state_dict(ckpt["model"]), architecture, ckpt["config"], data, ckpt["epoch"])
 
 
 def load_backbone(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> nn.Module:
-    """A ready backbone (a torchvision ResNet with ``fc = Identity``, or the small CNN), in eval mode, from a run
-    directory, a pretraining checkpoint, or an exported backbone (see :func:`read_backbone`)."""
+    """A ready backbone (a torchvision ResNet with ``fc = Identity``, the small CNN or a timm model), in eval mode,
+    from a run directory, a pretraining checkpoint, or an exported backbone (see :func:`read_backbone`)."""
     saved = read_backbone(path, map_location)
     backbone, _ = saved.build()
     try:
@@ -188,8 +197,10 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"                  model.load_state_dict({load})")
     timm_args = timm_arguments(description, weights)
     if timm_args is not None:
-        print(f"timm:             timm.create_model('{timm_args['model_name']}', pretrained=True, num_classes=0, "
-              f"in_chans={timm_args['in_chans']}, pretrained_cfg_overlay=dict(file='{weights}'))")
+        shown = ", ".join(f"{k}={v!r}" for k, v in timm_args.items()
+                          if k not in ("model_name", "pretrained_cfg_overlay"))
+        print(f"timm:             timm.create_model('{timm_args['model_name']}', {shown}, "
+              f"pretrained_cfg_overlay=dict(file='{weights}'))")
     elif description["backbone"] in TIMM_RESNETS:
         print("timm:             no timm ResNet has the CIFAR stem (3x3 stride-1 conv1, no max-pool); use torchvision")
     return 0

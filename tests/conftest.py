@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import pytest
@@ -26,3 +27,42 @@ def tiny_run(tmp_path_factory):
         "model.width=8", "model.proj_hidden_dim=32", "model.proj_output_dim=16", "train.batch_size=128",
         "train.epochs=2", "tracking.wandb=disabled", "monitor.every=0", f"run.out_dir={out}", "run.name=tiny"])
     return pretrain(cfg, show_progress=False).run_dir
+
+
+@pytest.fixture
+def no_host_reads(monkeypatch):
+    """A context in which reading a tensor's value back to the host (.item(), int(), bool(), ...) raises: on a GPU
+    each such read in a training step would be a sync every step."""
+    import torch
+
+    @contextlib.contextmanager
+    def forbidden():
+        def host_read(*args, **kwargs):
+            raise AssertionError("host read during a training step")
+
+        for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"):
+            monkeypatch.setattr(torch.Tensor, name, host_read)
+        try:
+            yield
+        finally:
+            monkeypatch.undo()
+
+    return forbidden
+
+
+@pytest.fixture
+def assert_ema_step():
+    """``check(model, momentum)``: after the online backbone moves, ``model.on_step_end()`` moves its momentum copy
+    (``backbone_momentum``) to ``momentum * old + (1 - momentum) * online``."""
+    import torch
+
+    def check(model, momentum: float) -> None:
+        with torch.no_grad():
+            for p in model.backbone.parameters():
+                p.add_(1.0)
+        before = [p.clone() for p in model.backbone_momentum.parameters()]
+        model.on_step_end()
+        for old, new, online in zip(before, model.backbone_momentum.parameters(), model.backbone.parameters()):
+            assert torch.allclose(new, momentum * old + (1 - momentum) * online)
+
+    return check

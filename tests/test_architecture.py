@@ -25,7 +25,7 @@ ALLOWED = {
                        "ssl_emp.evaluation", "ssl_emp.methods", "ssl_emp.progress", "ssl_emp.pruning"},
     "ssl_emp.export": {"ssl_emp.checkpoint", "ssl_emp.models"},
     # the build layer and above
-    "ssl_emp.config": {"ssl_emp.pruning"},
+    "ssl_emp.config": {"ssl_emp.models", "ssl_emp.pruning"},  # they declare which names and settings are valid
     "ssl_emp.build": {"ssl_emp.checkpoint", "ssl_emp.config", "ssl_emp.data", "ssl_emp.device",
                       "ssl_emp.distributed", "ssl_emp.engine", "ssl_emp.evaluation", "ssl_emp.methods",
                       "ssl_emp.models", "ssl_emp.pruning", "ssl_emp.tracking"},

@@ -8,7 +8,7 @@ from ssl_emp.data import ImageBank
 from ssl_emp.data.augment import TwoViews
 from ssl_emp.engine import Pretrainer
 from ssl_emp.engine.optim import WarmupCosine, build_optimizer
-from ssl_emp.methods import MoCo, SimCLR
+from ssl_emp.methods import BYOL, DINO, MoCo, SimCLR
 from ssl_emp.models import build_backbone
 from ssl_emp.pruning import Pruner
 from ssl_emp.tracking import NullTracker
@@ -19,10 +19,15 @@ def _method(name: str):
     backbone, feature_dim = build_backbone("small_cnn", in_channels=1, width=8)
     if name == "simclr":
         return SimCLR(backbone, feature_dim, proj_hidden_dim=32, proj_dim=16, temperature=0.2)
+    if name == "byol":
+        return BYOL(backbone, feature_dim, proj_hidden_dim=32, proj_dim=16, momentum=0.9)
+    if name == "dino":
+        return DINO(backbone, feature_dim, proj_hidden_dim=32, bottleneck_dim=16, proj_dim=64, momentum=0.9,
+                    teacher_temp=0.04, student_temp=0.1)
     return MoCo(backbone, feature_dim, proj_hidden_dim=32, proj_dim=16, temperature=0.2, queue_size=64)
 
 
-@pytest.mark.parametrize("name", ["simclr", "moco"])
+@pytest.mark.parametrize("name", ["simclr", "moco", "byol", "dino"])
 def test_a_method_built_by_hand_trains_one_step_in_a_plain_loop(name):
     model = _method(name)
     views = TwoViews(8, 1, [0.5], [0.25], crop_scale_min=0.4, hflip_p=0.0)
@@ -42,6 +47,9 @@ def test_a_method_built_by_hand_trains_one_step_in_a_plain_loop(name):
     assert loss.item() == pytest.approx(stats.loss.mean().item())  # full data: every weight is 1
     assert any(not torch.equal(a, b) for a, b in zip(before, model.backbone.parameters()))
     assert pruner.sample_forwards == 16 and int((pruner.table.visits > 0).sum()) == 16
+    if name in ("moco", "byol", "dino"):  # the teacher took its step towards the student
+        teacher = model.backbone_momentum.parameters()
+        assert any(not torch.equal(a, b) for a, b in zip(before, teacher))
 
 
 def test_the_trainer_runs_on_parts_made_by_hand(tmp_path):

@@ -54,7 +54,9 @@ def _worker(rank, world_size, port, overrides, out_dir):
         final["table"] = self.pruner.table.state_dict()
         if hasattr(self.model, "queue"):
             final["queue"] = self.model.queue.keys.clone()
-            final["ddp_ignores"] = sorted(self.forward.parameters_to_ignore)
+        if hasattr(self.model, "criterion"):
+            final["center"] = self.model.criterion.center.clone()
+        final["ddp_ignores"] = sorted(getattr(self.forward, "parameters_to_ignore", []))  # one process: no DDP
         return result
 
     ImageBank.batches, Pruner.plan, Pretrainer.run = recording_batches, recording_plan, recording_run
@@ -64,7 +66,7 @@ def _worker(rank, world_size, port, overrides, out_dir):
         ImageBank.batches, Pruner.plan, Pretrainer.run = original_batches, original_plan, original_run
     per_epoch = [torch.cat([idx for e, idx in trained if e == epoch]) for epoch in range(len(plans))]
     torch.save({"trained": per_epoch, "plans": plans, "table": final["table"], "queue": final.get("queue"),
-                "ddp_ignores": final.get("ddp_ignores"),
+                "center": final.get("center"), "ddp_ignores": final.get("ddp_ignores"),
                 "achieved_rate": result.achieved_rate, "sample_forwards": result.sample_forwards},
                os.path.join(out_dir, f"rank{rank}.pt"))
 
@@ -87,11 +89,12 @@ def _single_process_env(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["simclr", "moco"])
+@pytest.mark.parametrize("method", ["simclr", "moco", "dino"])
 def test_two_ranks_train_each_planned_index_once_and_keep_identical_score_tables(tmp_path, method):
     r0, r1 = _run(2, [*TINY, "train.epochs=3", "pruning.scorer=emp", "pruning.selector=infobatch",
                       "pruning.rate=0.5", f"method.name={method}",
-                      *(["method.queue_size=256"] if method == "moco" else [])], tmp_path, "ddp")
+                      *(["method.queue_size=256"] if method == "moco" else []),
+                      *(["method.bottleneck_dim=16"] if method == "dino" else [])], tmp_path, "ddp")
     assert len(r0["plans"]) == len(r1["plans"]) == 3
     for epoch, plan in enumerate(r0["plans"]):
         assert torch.equal(plan, r1["plans"][epoch])  # every rank builds the same plan
@@ -107,6 +110,9 @@ def test_two_ranks_train_each_planned_index_once_and_keep_identical_score_tables
     if method == "moco":  # every rank enqueued the same keys, so DDP need not (and does not) broadcast the queue
         assert torch.equal(r0["queue"], r1["queue"])
         assert r0["ddp_ignores"] == ["queue.keys", "queue.pointer"]
+    if method == "dino":  # each rank updated its center with the all-reduced batch center; DDP broadcast none
+        assert r0["ddp_ignores"] == ["criterion.center"]
+        assert torch.equal(r0["center"], r1["center"]) and bool(r0["center"].abs().sum() > 0)
 
 
 @pytest.mark.slow

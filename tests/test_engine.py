@@ -33,10 +33,12 @@ def test_tiny_pretrain_then_probe_end_to_end(tiny_overrides):
     assert probe["top5"] >= probe["top1"] and probe["train_images"] == 1347 and probe["test_images"] == 450
 
 
-@pytest.mark.parametrize("method", ["simclr", "moco"])
+@pytest.mark.parametrize("method", ["simclr", "moco", "byol", "dino"])
 def test_resume_continues_step_count_schedule_and_weights(tiny_overrides, tmp_path, method):
     overrides = [*tiny_overrides, "train.epochs=4", "train.checkpoint_every=2", f"method.name={method}",
-                 *(["method.queue_size=256"] if method == "moco" else [])]
+                 *(["method.queue_size=256"] if method == "moco" else []),
+                 *(["method.bottleneck_dim=16", "method.teacher_temp_warmup_epochs=3",
+                    "method.warmup_teacher_temp=0.02"] if method == "dino" else [])]
     full = pretrain(_cfg(overrides), show_progress=False)
     final = load_checkpoint(full.checkpoint)
 
@@ -52,8 +54,11 @@ def test_resume_continues_step_count_schedule_and_weights(tiny_overrides, tmp_pa
     assert [r["epoch"] for r in resumed.history] == [3, 4]
     assert resumed.history[-1]["train/epoch_loss"] == pytest.approx(full.history[-1]["train/epoch_loss"], rel=1e-5)
     assert resumed.history[-1]["train/lr"] == pytest.approx(full.history[-1]["train/lr"])
-    for key, value in final["model"].items():  # MoCo's queue included: the negatives a resumed run trains against
+    # MoCo's queue, the teachers, DINO's center and the schedules' position (_extra_state) included
+    for key, value in final["model"].items():
         assert torch.allclose(after["model"][key].float(), value.float(), atol=1e-5), key
+    if method in ("byol", "dino"):
+        assert 0.95 < float(after["model"]["_extra_state"]) < 1.0  # the last step started just before the end
 
 
 def test_lr_schedule_warms_up_then_decays():
@@ -245,3 +250,44 @@ def test_equal_compute_spends_exactly_the_pruned_runs_forwards(tmp_path):
     assert equal.sample_forwards == pruned.sample_forwards  # its last epoch is cut short, not rounded
     assert equal.achieved_rate != pytest.approx(0.0) and equal.epochs_done < 8
     assert (tmp_path / "equal" / "checkpoints" / "last.pt").is_file()  # the early end still saves
+
+
+def test_weight_decay_follows_its_cosine_gradients_are_clipped_and_the_method_sees_the_progress(tmp_path):
+    """The ViT recipe's knobs: weight decay on a cosine over the compute (the decayed group only), the global
+    gradient norm capped before each step, and the run's progress handed to the method before each step."""
+    from ssl_emp.data import ImageBank
+    from ssl_emp.data.augment import TwoViews
+    from ssl_emp.engine import Pretrainer
+    from ssl_emp.engine.optim import CosineRamp, build_optimizer
+    from ssl_emp.methods import SimCLR
+    from ssl_emp.models import build_backbone
+    from ssl_emp.pruning import Pruner
+    from ssl_emp.tracking import NullTracker
+
+    torch.manual_seed(0)
+    bank = ImageBank(torch.randint(0, 256, (60, 1, 8, 8), dtype=torch.uint8), torch.zeros(60, dtype=torch.long),
+                     num_classes=1, name="noise")
+    backbone, dim = build_backbone("small_cnn", in_channels=1, width=8)
+    model = SimCLR(backbone, dim, proj_hidden_dim=16, proj_dim=8)
+    progress = []
+    model.set_progress = progress.append
+    optimizer = build_optimizer(model, "adamw", lr=1e-3, weight_decay=0.04)
+    steps = []
+
+    def record(opt, *_):
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
+        steps.append(([g["weight_decay"] for g in opt.param_groups], norm.item()))
+
+    optimizer.register_step_pre_hook(record)
+    epochs = 4
+    trainer = Pretrainer(bank, TwoViews(8, 1, [0.5], [0.25]), model, optimizer, Pruner(len(bank), epochs),
+                         WarmupCosine(1e-3, epochs), run_dir=tmp_path, epochs=epochs, batch_size=20,
+                         device=torch.device("cpu"), checkpoint_every=100,
+                         weight_decay_schedule=CosineRamp(0.04, 0.4, epochs), clip_grad=1e-3)
+    trainer.run(NullTracker(), show_progress=False)
+    assert progress == pytest.approx([step / 12 for step in range(12)])  # 3 steps an epoch, before each step
+    ramp = CosineRamp(0.04, 0.4, epochs)
+    assert [decays[0] for decays, _ in steps] == pytest.approx([ramp(epochs * f) for f in progress])
+    assert all(decays[1] == 0.0 for decays, _ in steps)  # biases and norms stay undecayed
+    assert steps[0][0][0] == pytest.approx(0.04) and ramp(epochs) == pytest.approx(0.4)
+    assert all(norm <= 1e-3 * (1 + 1e-4) for _, norm in steps)  # every step clipped (raw norms are far larger)

@@ -112,7 +112,7 @@ def test_a_batch_larger_than_what_the_rate_leaves_shrinks_to_it(tmp_path, capsys
 
 
 def test_a_batch_that_would_shrink_below_a_workable_size_is_refused_naming_the_rate_that_works(tmp_path, capsys):
-    """200 samples at rate 0.9 leave 20 per epoch: too few for a contrastive batch the run picks by itself."""
+    """200 samples at rate 0.9 leave 20 per epoch: too few for a batch the run picks by itself."""
     from ssl_emp.build import SMALLEST_FITTED_BATCH, build_trainer
     from ssl_emp.config import load_pretrain_config
 

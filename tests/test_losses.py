@@ -58,15 +58,19 @@ def test_training_loss_applies_per_sample_weights():
 def test_losses_are_float32_under_bf16_autocast():
     """The backbone may run in bf16; similarities, logits and per-sample losses must not (at tau = 0.2 a bf16
     logit resolves about 0.04, the size of the differences pruning ranks by)."""
-    from ssl_emp.methods.losses import per_sample_infonce_with_stats, per_sample_ntxent_with_stats
+    from ssl_emp.methods.losses import (per_sample_dino_with_entropy, per_sample_infonce_with_stats,
+                                        per_sample_negative_cosine, per_sample_ntxent_with_stats)
 
     torch.manual_seed(0)
     z0, z1, k0, k1 = (torch.randn(64, 128) for _ in range(4))
     queue = torch.randn(512, 128)
-    exact_simclr = per_sample_ntxent_with_stats(z0, z1, 0.2)[0]
-    exact_moco = per_sample_infonce_with_stats(z0, z1, k0, k1, queue, 0.2)[0]
+    center = torch.randn(1, 1, 128)
+    losses = {"simclr": lambda: per_sample_ntxent_with_stats(z0, z1, 0.2)[0],
+              "moco": lambda: per_sample_infonce_with_stats(z0, z1, k0, k1, queue, 0.2)[0],
+              "byol": lambda: per_sample_negative_cosine(z0, z1, k0, k1),
+              "dino": lambda: per_sample_dino_with_entropy([k0, k1], [z0, z1], center, 0.04, 0.1)[0]}
+    exact = {name: loss() for name, loss in losses.items()}
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        simclr = per_sample_ntxent_with_stats(z0, z1, 0.2)[0]
-        moco = per_sample_infonce_with_stats(z0, z1, k0, k1, queue, 0.2)[0]
-    assert simclr.dtype == moco.dtype == torch.float32
-    assert (simclr - exact_simclr).abs().max() < 1e-3 and (moco - exact_moco).abs().max() < 1e-3
+        under_bf16 = {name: loss() for name, loss in losses.items()}
+    for name, loss in under_bf16.items():
+        assert loss.dtype == torch.float32 and (loss - exact[name]).abs().max() < 1e-3, name

@@ -45,15 +45,9 @@ def test_moco_outputs_train_only_the_query_encoder_and_fill_the_queue():
     assert int(model.queue.pointer) == 16  # both views' keys were enqueued
 
 
-def test_momentum_encoder_follows_the_query_encoder():
+def test_momentum_encoder_follows_the_query_encoder(assert_ema_step):
     model, _ = _moco(momentum=0.5)
-    with torch.no_grad():
-        for p in model.backbone.parameters():
-            p.add_(1.0)
-    before = [p.clone() for p in model.backbone_momentum.parameters()]
-    model.on_step_end()
-    for old, new, online in zip(before, model.backbone_momentum.parameters(), model.backbone.parameters()):
-        assert torch.allclose(new, 0.5 * old + 0.5 * online)
+    assert_ema_step(model, 0.5)
 
 
 def test_queue_is_part_of_the_state_dict():
@@ -77,20 +71,14 @@ def test_queue_is_a_ring_that_overwrites_the_oldest_keys():
     assert sorted(queue.keys[:, 0].tolist()) == [12.0, 13.0, 14.0, 15.0, 16.0]
 
 
-def test_a_moco_step_reads_nothing_back_to_the_host(monkeypatch):
+def test_a_moco_step_reads_nothing_back_to_the_host(no_host_reads):
     """A host read (.item(), int(), bool()) in the forward pass or the enqueue would be a GPU sync every step."""
     model, _ = _moco()
     x0, x1 = torch.rand(8, 1, 8, 8), torch.rand(8, 1, 8, 8)
-
-    def host_read(*args, **kwargs):
-        raise AssertionError("host read during a MoCo step")
-
-    for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"):
-        monkeypatch.setattr(torch.Tensor, name, host_read)
-    out = model(x0, x1)
-    out.training_loss().backward()
-    model.on_step_end()
-    monkeypatch.undo()
+    with no_host_reads():
+        out = model(x0, x1)
+        out.training_loss().backward()
+        model.on_step_end()
     assert int(model.queue.pointer) == 16
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal, Optional, Union, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model, field_validator, model_validator
 
 from ssl_emp import pruning
 
@@ -55,24 +55,64 @@ class AugmentConfig(_Section):
     grayscale_p: float = Field(0.2, ge=0, le=1, description="ignored for 1-channel data")
     blur_p: Optional[float] = Field(
         None, ge=0, le=1, description="gaussian blur probability; default 0.5 for images >= 64 px, else off")
+    local_crops: int = Field(0, ge=0, description="dino: small crops per sample beside the two views, seen by the "
+                                                  "student only (multi-crop; 0: off)")
+    local_crop_size: Optional[int] = Field(
+        None, ge=4, description="dino: side of the local crops in px; default 96/224 of the image size")
+    local_crop_scale_min: float = Field(0.05, gt=0, le=1, description="dino: local crops' smallest area fraction")
+    local_crop_scale_max: float = Field(0.4, gt=0, le=1, description="dino: local crops' largest area fraction")
+
+    @model_validator(mode="after")
+    def _local_scales_ordered(self):
+        if self.local_crop_scale_min > self.local_crop_scale_max:
+            raise ValueError(f"augment.local_crop_scale_min={self.local_crop_scale_min} is above "
+                             f"augment.local_crop_scale_max={self.local_crop_scale_max}")
+        return self
 
 
 class ModelConfig(_Section):
-    backbone: Literal["small_cnn", "resnet18", "resnet34", "resnet50"] = "small_cnn"
+    backbone: str = Field("small_cnn", description="small_cnn | resnet18 | resnet34 | resnet50 | timm/<any timm "
+                          "model> (e.g. timm/vit_small_patch16_224; input size from the data)")
     cifar_stem: bool = Field(False, description="ResNet only: 3x3 stride-1 first conv and no max-pool")
     width: int = Field(64, ge=8, description="small_cnn only: channels of the first block")
+    timm_kwargs: dict[str, Union[StrictBool, int, float, str]] = Field(
+        default_factory=dict, description="timm backbones: more arguments to timm.create_model, e.g. "
+        "{patch_size: 4, drop_path_rate: 0.1}")
+    pretrained_file: Optional[str] = Field(
+        None, description="timm backbones: start from this local weights file (nothing is downloaded)")
     proj_hidden_dim: int = Field(512, ge=1)
-    proj_output_dim: int = Field(128, ge=1)
+    proj_output_dim: int = Field(128, ge=1, description="the head's output (dino: the K dimensions of its softmax)")
+
+    @field_validator("backbone")
+    @classmethod
+    def _buildable(cls, value: str) -> str:
+        from ssl_emp.models import check_backbone_name
+
+        check_backbone_name(value)
+        return value
 
 
 class MethodConfig(_Section):
-    name: Literal["simclr", "moco"] = "simclr"
-    temperature: float = Field(0.5, gt=0)
-    momentum: float = Field(0.99, ge=0, le=1, description="moco: EMA weight of the key encoder")
+    name: Literal["simclr", "moco", "byol", "dino"] = "simclr"
+    temperature: float = Field(0.5, gt=0, description="simclr, moco: softmax temperature of the contrastive loss")
+    momentum: float = Field(0.99, ge=0, le=1, description="moco: EMA weight of the key encoder; byol, dino: the "
+                            "teacher's EMA weight at the start, rising on a cosine to momentum_end")
+    momentum_end: float = Field(1.0, ge=0, le=1, description="byol, dino: the teacher's EMA weight at the end")
     queue_size: int = Field(4096, ge=1, description="moco: negatives kept in the queue")
     shuffle_bn: bool = Field(True, description="moco under DDP: encode keys on a random draw of the global batch "
                                                 "per rank (shuffled BatchNorm)")
     gather_negatives: bool = Field(True, description="simclr under DDP: use every rank's embeddings as negatives")
+    student_temp: float = Field(0.1, gt=0, description="dino: temperature of the student's softmax")
+    teacher_temp: float = Field(0.04, gt=0, description="dino: temperature of the teacher's softmax (after warm-up)")
+    warmup_teacher_temp: float = Field(0.04, gt=0, description="dino: the teacher's temperature at the start")
+    teacher_temp_warmup_epochs: float = Field(
+        0.0, ge=0, description="dino: epochs over which the teacher's temperature rises linearly to teacher_temp")
+    center_momentum: float = Field(0.9, ge=0, lt=1, description="dino: EMA weight of the center of the teacher's "
+                                                                  "outputs (subtracted to prevent collapse)")
+    bottleneck_dim: int = Field(256, ge=1, description="dino: width of the head's normalised bottleneck (also the "
+                                                         "embedding the pruner reads)")
+    head_batchnorm: bool = Field(False, description="dino: BatchNorm in the head's hidden layers (for CNNs; off for "
+                                                     "ViTs)")
 
 
 class OptimConfig(_Section):
@@ -80,8 +120,13 @@ class OptimConfig(_Section):
     lr: float = Field(0.3, gt=0, description="peak learning rate (not scaled by batch size)")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
+    weight_decay_end: Optional[float] = Field(
+        None, ge=0, description="weight decay at the end, reached on a cosine from weight_decay over the run (DINO's "
+        "ViT recipe: 0.04 -> 0.4); none: constant")
     warmup_epochs: float = Field(1.0, ge=0)
     min_lr_fraction: float = Field(0.0, ge=0, le=1, description="cosine ends at lr * this")
+    clip_grad: Optional[float] = Field(
+        None, gt=0, description="clip the gradients' global norm to this before each step (none: no clipping)")
 
 
 class _PruningRules(_Section):

@@ -13,13 +13,29 @@ from ssl_emp import pruning
 from ssl_emp.config.schema import ConfigError, PretrainConfig, PruningConfig
 
 # Settings read only for some values of another setting (pruning's are declared by each scorer and selector).
+# A value ending in "*" stands for every value that starts with what precedes it.
 READ_ONLY_WHEN = {
-    "method.momentum": ("method.name", ("moco",)),
+    "method.temperature": ("method.name", ("simclr", "moco")),
+    "method.momentum": ("method.name", ("moco", "byol", "dino")),
+    "method.momentum_end": ("method.name", ("byol", "dino")),
     "method.queue_size": ("method.name", ("moco",)),
     "method.shuffle_bn": ("method.name", ("moco",)),
     "method.gather_negatives": ("method.name", ("simclr",)),
+    "method.student_temp": ("method.name", ("dino",)),
+    "method.teacher_temp": ("method.name", ("dino",)),
+    "method.warmup_teacher_temp": ("method.name", ("dino",)),
+    "method.teacher_temp_warmup_epochs": ("method.name", ("dino",)),
+    "method.center_momentum": ("method.name", ("dino",)),
+    "method.bottleneck_dim": ("method.name", ("dino",)),
+    "method.head_batchnorm": ("method.name", ("dino",)),
+    "augment.local_crops": ("method.name", ("dino",)),
+    "augment.local_crop_size": ("method.name", ("dino",)),
+    "augment.local_crop_scale_min": ("method.name", ("dino",)),
+    "augment.local_crop_scale_max": ("method.name", ("dino",)),
     "model.width": ("model.backbone", ("small_cnn",)),
     "model.cifar_stem": ("model.backbone", ("resnet18", "resnet34", "resnet50")),
+    "model.timm_kwargs": ("model.backbone", ("timm/*",)),
+    "model.pretrained_file": ("model.backbone", ("timm/*",)),
     "run.extend": ("run.resume", (True, "auto")),
     "data.workers": ("data.in_memory", (False,)),
     "data.skip_unreadable": ("data.in_memory", (False,)),
@@ -33,6 +49,11 @@ def _get(cfg: BaseModel, dotted: str):
     for part in dotted.split("."):
         cfg = getattr(cfg, part)
     return cfg
+
+
+def _matches(value, values: tuple) -> bool:
+    return any(value == v or (isinstance(v, str) and v.endswith("*") and str(value).startswith(v[:-1]))
+               for v in values)
 
 
 def pruning_readers() -> dict[str, list[str]]:
@@ -55,7 +76,7 @@ def unused_settings(cfg: PretrainConfig) -> dict[str, str]:
     """``{dotted key: why it cannot affect this run}`` for every setting this run does not read."""
     unused = {}
     for key, (decider, values) in READ_ONLY_WHEN.items():
-        if _get(cfg, decider) not in values:
+        if not _matches(_get(cfg, decider), values):
             unused[key] = (f"read only when {decider} is {' or '.join(map(str, values))}, and here it is "
                            f"{_get(cfg, decider)}")
     p = cfg.pruning
@@ -90,10 +111,14 @@ def check_settings_used(cfg: PretrainConfig, command_line: dict, recipe_tree: di
     Defaults nobody wrote say nothing."""
     unused = unused_settings(cfg)
     given = _flat_keys(command_line)
+    # A mapping setting (model.timm_kwargs) is given by its own keys too (model.timm_kwargs.patch_size=4).
+    given |= {key for key in unused for g in given if g.startswith(key + ".")}
     refused = [f"{key} ({why})" for key, why in unused.items() if key in given]
     if refused:
         raise ConfigError("These settings would have no effect on this run: " + "; ".join(refused) + ".")
-    from_recipe = sorted(key for key in unused if key in _flat_keys(recipe_tree))
+    in_recipe = _flat_keys(recipe_tree)
+    from_recipe = sorted(key for key in unused
+                         if key in in_recipe or any(k.startswith(key + ".") for k in in_recipe))
     if from_recipe:
         print(f"warning: {recipe} sets {', '.join(from_recipe)}, which this run does not read "
               f"({unused[from_recipe[0]]}{'; ...' if len(from_recipe) > 1 else ''})", file=sys.stderr)
@@ -131,5 +156,5 @@ def describe_options(model: type[BaseModel] = PretrainConfig) -> str:
                 doc += f"  (read when {decider} is {' | '.join(map(str, values))})"
             elif section_name == "pruning" and readers.get(name):
                 doc += f"  (read by: {', '.join(readers[name])})"
-            rows.append(f"  {key} = {field.default!r}   [{annotation}]{doc}")
+            rows.append(f"  {key} = {field.get_default(call_default_factory=True)!r}   [{annotation}]{doc}")
     return "\n".join(rows)

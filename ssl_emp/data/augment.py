@@ -21,13 +21,13 @@ def _blur_kernel(image_size: int) -> int:
 
 def build_view_pipeline(image_size: int, channels: int, mean: list[float], std: list[float], *,
                         crop_scale_min: float = 0.08, hflip_p: float = 0.5, jitter_strength: float = 0.5,
-                        jitter_p: float = 0.8, grayscale_p: float = 0.2,
-                        blur_p: Optional[float] = None) -> nn.Sequential:
-    """One random view: crop, flip, colour jitter, grayscale, blur, then normalisation. ``blur_p`` None: 0.5
-    for images of 64 px or more, else no blur."""
+                        jitter_p: float = 0.8, grayscale_p: float = 0.2, blur_p: Optional[float] = None,
+                        crop_scale_max: float = 1.0) -> nn.Sequential:
+    """One random view of ``image_size`` px: crop, flip, colour jitter, grayscale, blur, then normalisation.
+    ``blur_p`` None: 0.5 for views of 64 px or more, else no blur."""
     s = jitter_strength
     ops: list[nn.Module] = [
-        K.RandomResizedCrop((image_size, image_size), scale=(crop_scale_min, 1.0)),
+        K.RandomResizedCrop((image_size, image_size), scale=(crop_scale_min, crop_scale_max)),
     ]
     if hflip_p > 0:
         ops.append(K.RandomHorizontalFlip(p=hflip_p))
@@ -46,17 +46,37 @@ def build_view_pipeline(image_size: int, channels: int, mean: list[float], std: 
     return nn.Sequential(*ops)
 
 
+def default_local_size(image_size: int) -> int:
+    """DINO's local crops are 96 px beside 224 px views: the same ratio at any image size."""
+    return max(4, round(image_size * 96 / 224))
+
+
 class TwoViews(nn.Module):
     """``x [B, C, H, W]`` in [0, 1] -> two independently augmented, normalised views. Keyword arguments are
-    :func:`build_view_pipeline`'s (the config's ``augment`` section)."""
+    :func:`build_view_pipeline`'s (the config's ``augment`` section).
 
-    def __init__(self, image_size: int, channels: int, mean: list[float], std: list[float], **view_settings):
+    Multi-crop (DINO): with ``local_crops`` > 0, :meth:`local_views` makes that many smaller views
+    (``local_crop_size`` px, default :func:`default_local_size`) of crops covering ``local_crop_scale_min`` to
+    ``local_crop_scale_max`` of the image, with the same colour recipe."""
+
+    def __init__(self, image_size: int, channels: int, mean: list[float], std: list[float], *, local_crops: int = 0,
+                 local_crop_size: Optional[int] = None, local_crop_scale_min: float = 0.05,
+                 local_crop_scale_max: float = 0.4, **view_settings):
         super().__init__()
         self.view = build_view_pipeline(image_size, channels, mean, std, **view_settings)
+        self.local_crops = local_crops
+        if local_crops:
+            local = {**view_settings, "crop_scale_min": local_crop_scale_min, "crop_scale_max": local_crop_scale_max}
+            self.local_size = local_crop_size or default_local_size(image_size)
+            self.local_view = build_view_pipeline(self.local_size, channels, mean, std, **local)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.view(images), self.view(images)
+
+    @torch.no_grad()
+    def local_views(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return [self.local_view(images) for _ in range(self.local_crops)]
 
 
 class Normalize(nn.Module):

@@ -8,9 +8,14 @@ from typing import Optional
 
 import torch
 from lightly.utils.lars import LARS
+from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
+
+
+def _decayed(param: torch.Tensor) -> bool:
+    return param.ndim > 1
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -18,11 +23,18 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
+            (decay if _decayed(param) else no_decay).append(param)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+def set_weight_decay(optimizer: torch.optim.Optimizer, weight_decay: float) -> None:
+    """Give the decayed parameters' groups (:func:`param_groups`' rule) this weight decay; the others keep 0."""
+    for group in optimizer.param_groups:
+        if group["params"] and _decayed(group["params"][0]):
+            group["weight_decay"] = weight_decay
 
 
 def build_optimizer(model: nn.Module, name: str = "sgd", *, lr: float, momentum: float = 0.9,
@@ -74,3 +86,18 @@ class WarmupCosine:
         cosine = 0.5 * (1.0 + math.cos(math.pi * (progress - warmup) / span))
         end = self.lr * self.min_lr_fraction
         return end + (self.lr - end) * cosine
+
+
+@dataclass(frozen=True)
+class CosineRamp:
+    """From ``start`` to ``end`` on a half cosine over training progress measured in epochs (e.g. DINO's weight
+    decay, 0.04 -> 0.4): like :class:`WarmupCosine`, a pure function of progress, so a resumed run continues it
+    exactly."""
+
+    start: float
+    end: float
+    epochs: float
+
+    def __call__(self, progress: float) -> float:
+        # lightly's cosine runs over steps 0 .. max_steps - 1: with max_steps 2, step is the fraction of the run.
+        return cosine_schedule(min(progress / self.epochs, 1.0), 2, self.start, self.end)

@@ -28,7 +28,7 @@ from ssl_emp.distributed import (DistContext, Shard, agreed_shard, all_finite, r
 from ssl_emp.engine.dashboard import epoch_pictures
 from ssl_emp.engine.failures import nonfinite_stop, unreadable_stop
 from ssl_emp.engine.interrupt import EpochPosition, RunInterrupted, StopSignals
-from ssl_emp.engine.optim import compute_progress
+from ssl_emp.engine.optim import compute_progress, set_weight_decay
 from ssl_emp.engine.run_report import PretrainResult, epoch_line, epoch_record, run_result
 from ssl_emp.progress import Progress, mode_for
 from ssl_emp.methods import ContrastiveMethod
@@ -40,8 +40,9 @@ class Pretrainer:
     is what steps call (the method wrapped by DDP or ``torch.compile``; default the method itself).
     ``schedule(progress)`` gives the learning rate over ``epochs``, progress being the fraction of the planned
     sample-forwards done (:func:`~ssl_emp.engine.optim.compute_progress`). ``max_forwards`` ends the run once
-    that many sample-forwards are done, its last epoch cut short. ``run_config`` and ``data_info`` are saved in
-    each checkpoint, so evaluation can rebuild the backbone."""
+    that many sample-forwards are done, its last epoch cut short. ``weight_decay_schedule(progress)`` (optional)
+    gives the decayed parameters' weight decay the same way; ``clip_grad`` (optional) caps the gradients' global
+    norm. ``run_config`` and ``data_info`` are saved in each checkpoint, so evaluation can rebuild the backbone."""
 
     def __init__(self, source, views: nn.Module, method: ContrastiveMethod, optimizer: torch.optim.Optimizer,
                  pruner: Pruner, schedule: Callable[[float], float], *, run_dir: Path, epochs: int,
@@ -49,9 +50,11 @@ class Pretrainer:
                  ctx: DistContext = DistContext(), seed: int = 0, amp: bool = True, channels_last: bool = True,
                  nonfinite: str = "stop", checkpoint_every: int = 10, log_every: int = 10, monitor=None,
                  max_forwards: Optional[int] = None, run_config: Optional[dict] = None,
-                 data_info: Optional[dict] = None, normalize: Optional[nn.Module] = None):
+                 data_info: Optional[dict] = None, normalize: Optional[nn.Module] = None,
+                 weight_decay_schedule: Optional[Callable[[float], float]] = None, clip_grad: Optional[float] = None):
         self.source, self.views, self.model, self.optimizer = source, views, method, optimizer
         self.pruner, self.schedule, self.forward = pruner, schedule, forward or method
+        self.weight_decay_schedule, self.clip_grad = weight_decay_schedule, clip_grad
         self.run_dir, self.epochs, self.batch_size, self.device, self.ctx = run_dir, epochs, batch_size, device, ctx
         self.seed, self.amp, self.nonfinite, self.monitor = seed, amp, nonfinite, monitor
         self.checkpoint_every, self.log_every, self.max_forwards = checkpoint_every, log_every, max_forwards
@@ -121,9 +124,13 @@ class Pretrainer:
                 global_indices = shard.gather_detached(indices) if shard is not None else indices
             weights = self.pruner.weights(indices)
             view0, view1 = (v.contiguous(memory_format=self.memory_format) for v in self.views(images))
+            extra = {} if shard is None else {"shard": shard}
+            if getattr(self.views, "local_crops", 0):  # multi-crop: the smaller views only DINO's student sees
+                extra["local_views"] = [v.contiguous(memory_format=self.memory_format)
+                                        for v in self.views.local_views(images)]
         with record_function("ssl_emp.forward_backward"):
             with autocast(self.device, self.amp):
-                stats = self.forward(view0, view1, shard=shard) if shard is not None else self.forward(view0, view1)
+                stats = self.forward(view0, view1, **extra)
             loss = stats.training_loss(weights, len(global_indices) / self.ctx.world_size if shard is not None else None)
             if self.nonfinite == "skip" and not all_finite(loss, self.ctx):  # one sync per step: the price of skip
                 self.skipped_steps += 1
@@ -134,6 +141,8 @@ class Pretrainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         with record_function("ssl_emp.optimizer"):
+            if self.clip_grad is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
             self.optimizer.step()
             self.model.on_step_end()
         with record_function("ssl_emp.pruning_observe"):
@@ -202,7 +211,11 @@ class Pretrainer:
         if progress is not None:
             progress.start(self.epoch + 1, num_batches)
         for b, (indices, images) in enumerate(self.source.batches(local[first:]), first):
-            lr = self.schedule(self.progress(b / num_batches))
+            at = self.progress(b / num_batches)
+            self.model.set_progress(at / self.epochs)  # a teacher's momentum follows the run, as the lr does
+            if self.weight_decay_schedule is not None:
+                set_weight_decay(self.optimizer, self.weight_decay_schedule(at))
+            lr = self.schedule(at)
             stats = self.train_step(indices, images, shards[b], batches[b], lr)
             self.global_step += 1
             self.samples_seen += len(batches[b]) if stats is None else len(stats.loss)

@@ -1,4 +1,4 @@
-"""Contrastive methods, found by name. A new method is one file plus one line in METHODS.
+"""Self-supervised methods, found by name. A new method is one file plus one line in METHODS.
 
 Each takes plain keyword arguments, so it can be built by hand::
 
@@ -9,12 +9,16 @@ Each takes plain keyword arguments, so it can be built by hand::
 from __future__ import annotations
 
 from ssl_emp.methods.base import ContrastiveMethod
+from ssl_emp.methods.byol import BYOL
+from ssl_emp.methods.dino import DINO
 from ssl_emp.methods.moco import MoCo
 from ssl_emp.methods.simclr import SimCLR
 
 METHODS: dict[str, type[ContrastiveMethod]] = {
     "simclr": SimCLR,
     "moco": MoCo,
+    "byol": BYOL,
+    "dino": DINO,
 }
 
-__all__ = ["METHODS", "ContrastiveMethod", "MoCo", "SimCLR"]
+__all__ = ["BYOL", "DINO", "METHODS", "ContrastiveMethod", "MoCo", "SimCLR"]

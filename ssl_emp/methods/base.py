@@ -1,4 +1,5 @@
-"""What every contrastive method is: a backbone plus what it trains on top, returning per-sample statistics."""
+"""What every method is (contrastive or self-distilling): a backbone plus what it trains on top, returning
+per-sample statistics."""
 
 from __future__ import annotations
 
@@ -27,5 +28,19 @@ class ContrastiveMethod(nn.Module):
         batch, so a method can gather embeddings across ranks."""
         raise NotImplementedError  # pragma: no cover - interface
 
+    def set_progress(self, fraction: float) -> None:
+        """Where the run stands, from 0 to 1: the fraction of its planned compute done, which the learning rate
+        follows too. The trainer calls it before each step; a method whose settings follow a schedule over the
+        run (BYOL's and DINO's teacher momentum, DINO's teacher temperature) reads it. A hand-written loop that
+        never calls it keeps those settings at their starting values."""
+
     def on_step_end(self) -> None:
         """Hook after each optimizer step (momentum encoders update here)."""
+
+
+def ddp_ignored_buffer_names(model: nn.Module) -> list[str]:
+    """The fully qualified names of the buffers in ``model`` that every rank keeps identical by construction (a
+    module lists its own in ``ddp_identical_buffers``: MoCo's queue, DINO's center), so that DDP need not
+    broadcast them from rank 0 at each step."""
+    return [f"{name}.{buffer}" if name else buffer for name, module in model.named_modules()
+            for buffer in getattr(module, "ddp_identical_buffers", ())]

@@ -92,3 +92,33 @@ def per_sample_infonce_with_stats(q0: torch.Tensor, q1: torch.Tensor, k0: torch.
     positives = torch.zeros(2 * batch, dtype=torch.long, device=q.device)  # column 0 holds the positive
     row_loss = F.cross_entropy(logits, positives, reduction="none")
     return (per_sample(row_loss), *_row_stats(logits, positives))
+
+
+def per_sample_negative_cosine(p0: torch.Tensor, p1: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor) -> torch.Tensor:
+    """BYOL's loss per sample: each view's prediction against the other view's target, ``-cos(p0, t1)`` and
+    ``-cos(p1, t0)``, averaged. The batch mean is ``0.5 * (NegativeCosineSimilarity(p0, t1) +
+    NegativeCosineSimilarity(p1, t0))``, lightly's BYOL loss. Targets carry no gradient."""
+    with full_precision(p0.device):
+        forward = F.cosine_similarity(p0.float(), t1.detach().float(), dim=1)
+        backward = F.cosine_similarity(p1.float(), t0.detach().float(), dim=1)
+    return -0.5 * (forward + backward)
+
+
+def per_sample_dino_with_entropy(teacher_out: list[torch.Tensor], student_out: list[torch.Tensor],
+                                 center: torch.Tensor, teacher_temp: float,
+                                 student_temp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """DINO's cross-entropy per sample, ``(loss [B], entropy [B])``: each of the sample's student views against
+    each teacher view but its own (teacher views are the first student views), averaged over those pairs. The
+    batch mean is ``lightly.loss.DINOLoss`` with this ``center``; the center is not updated here. ``entropy``
+    is that of the student's softmax, averaged over its views."""
+    with full_precision(student_out[0].device):
+        targets = ((torch.stack(teacher_out).detach().float() - center.float()) / teacher_temp).softmax(dim=-1)
+        logits = torch.stack(student_out).float() / student_temp
+        # [teacher views, student views, batch]: each pair's cross-entropy, per sample
+        pairs = -torch.einsum("tbk,sbk->tsb", targets, logits.log_softmax(dim=-1))
+    teachers, students = pairs.shape[:2]
+    own = torch.eye(teachers, students, dtype=torch.bool, device=pairs.device)
+    loss = pairs.masked_fill(own[..., None], 0.0).sum(dim=(0, 1)) / (teachers * students - min(teachers, students))
+    entropy = reduce(prediction_entropy(logits.flatten(0, 1)), "(views batch) -> batch", "mean",
+                     views=len(student_out))
+    return loss, entropy

@@ -2,8 +2,8 @@
 
 lightly's ``MemoryBankModule`` reads its write pointer back to the host on every update, which is a GPU
 sync per step; here the pointer is a device tensor and the write is an indexed copy, so a step enqueues
-without waiting for the device. The buffers are listed in :data:`DDP_IGNORED_BUFFERS`: every rank enqueues
-the same all-gathered keys, so DDP need not broadcast the (up to 65,536 x 128) queue from rank 0 each step.
+without waiting for the device. The buffers are listed in ``ddp_identical_buffers``: every rank enqueues the
+same all-gathered keys, so DDP need not broadcast the (up to 65,536 x 128) queue from rank 0 each step.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DDP_IGNORED_BUFFERS = ("keys", "pointer")
-
 
 class KeyQueue(nn.Module):
+    ddp_identical_buffers = ("keys", "pointer")  # see ssl_emp.methods.base.ddp_ignored_buffer_names
+
     def __init__(self, size: int, dim: int):
         super().__init__()
         self.size = size
@@ -29,9 +29,3 @@ class KeyQueue(nn.Module):
         slots = (self.pointer + torch.arange(new_keys.shape[0], device=self.keys.device)) % self.size
         self.keys[slots] = new_keys.detach().to(self.keys.dtype)
         self.pointer.copy_((self.pointer + new_keys.shape[0]) % self.size)
-
-
-def ddp_ignored_buffer_names(model: nn.Module) -> list[str]:
-    """The fully qualified names of every key queue's buffers in ``model``."""
-    return [f"{name}.{buffer}" for name, module in model.named_modules() if isinstance(module, KeyQueue)
-            for buffer in DDP_IGNORED_BUFFERS]

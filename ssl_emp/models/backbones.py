@@ -1,15 +1,21 @@
 """Backbones addressed by name. Each returns a module mapping images to a flat feature vector.
 
 ResNets are torchvision's own classes with ``fc`` replaced by ``Identity``; :func:`torchvision_resnet` builds
-the same model (stem included) for anyone loading an exported backbone.
+the same model (stem included) for anyone loading an exported backbone. ``timm/<name>`` is any timm model as a
+feature extractor (:func:`timm_backbone`), its keys timm's own, so an export loads back into timm.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import difflib
+from pathlib import Path
+from typing import Any, Callable, Optional
 
+import torch
 import torchvision
 from torch import nn
+
+TIMM_PREFIX = "timm/"
 
 
 RESNETS: dict[str, Callable[..., torchvision.models.ResNet]] = {
@@ -82,10 +88,84 @@ BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
 }
 
 
-def build_backbone(name: str, in_channels: int, cifar_stem: bool = False, width: int = 64) -> tuple[nn.Module, int]:
-    """Returns ``(backbone, feature_dim)``."""
-    if name not in BACKBONES:
-        raise ValueError(f"Unknown backbone '{name}'. Known: {', '.join(BACKBONES)}.")
+def _timm():
+    try:
+        import timm
+    except ImportError:
+        raise ValueError("timm backbones need timm: pip install timm") from None
+    return timm
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise ValueError, in one line naming the closest known names, unless ``name`` is a backbone this module
+    builds: one of :data:`BACKBONES`, or ``timm/`` and a model timm knows (with or without a pretrained tag)."""
+    if name in BACKBONES:
+        return
+    if not name.startswith(TIMM_PREFIX):
+        raise ValueError(f"unknown backbone '{name}'; known: {', '.join(BACKBONES)}, or timm/<any timm model name> "
+                         f"(e.g. timm/resnet50, timm/vit_small_patch16_224)")
+    timm, model = _timm(), name[len(TIMM_PREFIX):]
+    if not timm.is_model(model):
+        closest = difflib.get_close_matches(model, timm.list_models(), n=4, cutoff=0.5)
+        raise ValueError(f"timm has no model '{model}'" + (
+            f"; closest: {', '.join(TIMM_PREFIX + c for c in closest)}" if closest else
+            "; timm.list_models('*pattern*') lists them"))
+
+
+def timm_arguments(name: str, in_channels: int, image_size: Optional[int],
+                   timm_kwargs: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """``timm.create_model(**these)`` builds the feature extractor ``timm/<name>`` is (``name`` without the prefix):
+    no classifier, ``in_channels`` inputs and, for a model with a fixed input size (ViTs, Swin), ``image_size``;
+    ``timm_kwargs`` are passed on (e.g. ``patch_size``, ``drop_path_rate``). Loading an export needs the same."""
+    timm, args = _timm(), {"model_name": name, "num_classes": 0, "in_chans": in_channels}
+    config = timm.models.get_pretrained_cfg(name.split(".")[0])
+    # timm's pretrained config says which models bake the input size into their weights (a ViT's position
+    # embedding); other models take any size and have no img_size argument.
+    if image_size is not None and config is not None and getattr(config, "fixed_input_size", False):
+        args["img_size"] = image_size
+    return {**args, **(timm_kwargs or {})}
+
+
+def timm_backbone(name: str, in_channels: int, image_size: Optional[int] = None,
+                  timm_kwargs: Optional[dict[str, Any]] = None,
+                  pretrained_file: Optional[str] = None) -> tuple[nn.Module, int]:
+    """``(model, feature_dim)``: timm's ``name`` (without ``timm/``) as a feature extractor, randomly initialised
+    unless ``pretrained_file`` names a local weights file (nothing is ever downloaded; timm adapts the first
+    conv to ``in_channels`` and drops the classifier). One forward of a blank batch at ``image_size`` checks the
+    model works at that size (some fail only when run, e.g. a ViT whose patches exceed the image) and reads the
+    feature dimension the heads need. Any failure is one ValueError line."""
+    check_backbone_name(TIMM_PREFIX + name)
+    timm = _timm()
+    args = timm_arguments(name, in_channels, image_size, timm_kwargs)
+    if pretrained_file is not None:
+        if not Path(pretrained_file).is_file():
+            raise ValueError(f"no weights file at '{pretrained_file}' (timm backbones load local files only)")
+        args.update(pretrained=True, pretrained_cfg_overlay={"file": str(pretrained_file), "num_classes": 0})
+    size = f"{image_size} px" if image_size is not None else "its default size"
+    try:
+        model = timm.create_model(**args)
+        probe = image_size or model.pretrained_cfg.get("input_size", (in_channels, 224, 224))[-1]
+        with torch.no_grad():
+            features = model.eval()(torch.zeros(2, in_channels, probe, probe))
+    except (TypeError, ValueError, RuntimeError, AssertionError, KeyError) as exc:
+        # timm names the problem (an unknown keyword, a size the architecture cannot take, a missing file)
+        # in its own words; keep the first line of it.
+        closest = [c for c in difflib.get_close_matches(name, timm.list_models(), n=4, cutoff=0.6) if c != name]
+        hint = f"; similar models: {', '.join(closest)}" if closest else ""
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"timm cannot build '{name}' with {in_channels} channel(s) at {size} "
+                         f"({type(exc).__name__}: {reason[:300]}){hint}") from None
+    return model.train(), features.shape[-1]
+
+
+def build_backbone(name: str, in_channels: int, cifar_stem: bool = False, width: int = 64, *,
+                   image_size: Optional[int] = None, timm_kwargs: Optional[dict[str, Any]] = None,
+                   pretrained_file: Optional[str] = None) -> tuple[nn.Module, int]:
+    """Returns ``(backbone, feature_dim)``. ``image_size``, ``timm_kwargs`` and ``pretrained_file`` are read by
+    ``timm/<name>`` backbones only (see :func:`timm_backbone`)."""
+    if name.startswith(TIMM_PREFIX):
+        return timm_backbone(name[len(TIMM_PREFIX):], in_channels, image_size, timm_kwargs, pretrained_file)
+    check_backbone_name(name)
     return BACKBONES[name](in_channels=in_channels, cifar_stem=cifar_stem, width=width)
 
 
