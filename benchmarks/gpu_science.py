@@ -109,7 +109,8 @@ def main(argv=None) -> int:
             and json.loads(line)["dataset"] == dataset} if results.is_file() else set()
     where = environment(device)
     print(f"gpu_science: {dataset} ({len(train)} train, {len(test)} test images), {where['device']}, rate {RATE}, "
-          f"{epochs} epochs, seed {args.seed}, commit {commit[:10]}" + (f"; done already: {sorted(done)}" if done else ""))
+          f"{epochs} epochs, seed {args.seed}, commit {commit[:10]}"
+          + (f"; done already: {sorted(done)}" if done else ""))
     labels = train.labels.cpu()
     pool = pq.RegimeData(train, train, train, test, [], None, None)
     slowest = 0.0

@@ -611,7 +611,8 @@ def summarise_regime(records: list[dict], regime: str) -> dict:
     random_mean = statistics.mean(metric(r, "test") for r in random) if random else None
     decided = searched(records, regime)[0]
     return {"metric": ALL_REGIMES[regime].metric, "epochs": decided["epochs"] if decided else None,
-            "regime": _describe(regime), "floor": {"mean": statistics.mean(floors), "n": len(floors)} if floors else None,
+            "regime": _describe(regime),
+            "floor": {"mean": statistics.mean(floors), "n": len(floors)} if floors else None,
             "full": full_mean, "headroom": full_mean - random_mean if full_mean is not None and random_mean else None,
             "oracle_headroom": {**headroom, "passes": passes_gate(headroom)} if headroom else None,
             "min_detectable_effect": min_detectable_effect(headline_diffs), "rows": rows}
@@ -662,13 +663,14 @@ def markdown(summary: dict) -> str:
              f"pay at all?", "",
              f"A regime passes where the oracle beats `random` by >= {GATE} and the best of the three clears the "
              f"random-init floor by >= {BAR_FLOOR} (means over the seeds).", "",
-             "| regime | epochs | compute (epochs of the pool) | random | oracle − random | all data at equal compute − "
-             "random | best − floor | passes |", "|---|---|---|---|---|---|---|---|"]
+             "| regime | epochs | compute (epochs of the pool) | random | oracle − random "
+             "| all data at equal compute − random | best − floor | passes |", "|---|---|---|---|---|---|---|---|"]
     for regime, d in summary["search"].items():
         for t in d.get("tried", []):
             lines.append(f"| {regime} | {t['epochs']} | {(1 - HEADLINE_RATE) * t['epochs']:.1f} | {t['random']:.4f} | "
                          f"{t['oracle_gap']:+.4f} | {t['equal_compute_minus_random']:+.4f} | "
-                         f"{t['best_minus_floor']:+.4f} | {'yes' if d['passes'] and t['epochs'] == d['epochs'] else ''} |")
+                         f"{t['best_minus_floor']:+.4f} | "
+                         f"{'yes' if d['passes'] and t['epochs'] == d['epochs'] else ''} |")
     if summary.get("coverage_choice"):
         c = summary["coverage_choice"]
         lines += ["", f"coverage setting chosen on validation: `{c['method']}` (gain over random "
@@ -679,14 +681,16 @@ def markdown(summary: dict) -> str:
         mde = f"{s['min_detectable_effect']:.4f}" if s["min_detectable_effect"] else "—"
         gate = s["oracle_headroom"]
         lines += ["", f"### {regime} ({s['metric']}, {s['epochs']} epochs)", "",
-                  f"floor {floor}; full data {_cell(s['full'], '.4f')}; full − random {_cell(s['headroom'], '+.4f')}; "
+                  f"floor {floor}; full data {_cell(s['full'], '.4f')}; "
+                  f"full − random {_cell(s['headroom'], '+.4f')}; "
                   f"**oracle headroom {_interval(gate)}** ({'passes' if gate and gate['passes'] else 'does not pass'}"
                   f" the gate); smallest effect detectable at 80% power {mde}; recommended: "
                   f"`{summary['recommended'].get(regime)}`", "",
                   "| method | achieved | n | metric | vs random | vs full_equal_compute | gap closure (of oracle's) | "
                   "rare-3 | copy share | junk share | embed share |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in s["rows"]:
-            cells = [row["method"], f"{row['achieved_rate']:.3f}", str(row["n"]), f"{row['mean']:.4f} ± {row['std']:.4f}",
+            cells = [row["method"], f"{row['achieved_rate']:.3f}", str(row["n"]),
+                     f"{row['mean']:.4f} ± {row['std']:.4f}",
                      _interval(row["diff_vs_random"]), _interval(row["diff_vs_equal_compute"]),
                      _interval(row["gap_closure"]), _cell(row.get("rare3")), _cell(row.get("copy_forward_share")),
                      _cell(row.get("junk_forward_share")), _cell(row.get("embed_share"))]

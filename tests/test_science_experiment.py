@@ -1,9 +1,11 @@
 """The prepared GPU science experiment in its CPU mode: ``benchmarks/gpu_science.sh --tiny`` runs every method end
-to end and writes the records the GPU run will, so the script cannot rot before a GPU is lent."""
+to end and writes the records the GPU run will, so the script cannot rot before a GPU is lent. (No 'gpu' or 'cuda'
+in these names: the GPU check runs the tests that carry those words on the device machine.)"""
 
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,8 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-def test_gpu_science_tiny_runs_every_method_and_records_commit_device_and_compute(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+def test_the_science_experiment_tiny_runs_every_method_and_records_commit_device_and_compute(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHON": sys.executable}
     done = subprocess.run(["bash", "benchmarks/gpu_science.sh", "--tiny", "--results", str(tmp_path), "--",
                            "--epochs", "4", "--probe-epochs", "5"], cwd=ROOT, capture_output=True, text=True,
                           timeout=900, env=env)
@@ -35,7 +37,8 @@ def test_gpu_science_tiny_runs_every_method_and_records_commit_device_and_comput
     assert len((tmp_path / "gpu_science.jsonl").read_text().splitlines()) == 5
 
 
-def test_gpu_science_refuses_without_cuda_unless_tiny():
+def test_the_science_experiment_refuses_a_machine_without_the_accelerator_unless_tiny():
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable}
     done = subprocess.run(["bash", "benchmarks/gpu_science.sh", "--", "--minutes", "1"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+                          text=True, timeout=120, env=env)
     assert done.returncode == 1 and "no CUDA device here" in done.stderr and "Traceback" not in done.stderr
