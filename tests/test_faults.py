@@ -172,3 +172,14 @@ def test_resume_with_an_incompatible_config_is_explained(tiny_overrides):
     with pytest.raises(RunDirError, match="fixed for the life of a run") as error:
         pretrain(changed, show_progress=False)
     assert "method.name: 'simclr' -> 'moco'" in str(error.value) and "model.width: 8 -> 16" in str(error.value)
+
+
+def test_resume_refuses_another_dino_head(tmp_path):
+    from ssl_emp.engine import RunDirError
+    from ssl_emp.engine.run_dir import check_resume_compatible
+
+    saved = {"method": {"name": "dino", "bottleneck_dim": 256, "head_batchnorm": False}}
+    check_resume_compatible(saved, saved, tmp_path)
+    for key, value in (("bottleneck_dim", 64), ("head_batchnorm", True)):
+        with pytest.raises(RunDirError, match=f"method.{key}"):
+            check_resume_compatible(saved, {"method": {**saved["method"], key: value}}, tmp_path)

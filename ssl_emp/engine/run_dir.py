@@ -43,7 +43,8 @@ def prepare_run_dir(out_dir: str, name: Optional[str], resume: Union[bool, str],
 
 
 # Settings a run cannot change when it resumes: they fix the shapes of the saved state or the dataset it indexes.
-RESUME_FIXED = ("data.name", "data.subset", "data.image_size", "model", "method.name", "method.queue_size")
+RESUME_FIXED = ("data.name", "data.subset", "data.image_size", "model", "method.name", "method.queue_size",
+                "method.bottleneck_dim", "method.head_batchnorm")
 
 
 def _flat(tree: dict, prefix: str = ""):
