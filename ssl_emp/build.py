@@ -66,7 +66,8 @@ def build_method(cfg: PretrainConfig, in_channels: int, image_size: Optional[int
     offered = {**cfg.method.model_dump(exclude={"name"}), "proj_hidden_dim": m.proj_hidden_dim,
                "proj_dim": m.proj_output_dim,
                # the method reads where the run stands as a fraction of it; the config counts epochs
-               "teacher_temp_warmup": cfg.method.teacher_temp_warmup_epochs / cfg.train.epochs}
+               "teacher_temp_warmup": cfg.method.teacher_temp_warmup_epochs / cfg.train.epochs,
+               "freeze_last_layer": cfg.method.freeze_last_layer_epochs / cfg.train.epochs}
     accepted = inspect.signature(method).parameters
     return method(backbone, feature_dim, **{k: v for k, v in offered.items() if k in accepted})
 

@@ -218,3 +218,46 @@ def test_dino_trains_with_local_crops_through_the_trainer(tiny_overrides, monkey
     assert all(shapes == [(8, 8)] + [(6, 6)] * 3 for shapes in seen)
     with pytest.raises(ConfigError, match="augment.local_crops .*read only when method.name is dino"):
         _cfg(tiny_overrides, "method.name=byol", "augment.local_crops=2")
+
+
+def test_dinos_last_layer_stays_frozen_for_its_share_of_the_run_and_only_it():
+    model = _dino(freeze_last_layer=0.5)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.1)  # decay, too, must leave it
+    last, hidden = model.projection_head.last_layer, model.projection_head.layers
+    images = torch.rand(2, 8, 1, 8, 8)
+
+    def step(progress):
+        before = [p.detach().clone() for p in (*last.parameters(), *hidden.parameters())]
+        model.set_progress(progress)
+        optimizer.zero_grad()
+        model(*images).loss.mean().backward()
+        model.before_optimizer_step()
+        optimizer.step()
+        return [not torch.equal(b, p) for b, p in zip(before, (*last.parameters(), *hidden.parameters()))]
+
+    moved = step(0.4)
+    frozen_count = len(list(last.parameters()))
+    assert not any(moved[:frozen_count]) and any(moved[frozen_count:])
+    assert any(step(0.5)[:frozen_count])
+
+
+def test_the_trainer_freezes_dinos_last_layer(tiny_overrides):
+    """Frozen for the whole run, the student's last layer stays where it began, and so does the teacher's moving
+    average of it, while the layers before it move."""
+    from ssl_emp.engine import load_checkpoint
+
+    def weights(freeze):
+        result = pretrain(_cfg(tiny_overrides, *TINY_DINO, "train.epochs=2", "monitor.every=0",
+                               f"method.freeze_last_layer_epochs={freeze}", f"run.name=freeze{freeze}"), show_progress=False)
+        state = load_checkpoint(result.checkpoint)["model"]
+        return {name: (state[f"projection_head.{name}"], state[f"projection_head_momentum.{name}"])
+                for name in state if name.startswith("projection_head.")
+                for name in [name.removeprefix("projection_head.")]}
+
+    def student_equals_teacher(pairs, prefix):
+        return all(torch.allclose(s.float(), t.float(), atol=1e-6) for n, (s, t) in pairs.items()
+                   if n.startswith(prefix))
+
+    frozen, free = weights(2), weights(0)
+    assert student_equals_teacher(frozen, "last_layer") and not student_equals_teacher(frozen, "layers")
+    assert not student_equals_teacher(free, "last_layer")

@@ -113,6 +113,9 @@ class MethodConfig(_Section):
                                                          "embedding the pruner reads)")
     head_batchnorm: bool = Field(False, description="dino: BatchNorm in the head's hidden layers (for CNNs; off for "
                                                      "ViTs)")
+    freeze_last_layer_epochs: float = Field(
+        0.0, ge=0, description="dino: epochs at the start during which the head's last layer is not updated (the "
+        "DINO ViT recipe: 1; it keeps the early, unstable outputs from collapsing)")
 
 
 class OptimConfig(_Section):

@@ -28,6 +28,7 @@ READ_ONLY_WHEN = {
     "method.center_momentum": ("method.name", ("dino",)),
     "method.bottleneck_dim": ("method.name", ("dino",)),
     "method.head_batchnorm": ("method.name", ("dino",)),
+    "method.freeze_last_layer_epochs": ("method.name", ("dino",)),
     "augment.local_crops": ("method.name", ("dino",)),
     "augment.local_crop_size": ("method.name", ("dino",)),
     "augment.local_crop_scale_min": ("method.name", ("dino",)),

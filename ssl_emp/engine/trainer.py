@@ -141,6 +141,7 @@ class Pretrainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         with record_function("ssl_emp.optimizer"):
+            self.model.before_optimizer_step()
             if self.clip_grad is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
             self.optimizer.step()

@@ -34,6 +34,9 @@ class ContrastiveMethod(nn.Module):
         run (BYOL's and DINO's teacher momentum, DINO's teacher temperature) reads it. A hand-written loop that
         never calls it keeps those settings at their starting values."""
 
+    def before_optimizer_step(self) -> None:
+        """Hook between the backward pass and the optimizer step (DINO drops its last layer's gradients here)."""
+
     def on_step_end(self) -> None:
         """Hook after each optimizer step (momentum encoders update here)."""
 

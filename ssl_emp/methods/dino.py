@@ -31,7 +31,8 @@ class DINO(MomentumTeacherMethod):
     The teacher is the student's moving average, its weight rising on a cosine from ``momentum`` to
     ``momentum_end``; its outputs are centred (EMA weight ``center_momentum``) and sharpened by
     ``teacher_temp``, which rises linearly from ``warmup_teacher_temp`` over the first ``teacher_temp_warmup``
-    of the run (a fraction; :meth:`set_progress` says where the run stands)."""
+    of the run (a fraction; :meth:`set_progress` says where the run stands). The head's last layer is not updated
+    over the first ``freeze_last_layer`` of the run (a fraction; DINO's ViT recipe: one epoch)."""
 
     # Every rank updates the center with the same all-reduced batch center: DDP need not broadcast it.
     ddp_identical_buffers = ("criterion.center",)
@@ -40,7 +41,7 @@ class DINO(MomentumTeacherMethod):
                  bottleneck_dim: int = 256, proj_dim: int = 65536, head_batchnorm: bool = False,
                  student_temp: float = 0.1, teacher_temp: float = 0.04, warmup_teacher_temp: float = 0.04,
                  teacher_temp_warmup: float = 0.0, center_momentum: float = 0.9, momentum: float = 0.996,
-                 momentum_end: float = 1.0):
+                 momentum_end: float = 1.0, freeze_last_layer: float = 0.0):
         super().__init__(momentum, momentum_end)
         self.backbone = backbone
         head = dict(input_dim=feature_dim, hidden_dim=proj_hidden_dim, bottleneck_dim=bottleneck_dim,
@@ -57,6 +58,15 @@ class DINO(MomentumTeacherMethod):
         self.criterion = DINOLoss(proj_dim, teacher_temp=teacher_temp, student_temp=student_temp,
                                   center_momentum=center_momentum)
         self.warmup_teacher_temp, self.teacher_temp_warmup = warmup_teacher_temp, teacher_temp_warmup
+        self.freeze_last_layer = freeze_last_layer
+
+    def before_optimizer_step(self) -> None:
+        """Drop the last layer's gradients while it is frozen, so the optimizer leaves it as it is (weight decay
+        included). lightly's ``cancel_last_layer_gradients`` counts whole epochs; this follows the run's progress,
+        as the teacher's schedules do, because a pruned run's epochs are not its compute."""
+        if self.progress < self.freeze_last_layer:
+            for parameter in self.projection_head.last_layer.parameters():
+                parameter.grad = None
 
     def current_teacher_temp(self) -> float:
         """Linear from ``warmup_teacher_temp`` to ``teacher_temp`` over the warm-up's fraction of the run: by
