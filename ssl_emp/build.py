@@ -118,10 +118,11 @@ def build_monitor(cfg: PretrainConfig, image_size: int, mean: list[float], std: 
                       temperature=monitor.temperature)
 
 
-def build_tracker(cfg: PretrainConfig, run_dir: Path, run_id: Optional[str] = None) -> Tracker:
+def build_tracker(cfg: PretrainConfig, run_dir: Path, run_id: Optional[str] = None,
+                  rewind_to_step: Optional[int] = None) -> Tracker:
     return Tracker(run_dir, mode=cfg.tracking.wandb, project=cfg.tracking.project, entity=cfg.tracking.entity,
                    name=run_dir.name, config=cfg.model_dump(), job_type="pretrain", group=run_dir.name,
-                   run_id=run_id, images_every=cfg.tracking.images_every)
+                   run_id=run_id, images_every=cfg.tracking.images_every, rewind_to_step=rewind_to_step)
 
 
 # The smallest batch a run shrinks a batch to by itself. Every method learns from the other samples of a batch:
@@ -300,7 +301,7 @@ def _pretrain(cfg, recipe, show_progress, train_bank, ctx: DistContext) -> Pretr
     run_id_file = run_dir / "wandb_run_id"
     run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-    tracker = build_tracker(cfg, run_dir, run_id)
+    tracker = build_tracker(cfg, run_dir, run_id, rewind_to_step=trainer.global_step if resuming else None)
     print(tracker.describe())
     if tracker.wandb_run is not None and run_id is None:
         run_id_file.write_text(tracker.wandb_run.id)

@@ -21,8 +21,9 @@ class PlotError(ValueError):
 
 
 def epoch_records(run_dir: Path) -> list[dict]:
-    """The per-epoch records of a run, one per epoch: a resumed run repeats the epochs after its last checkpoint,
-    and the later record of an epoch is the one the run continued from."""
+    """The per-epoch records of a run, one per epoch. A resumed run drops what its stopped attempt logged past the
+    checkpoint; a run resumed before that was so, or a file written by hand, may repeat an epoch, and the later
+    record of an epoch is the one the run continued from."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise PlotError(f"No metrics.jsonl in '{run_dir}'; pass a run directory (runs/NAME).")

@@ -46,15 +46,36 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def rewind_metrics(path: Path, step: int) -> None:
+    """Drop the lines a resumed run will write again: those past ``step`` (its checkpoint's), logged by the attempt
+    that stopped after it, and any line a crash cut short. Without this a resumed run's metrics.jsonl holds those
+    steps twice, and its per-step curves double back. Atomic: a crash here leaves the file as it was."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and (record.get("step") is None or record["step"] <= step):
+            kept.append(line + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
+
+
 class Tracker:
     """Logs dictionaries of scalars; one instance per job (pretraining, probe, ...)."""
 
     def __init__(self, run_dir: Path, *, mode: str, project: str, entity: Optional[str], name: str,
                  config: dict, job_type: str, group: Optional[str] = None, run_id: Optional[str] = None,
-                 metrics_file: str = "metrics.jsonl", images_every: int = 0):
+                 metrics_file: str = "metrics.jsonl", images_every: int = 0, rewind_to_step: Optional[int] = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.run_dir / metrics_file
+        if rewind_to_step is not None:
+            rewind_metrics(self.metrics_path, rewind_to_step)
         self._metrics = open(self.metrics_path, "a", buffering=1)
         self.mode = resolve_wandb_mode(mode)
         self.images_every = images_every

@@ -15,7 +15,7 @@ from ssl_emp.build import pretrain
 from ssl_emp.engine import CheckpointError, load_checkpoint
 from ssl_emp.plot import epoch_records
 from ssl_emp.checkpoint import atomic_save
-from ssl_emp.tracking import Tracker
+from ssl_emp.tracking import Tracker, rewind_metrics
 
 KILLABLE = ["model.width=32", "model.proj_hidden_dim=32", "model.proj_output_dim=16", "train.batch_size=64",
             "train.epochs=8", "train.checkpoint_every=1", "tracking.wandb=disabled", "monitor.every=0",
@@ -51,6 +51,8 @@ def test_sigkilled_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"Resuming {tmp_path / 'killed'} at epoch {killed_at}" in resumed.stdout
+    steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps)  # the killed attempt's steps past the checkpoint were dropped, not written twice
 
     # "Same": every epoch kept the same number of samples (same plans), the epoch losses agree to float
     # round-off, and the final score tables and weights are equal. On CPU with a fixed thread count the
@@ -150,6 +152,31 @@ def test_wandb_failing_mid_run_only_warns(tmp_path):
         tracker.log({"train/loss": 1.0}, step=1)
         tracker.finish()
     assert json.loads((tmp_path / "metrics.jsonl").read_text())["train/loss"] == 1.0
+
+
+def test_a_resumed_runs_metrics_rewind_to_its_checkpoint(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    lines = [{"step": 1, "train/loss": 3.0}, {"step": 2, "epoch": 1}, {"step": None, "note": "kept"},
+             {"step": 3, "train/loss": 2.0}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"step": 4, "train/lo')  # a crash cut it short
+    rewind_metrics(path, 2)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == lines[:3]
+    rewind_metrics(tmp_path / "none.jsonl", 2)  # a run without metrics yet has nothing to rewind
+    assert not (tmp_path / "none.jsonl").exists()
+
+
+def test_a_resumed_run_rewinds_its_metrics_to_the_checkpoint(tiny_overrides):
+    """What a stopped attempt logged past its last checkpoint (here a planted line far ahead) is gone once the run
+    resumes: the resumed run writes those steps again."""
+    run = pretrain(load_pretrain_config("configs/default.yaml", [*tiny_overrides, "monitor.every=0"]),
+                   show_progress=False)
+    metrics = run.run_dir / "metrics.jsonl"
+    with open(metrics, "a") as f:
+        f.write(json.dumps({"step": 10**6, "train/loss": 0.0}) + "\n")
+    pretrain(load_pretrain_config("configs/default.yaml", [*tiny_overrides, "monitor.every=0", "run.resume=true",
+                                                           "run.extend=true", "train.epochs=3"]), show_progress=False)
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert 10**6 not in steps and steps == sorted(steps) and max(steps) > run.global_step
 
 
 def test_checkpoint_from_another_architecture_is_refused(tiny_overrides):
