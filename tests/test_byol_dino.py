@@ -247,12 +247,13 @@ def test_the_trainer_freezes_dinos_last_layer(tiny_overrides):
     from ssl_emp.engine import load_checkpoint
 
     def weights(freeze):
+        """(student, teacher) of each head parameter, by its name inside the head."""
         result = pretrain(_cfg(tiny_overrides, *TINY_DINO, "train.epochs=2", "monitor.every=0",
-                               f"method.freeze_last_layer_epochs={freeze}", f"run.name=freeze{freeze}"), show_progress=False)
+                               f"method.freeze_last_layer_epochs={freeze}", f"run.name=freeze{freeze}"),
+                          show_progress=False)
         state = load_checkpoint(result.checkpoint)["model"]
-        return {name: (state[f"projection_head.{name}"], state[f"projection_head_momentum.{name}"])
-                for name in state if name.startswith("projection_head.")
-                for name in [name.removeprefix("projection_head.")]}
+        names = [key.removeprefix("projection_head.") for key in state if key.startswith("projection_head.")]
+        return {name: (state[f"projection_head.{name}"], state[f"projection_head_momentum.{name}"]) for name in names}
 
     def student_equals_teacher(pairs, prefix):
         return all(torch.allclose(s.float(), t.float(), atol=1e-6) for n, (s, t) in pairs.items()

@@ -154,7 +154,7 @@ def test_wandb_failing_mid_run_only_warns(tmp_path):
     assert json.loads((tmp_path / "metrics.jsonl").read_text())["train/loss"] == 1.0
 
 
-def test_a_resumed_runs_metrics_rewind_to_its_checkpoint(tmp_path):
+def test_rewinding_metrics_keeps_what_came_up_to_the_checkpoint(tmp_path):
     path = tmp_path / "metrics.jsonl"
     lines = [{"step": 1, "train/loss": 3.0}, {"step": 2, "epoch": 1}, {"step": None, "note": "kept"},
              {"step": 3, "train/loss": 2.0}]
