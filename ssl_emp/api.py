@@ -17,8 +17,7 @@ from typing import Any, Optional, Sequence, Union
 from torch import nn
 
 from ssl_emp.build import pretrain
-from ssl_emp.config import (PretrainConfig, build_config, check_settings_used, data_overrides, load_pretrain_config,
-                            parse_overrides)
+from ssl_emp.config import PretrainConfig, data_overrides, load_pretrain_config, load_run_config
 from ssl_emp.config.schema import ConfigError
 from ssl_emp.engine import PretrainResult
 
@@ -91,14 +90,7 @@ def train(out: Optional[Union[str, Path]] = None, data: Optional[Union[str, Path
     elif resume:
         raise ConfigError(f"resume={resume!r} needs out=, the folder of the run to continue.")
     if resume is True:
-        saved = Path(out) / "config.yaml"
-        if not saved.is_file():
-            raise ConfigError(f"resume=True: '{out}' has no config.yaml; is it a run folder?")
-        import yaml
-
-        cfg = build_config(PretrainConfig, yaml.safe_load(saved.read_text()), [*given, "run.resume=true"],
-                           source=str(saved))
-        check_settings_used(cfg, parse_overrides(given), {})
+        cfg = load_run_config(out, given)
     else:
         cfg = load_pretrain_config(config, [*given, *(["run.resume=auto"] if resume == "auto" else [])])
     result = pretrain(cfg, recipe=Path(config).stem if config else "run", show_progress=show_progress)

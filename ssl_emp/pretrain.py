@@ -54,27 +54,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import yaml
-
     from ssl_emp.build import pretrain
     from ssl_emp.checkpoint import CheckpointError
-    from ssl_emp.config import ConfigError, PretrainConfig, build_config, check_settings_used, parse_overrides
-    from ssl_emp.config import data_overrides, load_pretrain_config
+    from ssl_emp.config import ConfigError, data_overrides, load_pretrain_config, load_run_config
     from ssl_emp.data import DatasetNotFoundError, UnreadableImageError
     from ssl_emp.engine import RunDirError, RunInterrupted
 
     try:
         given = [*(data_overrides(args.data) if args.data else []), *args.overrides]
         if args.resume and args.resume != "auto":
-            run_dir = Path(args.resume)
-            saved = run_dir / "config.yaml"
-            if not saved.is_file():
-                raise RunDirError(f"--resume {run_dir}: no config.yaml there; is it a run directory? (--resume auto "
-                                  "with run.name=NAME resumes a run where there is one, else starts it)")
-            tree = yaml.safe_load(saved.read_text())
-            overrides = [*given, f"run.out_dir={run_dir.parent}", f"run.name={run_dir.name}", "run.resume=true"]
-            cfg = build_config(PretrainConfig, tree, overrides, source=str(saved))
-            check_settings_used(cfg, parse_overrides(given), {})
+            cfg = load_run_config(args.resume, given)
         else:
             cfg = load_pretrain_config(args.config, [*given, *(["run.resume=auto"] if args.resume else [])])
         recipe = Path(args.config).stem if args.config else "default"

@@ -23,15 +23,20 @@ def _write_idx(path, array, gz):
         f.write(payload)
 
 
+def _write_debian_package(folder, train: int, test: int, seed: int) -> None:
+    """Gzipped IDX files as the Debian package installs them: ``train`` and ``test`` random 28x28 images."""
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for prefix, n in (("train", train), ("t10k", test)):
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), True)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8), True)
+
+
 def test_fashion_mnist_without_a_root_is_found_where_the_debian_package_puts_it(tmp_path, monkeypatch):
     """data.name=fashion-mnist alone: the package's gzipped files are unpacked into ./data and read from there,
     in pretraining as in evaluation (one lookup, in ssl_emp.data)."""
     package = tmp_path / "usr-share-datasets-fashion-mnist"
-    package.mkdir()
-    rng = np.random.default_rng(1)
-    for prefix, n in (("train", 4), ("t10k", 2)):
-        _write_idx(package / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), True)
-        _write_idx(package / f"{prefix}-labels-idx1-ubyte", np.arange(n, dtype=np.uint8), True)
+    _write_debian_package(package, train=4, test=2, seed=1)
     monkeypatch.setattr("ssl_emp.data.datasets.DEBIAN_FASHION_MNIST", package)
     monkeypatch.chdir(tmp_path)
     assert len(load_bank("fashion-mnist", None, "train")) == 4 and len(load_bank("fashion-mnist", None, "test")) == 2
@@ -43,11 +48,7 @@ def test_processes_unpacking_fashion_mnist_at_once_all_get_it(tmp_path):
     """Two DDP ranks (or benchmark workers) on a fresh machine unpack the package's files together: each writes its
     own temporary file, so neither finds its file renamed away by the other (a shared name did, and one crashed)."""
     package = tmp_path / "package"
-    package.mkdir()
-    rng = np.random.default_rng(2)
-    for prefix, n in (("train", 20000), ("t10k", 5)):
-        _write_idx(package / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), True)
-        _write_idx(package / f"{prefix}-labels-idx1-ubyte", np.zeros(n, dtype=np.uint8), True)
+    _write_debian_package(package, train=20000, test=5, seed=2)
     code = ("import sys; import ssl_emp.data.datasets as d; from pathlib import Path; "
             f"d.DEBIAN_FASHION_MNIST = Path({str(package)!r}); "
             f"print(len(d.load_bank('fashion-mnist', {str(tmp_path / 'root')!r}, 'train')))")

@@ -129,6 +129,22 @@ def build_config(model: type[BaseModel], tree: dict, overrides: list[str] = (), 
         raise _explain(exc, model, source, given) from None
 
 
+def load_run_config(run_dir: Union[str, Path], overrides: list[str] = ()) -> PretrainConfig:
+    """A run folder's saved settings (its ``config.yaml``) plus ``overrides``, set to resume that run; as on a
+    recipe, an override the run would not read is refused. What ``--resume RUN_DIR`` and
+    ``ssl_emp.train(out=RUN_DIR, resume=True)`` run."""
+    run_dir = Path(run_dir)
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"Cannot resume '{run_dir}': it has no config.yaml; is it a run folder? (run.resume=auto "
+                          "with its run.name resumes a run where there is one and starts it otherwise)")
+    located = [f"run.out_dir={json.dumps(str(run_dir.parent))}", f"run.name={json.dumps(run_dir.name)}"]
+    cfg = build_config(PretrainConfig, read_yaml(saved), [*overrides, *located, "run.resume=true"],
+                       source=str(saved))
+    check_settings_used(cfg, parse_overrides(list(overrides)), {})
+    return cfg
+
+
 def load_pretrain_config(path: Optional[Union[str, Path]] = None, overrides: list[str] = ()) -> PretrainConfig:
     """A recipe (default: :data:`DEFAULT_RECIPE`) plus command-line overrides; a setting that cannot affect the
     run is refused when the command line gives it, and warned about (one line on stderr) when the recipe does."""

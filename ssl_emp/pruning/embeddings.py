@@ -30,6 +30,7 @@ class EmbeddingMemory:
         self.filled = torch.zeros(num_samples, dtype=torch.bool)
         self.epoch = -1  # the epoch whose plan the latest refresh was made for
         self.forwards = 0  # clean forwards spent filling it, over the whole run
+        self._clustering: Optional[tuple] = None  # (count asked, (x, assignment, centroids)) of the current vectors
 
     @property
     def ready(self) -> bool:
@@ -43,6 +44,7 @@ class EmbeddingMemory:
         self.filled[indices] = True
         self.epoch = epoch
         self.forwards += indices.numel()
+        self._clustering = None
 
     def mark_missing(self, indices: torch.Tensor, epoch: int) -> None:
         """Samples whose image could not be read (a streamed folder's unreadable files): a zero vector each. They
@@ -51,6 +53,7 @@ class EmbeddingMemory:
             self.vectors[indices.cpu().long()] = 0.0
             self.filled[indices.cpu().long()] = True
             self.epoch = epoch
+            self._clustering = None
 
     def normalised(self) -> torch.Tensor:
         """The vectors centred on their mean and scaled to unit length: cosine similarity is then a dot product,
@@ -58,6 +61,16 @@ class EmbeddingMemory:
         look alike."""
         centred = self.vectors - self.vectors.mean(dim=0, keepdim=True)
         return F.normalize(centred, dim=1)
+
+    def clusters(self, count: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x, assignment, centroids)``: the :meth:`normalised` vectors and their spherical k-means clustering into
+        ``count`` groups (default :func:`default_clusters`). Computed once per refresh of the memory, which every
+        pruned epoch until the next refresh plans from."""
+        if self._clustering is None or self._clustering[0] != count:
+            x = self.normalised()
+            assignment, centroids = spherical_kmeans(x, count or default_clusters(x.shape[0]), self.generator())
+            self._clustering = (count, (x, assignment, centroids))
+        return self._clustering[1]
 
     def generator(self) -> torch.Generator:
         """Seeded by the run's seed and the refresh, so a resumed run clusters exactly as the first one did."""
@@ -71,6 +84,7 @@ class EmbeddingMemory:
             self.vectors = state["vectors"].float().cpu()
         self.filled = state.get("filled", self.filled).cpu()
         self.epoch, self.forwards = state.get("epoch", -1), state.get("forwards", 0)
+        self._clustering = None
 
 
 def default_clusters(num_samples: int) -> int:
@@ -103,7 +117,7 @@ def neighbour_counts(x: torch.Tensor, assignment: torch.Tensor, threshold: float
     counts = torch.ones(x.shape[0], dtype=torch.long)
     order = assignment.argsort(stable=True)
     sizes = torch.bincount(assignment).tolist()
-    for members in order.split([s for s in sizes]):
+    for members in order.split(sizes):
         if members.numel() > 1:
             block = x[members]
             counts[members] = (block @ block.T >= threshold).sum(dim=1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ssl_emp.pruning.embeddings import default_clusters, spherical_kmeans, target_rates
+from ssl_emp.pruning.embeddings import target_rates
 from ssl_emp.pruning.plan import EpochPlan
 from ssl_emp.pruning.selectors.base import Selector, budget
 
@@ -21,9 +21,7 @@ class CentralSelector(Selector):
 
     def select(self, table, rate, generator):
         keep = budget(table.num_samples, rate)
-        x = self.memory.normalised()
-        assignment, centroids = spherical_kmeans(x, self.cfg.clusters or default_clusters(x.shape[0]),
-                                                 self.memory.generator())
+        x, assignment, centroids = self.memory.clusters(self.cfg.clusters)
         sizes = torch.bincount(assignment, minlength=centroids.shape[0])
         shares = _whole(target_rates(sizes.double().pow(self.cfg.balance) * (sizes > 0), keep, caps=sizes), keep)
         similarity = (x * centroids[assignment]).sum(dim=1)

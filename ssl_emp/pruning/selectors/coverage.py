@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ssl_emp.pruning.embeddings import default_clusters, neighbour_counts, spherical_kmeans
+from ssl_emp.pruning.embeddings import neighbour_counts
 from ssl_emp.pruning.selectors.target_rates import TargetRateSelector
 
 
@@ -23,13 +23,11 @@ class CoverageSelector(TargetRateSelector):
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
-        self._neighbours: tuple[int, torch.Tensor] | None = None  # (memory refresh, counts): k-means once each
+        self._neighbours: tuple[int, torch.Tensor] | None = None  # (memory refresh, counts): counted once each
 
     def neighbours(self) -> torch.Tensor:
         if self._neighbours is None or self._neighbours[0] != self.memory.epoch:
-            x = self.memory.normalised()
-            clusters = self.cfg.clusters or default_clusters(x.shape[0])
-            assignment, _ = spherical_kmeans(x, clusters, self.memory.generator())
+            x, assignment, _ = self.memory.clusters(self.cfg.clusters)
             self._neighbours = (self.memory.epoch, neighbour_counts(x, assignment, self.cfg.coverage_threshold))
         return self._neighbours[1]
 
