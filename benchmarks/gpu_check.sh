@@ -19,6 +19,8 @@
 #  c. The sync-debug pass: steps of a pruned epoch (EMP scores, InfoBatch) under
 #     torch.cuda.set_sync_debug_mode("error"), run inside (b) for each method: 0 syncs, or the first
 #     synchronising call by file and line. Skipped on the CPU.
+#  d. benchmarks/selection_scale.py on the device: one refresh of the coverage selector's memory at 100k, 1.28M
+#     and 10M samples (d=128); writes <results>/selection_scale_<device>.json and .png. With --tiny: 10k on the CPU.
 #
 # On the device machine, with the wheels carried:  GPU_WHEELS=wheels bash benchmarks/gpu_check.sh --results $OUT
 # Exit status 0 only if every stage passed.
@@ -35,7 +37,7 @@ while [ $# -gt 0 ]; do
         --wheels) WHEELS="${2:?--wheels needs a folder}"; shift ;;
         --results) RESULTS="${2:?--results needs a folder}"; shift ;;
         --) shift; EXTRA=("$@"); break ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "gpu_check: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -115,6 +117,16 @@ sys.exit(failed)
 PY
     echo "results: $JSON and ${JSON%.json}.md"
 fi
+
+stage "d. selection at scale"
+if [ "$TINY" = 1 ]; then
+    SCALE=(--sizes 10000 --dims 128 --repeats 1 --device cpu)
+else
+    SCALE=(--sizes 100000 1280000 10000000 --dims 128 --repeats 3 --device cuda)
+fi
+echo "$PYTHON benchmarks/selection_scale.py ${SCALE[*]} --agreement --results-dir $RESULTS"
+timeout 300 "$PYTHON" benchmarks/selection_scale.py "${SCALE[@]}" --agreement --results-dir "$RESULTS" \
+    || FAILED+=("d: selection scale")
 
 stage "done"
 if [ ${#FAILED[@]} -eq 0 ]; then

@@ -58,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
     from ssl_emp.checkpoint import CheckpointError
     from ssl_emp.config import ConfigError, data_overrides, load_pretrain_config, load_run_config
     from ssl_emp.data import DatasetNotFoundError, UnreadableImageError
-    from ssl_emp.engine import RunDirError, RunInterrupted
+    from ssl_emp.engine import PlanMismatchError, RunDirError, RunInterrupted
 
     try:
         given = [*(data_overrides(args.data) if args.data else []), *args.overrides]
@@ -68,7 +68,8 @@ def _run(args: argparse.Namespace) -> int:
             cfg = load_pretrain_config(args.config, [*given, *(["run.resume=auto"] if args.resume else [])])
         recipe = Path(args.config).stem if args.config else "default"
         result = pretrain(cfg, recipe=recipe)
-    except (ConfigError, DatasetNotFoundError, CheckpointError, RunDirError, UnreadableImageError, ValueError) as exc:
+    except (ConfigError, DatasetNotFoundError, CheckpointError, RunDirError, UnreadableImageError, ValueError,
+            PlanMismatchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RunInterrupted as stopped:

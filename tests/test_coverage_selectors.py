@@ -10,7 +10,7 @@ from ssl_emp.build import pretrain
 from ssl_emp.checkpoint import load_checkpoint
 from ssl_emp.config import load_pretrain_config
 from ssl_emp.pruning import Pruner, SampleStats
-from ssl_emp.pruning.embeddings import draw_by_credit, neighbour_counts, spherical_kmeans, target_rates
+from ssl_emp.pruning.embeddings import EmbeddingMemory, draw_by_credit, target_rates
 from ssl_emp.pruning.selectors.base import budget
 from ssl_emp.pruning.selectors.stratified import even_shares
 
@@ -66,11 +66,12 @@ def test_credit_draws_follow_the_rates_and_equal_rates_are_rs2():
 
 def test_kmeans_separates_clear_clusters_and_counts_near_neighbours_inside_them():
     points, owner = _points(unique=0, bursts=(30, 20, 50), spread=0.01)
-    x = torch.nn.functional.normalize(points - points.mean(0), dim=1)
-    assignment, _ = spherical_kmeans(x, 3, torch.Generator().manual_seed(0))
+    memory = EmbeddingMemory(len(points))
+    memory.store(torch.arange(len(points)), points, epoch=1)
+    assignment = memory.clusters(3).assignment
     for b in range(3):
         assert assignment[owner == b].unique().numel() == 1  # a burst is never split
-    counts = neighbour_counts(x, assignment, threshold=0.9)
+    counts = memory.neighbour_counts(0.9, 3)
     assert counts[owner == 0].tolist() == [30] * 30 and counts[owner == 2].tolist() == [50] * 50
 
 
@@ -240,8 +241,14 @@ def test_a_run_embeds_clean_images_counts_them_and_resumes_exactly(tiny_override
         assert torch.allclose(after["model"][key].float(), value.float(), atol=1e-5), key
     for key, value in final["pruning"]["table"].items():
         torch.testing.assert_close(after["pruning"]["table"][key], value, equal_nan=True, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(after["pruning"]["embeddings"]["vectors"], final["pruning"]["embeddings"]["vectors"],
-                               rtol=1e-4, atol=1e-4)
+    kept, expected = after["pruning"]["embeddings"], final["pruning"]["embeddings"]  # what the refresh found
+    assert "vectors" not in kept  # the checkpoint holds the statistics, not the [N, d] table
+    assert torch.equal(kept["clustering"]["assignment"], expected["clustering"]["assignment"])
+    torch.testing.assert_close(kept["clustering"]["similarity"], expected["clustering"]["similarity"], rtol=1e-4,
+                               atol=1e-4)
+    assert kept["counts"].keys() == expected["counts"].keys()
+    for threshold, counts in expected["counts"].items():
+        assert torch.equal(kept["counts"][threshold], counts)
 
 
 def test_coverage_in_your_own_loop_as_the_docs_show_it():

@@ -118,8 +118,8 @@ def test_two_ranks_train_each_planned_index_once_and_keep_identical_score_tables
 @pytest.mark.slow
 @pytest.mark.parametrize("selector", ["coverage", "central"])
 def test_selectors_reading_embeddings_plan_alike_on_every_rank(tmp_path, selector):
-    """Each rank embeds its share of the clean images and the shares are gathered: both ranks hold the same memory,
-    cluster it alike and build the same plans, refreshed every epoch here."""
+    """Each rank embeds its share of the clean images and keeps it (a sharded memory): the ranks cluster across
+    their shards and build the same plans (each checked by digest as it is made), refreshed every epoch here."""
     r0, r1 = _run(2, [*TINY, "train.epochs=4", f"pruning.selector={selector}", "pruning.rate=0.5",
                       "pruning.embed_every=1"], tmp_path, "ddp-embed")
     assert len(r0["plans"]) == len(r1["plans"]) == 4

@@ -44,6 +44,9 @@ def test_device_check_tiny_runs_the_throughput_benchmark_and_reports_every_figur
     assert "test(s) selected for the GPU run" in printed and "0 test(s)" not in printed
     assert printed.count("host syncs skipped: no CUDA") == 2 and "(skipped on the CPU)" in printed
     assert "gpu_check: all stages passed" in printed
+    scale = json.loads((tmp_path / "selection_scale_cpu.json").read_text())
+    assert {(r["n"], r["path"]) for r in scale["rows"]} == {(10_000, "exact"), (10_000, "scale")}
+    assert (tmp_path / "selection_scale_cpu.png").stat().st_size > 0
 
     stem = tmp_path / "throughput_cpu-tiny"
     written = json.loads(stem.with_suffix(".json").read_text())

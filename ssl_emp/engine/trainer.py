@@ -155,8 +155,9 @@ class Pretrainer:
     @torch.no_grad()
     def refresh_embeddings(self) -> None:
         """Give the pruner every sample's clean-image embedding (the backbone in eval mode, as evaluation reads it).
-        Each rank embeds a contiguous share and the shares are gathered, so every rank holds the same memory and
-        plans alike. Costs one forward per sample, which the pruner counts."""
+        Each rank embeds a contiguous share and keeps it: under DDP the memory is sharded, and the clustering runs
+        across the ranks. A file that could not be read gets a zero vector. Costs one forward per sample, which the
+        pruner counts."""
         if self.normalize is None:
             raise ValueError(f"selector {self.pruner.cfg.selector} needs clean-image embeddings: give the trainer "
                              "normalize= (the evaluation transform)")
@@ -175,14 +176,13 @@ class Pretrainer:
         finally:
             backbone.train()
         read, features = torch.cat(read), torch.cat(features)
-        if self.ctx.enabled:
-            shard = agreed_shard(len(read), self.ctx, self.device)
-            read, features = shard.gather_detached(read), shard.gather_detached(features)
-        self.pruner.set_embeddings(read, features, self.epoch)
-        if self.source.drops_unreadable:
-            missing = torch.ones(len(self.source), dtype=torch.bool)
-            missing[read.cpu()] = False
-            self.pruner.embeddings.mark_missing(missing.nonzero().squeeze(1), self.epoch)
+        if read.numel() < share.numel():
+            missing = torch.ones(len(self.source), dtype=torch.bool, device=self.device)
+            missing[read] = False
+            missing = share.to(self.device)[missing[share.to(self.device)]]
+            read, features = torch.cat([read, missing]), torch.cat([features, features.new_zeros(len(missing),
+                                                                                                features.shape[1])])
+        self.pruner.set_embeddings(read, features, self.epoch, shard=self.ctx.enabled)
         self.embedding_seconds += time.perf_counter() - started
 
     @property

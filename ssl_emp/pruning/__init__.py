@@ -8,7 +8,7 @@ Stands alone on torch: no other part of ssl_emp is imported, so it drops into an
 """
 
 from ssl_emp.pruning.plan import EpochPlan, near_equal_batches
-from ssl_emp.pruning.pruner import Pruner
+from ssl_emp.pruning.pruner import PlanMismatchError, Pruner
 from ssl_emp.pruning.sample_stats import SampleStats, prediction_entropy
 from ssl_emp.pruning.sampler import PrunedBatchSampler, PrunedSampler, WithIndex
 from ssl_emp.pruning.scorers import MEMORY_FORMS, SCORERS, supervised_emp_score
@@ -18,7 +18,7 @@ from ssl_emp.pruning.settings import (RECOMMENDED, SCORE_SELECTOR, PruningSettin
 from ssl_emp.pruning.stats import achieved_rate, gini
 from ssl_emp.pruning.table import ScoreTable
 
-__all__ = ["EpochPlan", "Pruner", "PrunedBatchSampler", "PrunedSampler", "PruningSettings", "RECOMMENDED",
-           "SCORE_SELECTOR", "MEMORY_FORMS", "SCORERS", "SELECTORS", "SampleStats", "ScoreTable", "WithIndex",
-           "achieved_rate", "check_settings", "gini", "near_equal_batches", "prediction_entropy", "prunes",
+__all__ = ["EpochPlan", "PlanMismatchError", "Pruner", "PrunedBatchSampler", "PrunedSampler", "PruningSettings",
+           "RECOMMENDED", "SCORE_SELECTOR", "MEMORY_FORMS", "SCORERS", "SELECTORS", "SampleStats", "ScoreTable",
+           "WithIndex", "achieved_rate", "check_settings", "gini", "near_equal_batches", "prediction_entropy", "prunes",
            "resolve_method", "supervised_emp_score"]

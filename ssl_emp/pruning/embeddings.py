@@ -1,5 +1,6 @@
 """Where each sample sits: an embedding memory of clean (un-augmented) images, and what coverage selectors read
-from it: spherical k-means groups, and each sample's near neighbours inside its group.
+from it: spherical k-means groups, and each sample's near neighbours inside its group
+(:mod:`ssl_emp.pruning.clustering` computes both, at any N).
 
 The training loop fills the memory (``Pruner.set_embeddings``) when ``Pruner.needs_embeddings(epoch)`` asks:
 once after the warm-up, and every ``embed_every`` epochs after that where set. Those forwards are compute the
@@ -8,120 +9,153 @@ views, because two augmented views of one image sit further apart than two near-
 from the views finds mostly the augmentation (the prototype of the science issue measured it).
 
 Neighbours are searched inside k-means clusters, as SemDeDup does (Abbas et al., 2023): the pairwise
-similarities of a cluster's members instead of all N², so the cost is about ``N² / clusters``.
+similarities of a cluster's members instead of all N².
 """
 
 from __future__ import annotations
 
-import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 
+from ssl_emp.pruning import clustering as engine
+from ssl_emp.pruning.clustering import Clustering, Ranks, Shard
+
+CENTRE_CHUNK = 1 << 16  # rows centred and normalised at a time on the scale path
+
 
 class EmbeddingMemory:
-    """One vector per sample (float32 [N, d], on the CPU, where selection runs) and the epoch it was refreshed."""
+    """One vector per sample and the epoch it was refreshed, on ``device``, and what selection reads from it,
+    computed once per refresh: the clustering and each threshold's neighbour counts.
 
-    def __init__(self, num_samples: int, seed: int = 0):
+    The table is float32 where the exact path runs (N at most ``clustering.EXACT_LIMIT``: v3's arithmetic, bit for
+    bit) and float16 above (half the bytes; ``dtype`` overrides); ``exact_limit`` moves the boundary. Under
+    torch.distributed the training loop stores each rank's own rows (``store(..., shard=True)``): the memory is
+    then sharded, and the computations run across the ranks. A checkpoint keeps what was computed (a few numbers
+    per sample, the same on every rank), not the table, so resuming plans exactly as the first run did without any
+    rank's rows."""
+
+    def __init__(self, num_samples: int, seed: int = 0, device: Union[torch.device, str] = "cpu",
+                 dtype: Optional[torch.dtype] = None, exact_limit: Optional[int] = None):
         self.num_samples = num_samples
         self.seed = seed
-        self.vectors: Optional[torch.Tensor] = None
+        self.device = torch.device(device)
+        self.exact_limit = engine.EXACT_LIMIT if exact_limit is None else exact_limit
+        self._dtype = dtype
+        self.vectors: Optional[torch.Tensor] = None  # [N, d], or this rank's rows where sharded
+        self.owned: Optional[torch.Tensor] = None  # the global indices of a shard's rows; None: all N
         self.filled = torch.zeros(num_samples, dtype=torch.bool)
         self.epoch = -1  # the epoch whose plan the latest refresh was made for
-        self.forwards = 0  # clean forwards spent filling it, over the whole run
-        self._clustering: Optional[tuple] = None  # (count asked, (x, assignment, centroids)) of the current vectors
+        self.forwards = 0  # clean forwards spent filling it, over the whole run (all ranks')
+        self._clustering: Optional[tuple[int, Clustering]] = None  # (count asked, clustering) of this refresh
+        self._counts: dict[float, torch.Tensor] = {}  # threshold -> neighbour counts [N], of this refresh
+        self._normalised: Optional[Shard] = None  # the centred unit rows of this refresh: a copy of the table
 
     @property
     def ready(self) -> bool:
-        return bool(self.filled.all())
+        return self.owned is not None or bool(self.filled.all()) or self._clustering is not None
 
-    def store(self, indices: torch.Tensor, vectors: torch.Tensor, epoch: int) -> None:
-        indices, vectors = indices.detach().cpu().long(), vectors.detach().float().cpu()
-        if self.vectors is None or self.vectors.shape[1] != vectors.shape[1]:
-            self.vectors = torch.zeros(self.num_samples, vectors.shape[1])
-        self.vectors[indices] = vectors
-        self.filled[indices] = True
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype or (torch.float32 if self.num_samples <= self.exact_limit else torch.float16)
+
+    @property
+    def sharded(self) -> bool:
+        return self.owned is not None
+
+    def store(self, indices: torch.Tensor, vectors: torch.Tensor, epoch: int, shard: bool = False) -> None:
+        """Keep ``vectors`` [B, d] of the samples at ``indices``. ``shard=True``: these are this rank's rows of a
+        refresh that the ranks' shards cover together, each sample once (a zero vector for one that could not be
+        read); the rows replace the rank's previous ones."""
+        indices = indices.detach().to(self.device).long()
+        vectors = vectors.detach().to(self.device, self.dtype)
+        if shard:
+            order = indices.argsort()
+            self.owned, self.vectors = indices[order], vectors[order].contiguous()
+            self.forwards += self.num_samples
+        else:
+            if self.vectors is None or self.owned is not None or self.vectors.shape[1] != vectors.shape[1]:
+                self.vectors = torch.zeros(self.num_samples, vectors.shape[1], dtype=self.dtype, device=self.device)
+                self.owned = None
+            self.vectors[indices] = vectors
+            self.filled[indices.cpu()] = True
+            self.forwards += indices.numel()
         self.epoch = epoch
-        self.forwards += indices.numel()
-        self._clustering = None
+        self._clustering, self._counts, self._normalised = None, {}, None
 
-    def mark_missing(self, indices: torch.Tensor, epoch: int) -> None:
-        """Samples whose image could not be read (a streamed folder's unreadable files): a zero vector each. They
-        all look alike, so coverage draws them rarely, which suits samples that cannot be trained anyway."""
-        if self.vectors is not None and indices.numel():
-            self.vectors[indices.cpu().long()] = 0.0
-            self.filled[indices.cpu().long()] = True
-            self.epoch = epoch
-            self._clustering = None
+    def _shard(self) -> Shard:
+        """The vectors centred on their mean (over every rank's rows) and scaled to unit length: cosine similarity
+        is then a dot product, and the direction all features share (a ReLU network's are all positive) no longer
+        makes everything look alike. Made once per refresh."""
+        if self._normalised is None:
+            self._normalised = self._normalise()
+        return self._normalised
 
-    def normalised(self) -> torch.Tensor:
-        """The vectors centred on their mean and scaled to unit length: cosine similarity is then a dot product,
-        and the direction all features share (a ReLU network's are all positive) no longer makes everything
-        look alike."""
-        centred = self.vectors - self.vectors.mean(dim=0, keepdim=True)
-        return F.normalize(centred, dim=1)
+    def _normalise(self) -> Shard:
+        if self.vectors is None:
+            raise ValueError("the embedding memory was restored from a checkpoint without its vectors and asked for "
+                             "a clustering it did not save: refresh it (set_embeddings) first")
+        ranks = Ranks(self.sharded)
+        indices = self.owned if self.sharded else torch.arange(self.num_samples, device=self.device)
+        if not self.sharded and self.dtype == torch.float32 and self.num_samples <= self.exact_limit:
+            x = F.normalize(self.vectors - self.vectors.mean(dim=0, keepdim=True), dim=1)  # v3's arithmetic
+            return Shard(x, indices, self.num_samples, ranks)
+        total = torch.zeros(self.vectors.shape[1], dtype=torch.float64, device=self.device)
+        for block in self.vectors.split(CENTRE_CHUNK):
+            total += block.float().sum(dim=0).double()
+        mean = (ranks.sum_(total) / self.num_samples).float()
+        # A shard is replaced whole by the next refresh, so it is normalised in place; an unsharded table may be
+        # refreshed a batch at a time, so it keeps its raw rows and the unit rows are a copy.
+        x = self.vectors if self.sharded else torch.empty_like(self.vectors)
+        for block, out in zip(self.vectors.split(CENTRE_CHUNK), x.split(CENTRE_CHUNK)):
+            out.copy_(F.normalize(block.float() - mean, dim=1))
+        return Shard(x, indices, self.num_samples, ranks)
 
-    def clusters(self, count: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(x, assignment, centroids)``: the :meth:`normalised` vectors and their spherical k-means clustering into
-        ``count`` groups (default :func:`default_clusters`). Computed once per refresh of the memory, which every
-        pruned epoch until the next refresh plans from."""
+    def clusters(self, count: Optional[int] = None) -> Clustering:
+        """The spherical k-means clustering of the memory into ``count`` groups (0 or None: sqrt(N) on the exact
+        path, leaves of ``clustering.LEAF_SIZE`` above), the same on every rank. Computed once per refresh, which
+        every pruned epoch until the next refresh plans from."""
+        count = count or 0
         if self._clustering is None or self._clustering[0] != count:
-            x = self.normalised()
-            assignment, centroids = spherical_kmeans(x, count or default_clusters(x.shape[0]), self.generator())
-            self._clustering = (count, (x, assignment, centroids))
+            self._clustering = (count, engine.cluster(self._shard(), count, self.generator(), self.exact_limit))
+            self._counts = {}
         return self._clustering[1]
+
+    def neighbour_counts(self, threshold: float, count: Optional[int] = None) -> torch.Tensor:
+        """Each sample's near neighbours in its cluster at cosine ``threshold``, itself included ([N] int64)."""
+        clustering = self.clusters(count)
+        if threshold not in self._counts:
+            generator = torch.Generator().manual_seed(self.generator().initial_seed() + 1)
+            self._counts[threshold] = engine.neighbour_counts(self._shard(), clustering, threshold, generator)
+        return self._counts[threshold]
 
     def generator(self) -> torch.Generator:
         """Seeded by the run's seed and the refresh, so a resumed run clusters exactly as the first one did."""
         return torch.Generator().manual_seed(self.seed * 100_003 + 7919 * (self.epoch + 1))
 
     def state_dict(self) -> dict:
-        return {"vectors": self.vectors, "filled": self.filled, "epoch": self.epoch, "forwards": self.forwards}
+        state = {"epoch": self.epoch, "forwards": self.forwards,
+                 "counts": {k: v.cpu() for k, v in self._counts.items()}}
+        if self._clustering is not None:
+            asked, c = self._clustering
+            state["clustering"] = {"asked": asked, "assignment": c.assignment.cpu(), "similarity": c.similarity.cpu(),
+                                   "count": c.count, "exact": c.exact}
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("vectors") is not None:
-            self.vectors = state["vectors"].float().cpu()
-        self.filled = state.get("filled", self.filled).cpu()
         self.epoch, self.forwards = state.get("epoch", -1), state.get("forwards", 0)
-        self._clustering = None
-
-
-def default_clusters(num_samples: int) -> int:
-    """sqrt(N) clusters: neighbour search then costs about N^1.5 similarities, and a cluster holds about sqrt(N)
-    samples, room for a burst of near-copies without splitting it."""
-    return max(1, round(math.sqrt(num_samples)))
-
-
-def spherical_kmeans(x: torch.Tensor, clusters: int, generator: torch.Generator,
-                     iterations: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(assignment [N], centroids [C, d])`` of unit vectors ``x`` by cosine similarity. Starts from ``clusters``
-    distinct samples drawn from ``generator``; a cluster left empty keeps its centroid."""
-    clusters = min(clusters, x.shape[0])
-    centroids = x[torch.randperm(x.shape[0], generator=generator)[:clusters]].clone()
-    assignment = torch.full((x.shape[0],), -1, dtype=torch.long)
-    for _ in range(iterations):
-        new = (x @ centroids.T).argmax(dim=1)
-        if torch.equal(new, assignment):
-            break
-        assignment = new
-        sums = torch.zeros_like(centroids).index_add_(0, assignment, x)
-        occupied = torch.bincount(assignment, minlength=clusters) > 0
-        centroids[occupied] = F.normalize(sums[occupied], dim=1)
-    return assignment, centroids
-
-
-def neighbour_counts(x: torch.Tensor, assignment: torch.Tensor, threshold: float) -> torch.Tensor:
-    """For each unit vector, how many members of its cluster (itself included) have cosine similarity at least
-    ``threshold`` with it: 1 for a sample with no near-copy, about m for one of a burst of m near-copies."""
-    counts = torch.ones(x.shape[0], dtype=torch.long)
-    order = assignment.argsort(stable=True)
-    sizes = torch.bincount(assignment).tolist()
-    for members in order.split(sizes):
-        if members.numel() > 1:
-            block = x[members]
-            counts[members] = (block @ block.T >= threshold).sum(dim=1)
-    return counts
+        self._clustering, self._counts, self._normalised = None, {}, None
+        if state.get("vectors") is not None:  # a checkpoint of v3's format: the table itself
+            self.vectors = state["vectors"].to(self.device, self.dtype)
+            self.owned = None
+            self.filled = state.get("filled", torch.ones(self.num_samples, dtype=torch.bool)).cpu()
+        if "clustering" in state:
+            c = state["clustering"]
+            clustering = Clustering(c["assignment"].to(self.device), c["similarity"].to(self.device), c["count"],
+                                    c["exact"])
+            self._clustering = (c["asked"], clustering)
+            self._counts = {k: v.to(self.device) for k, v in state.get("counts", {}).items()}
 
 
 def target_rates(weights: torch.Tensor, total: int, caps: Optional[torch.Tensor] = None) -> torch.Tensor:

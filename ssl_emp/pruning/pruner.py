@@ -20,6 +20,7 @@ from typing import Optional, Union
 import torch
 import torch.distributed as dist
 
+from ssl_emp.pruning.clustering import plan_digest
 from ssl_emp.pruning.embeddings import EmbeddingMemory
 from ssl_emp.pruning.plan import EpochPlan
 from ssl_emp.pruning.sample_stats import SampleStats
@@ -57,7 +58,7 @@ class Pruner:
         self.scorer = SCORERS[cfg.scorer](cfg)
         self.selector = SELECTORS[cfg.selector](cfg)
         # Where each sample sits, for the selectors that read it; the training loop fills it (set_embeddings).
-        self.embeddings = EmbeddingMemory(num_samples, seed) if self.selector.needs_embeddings else None
+        self.embeddings = EmbeddingMemory(num_samples, seed, device) if self.selector.needs_embeddings else None
         self.selector.memory = self.embeddings
         self.published_rule = cfg.selector == "infobatch" and cfg.infobatch_r is not None
         asked = annealed_epochs(cfg.anneal, epochs)
@@ -162,12 +163,15 @@ class Pruner:
         every = self.cfg.embed_every
         return not self.embeddings.ready or (every > 0 and epoch - self.embeddings.epoch >= every)
 
-    def set_embeddings(self, indices: torch.Tensor, embeddings: torch.Tensor, epoch: int) -> None:
+    def set_embeddings(self, indices: torch.Tensor, embeddings: torch.Tensor, epoch: int, shard: bool = False) -> None:
         """Store the embeddings [B, d] of the samples at ``indices`` (features of their un-augmented images, e.g.
-        the backbone's in eval mode), made for ``epoch``'s plan; they count as ``embedding_forwards``."""
+        the backbone's in eval mode), made for ``epoch``'s plan; they count as ``embedding_forwards``.
+
+        Under torch.distributed, ``shard=True`` says that each rank gives its own share, the shares covering every
+        sample once: each rank then holds only its rows, and the clustering runs across the ranks."""
         if self.embeddings is None:
             raise ValueError(f"selector {self.cfg.selector} reads no embeddings")
-        self.embeddings.store(indices, embeddings, epoch)
+        self.embeddings.store(indices, embeddings, epoch, shard=shard)
 
     @property
     def embedding_forwards(self) -> int:
@@ -187,6 +191,7 @@ class Pruner:
             keep = None if self.published_rule else 1.0 - self.skip_fraction(epoch)
             table.scores = self.scorer.selection_scores(table, epoch, keep)
             plan = self.selector.select(table, self.skip_fraction(epoch), generator)
+            _check_ranks_agree(plan, epoch)
         else:
             plan = EpochPlan(torch.arange(self.num_samples))
         return self.use_plan(epoch, plan.shuffled(generator))
@@ -303,6 +308,28 @@ class Pruner:
         if self.embeddings is not None and "embeddings" in state:
             self.embeddings.load_state_dict(state["embeddings"])
         self.sample_forwards = state.get("sample_forwards", 0)
+
+
+class PlanMismatchError(RuntimeError):
+    """Ranks built different plans for one epoch: their score tables or embedding statistics differ."""
+
+
+def _check_ranks_agree(plan: EpochPlan, epoch: int) -> None:
+    """Under torch.distributed, every rank compares its plan's digest with the others' (one all-gather of one
+    number per pruned epoch) and stops the run if they differ: training on different plans would silently skip
+    or repeat samples."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    mine = torch.tensor([plan_digest(plan.indices, plan.weights)], dtype=torch.long, device=device)
+    every = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(every, mine)
+    differ = [rank for rank, digest in enumerate(every) if int(digest) != int(every[0])]
+    if differ:
+        raise PlanMismatchError(f"rank {differ[0]}'s plan for epoch {epoch} differs from rank 0's (digest "
+                                f"{int(every[differ[0]])} against {int(every[0])}): the ranks' score tables or "
+                                "embedding statistics diverged; rerun with the same settings on every rank, or "
+                                "report it with this line")
 
 
 def _gather_ranks(indices: torch.Tensor, stats: SampleStats) -> tuple[torch.Tensor, SampleStats]:

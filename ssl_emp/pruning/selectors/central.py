@@ -21,13 +21,14 @@ class CentralSelector(Selector):
 
     def select(self, table, rate, generator):
         keep = budget(table.num_samples, rate)
-        x, assignment, centroids = self.memory.clusters(self.cfg.clusters)
-        sizes = torch.bincount(assignment, minlength=centroids.shape[0])
+        clustering = self.memory.clusters(self.cfg.clusters)
+        assignment, similarity = clustering.assignment.cpu(), clustering.similarity.cpu()
+        sizes = torch.bincount(assignment, minlength=clustering.count)
         shares = _whole(target_rates(sizes.double().pow(self.cfg.balance) * (sizes > 0), keep, caps=sizes), keep)
-        similarity = (x * centroids[assignment]).sum(dim=1)
+        groups = assignment.argsort(stable=True).split(sizes.tolist())  # each cluster's members, ascending
         kept = []
         for cluster in (shares > 0).nonzero().squeeze(1).tolist():
-            members = (assignment == cluster).nonzero().squeeze(1)
+            members = groups[cluster]
             members = members[torch.randperm(members.numel(), generator=generator)]  # ties at random
             kept.append(members[similarity[members].argsort(descending=True, stable=True)[: int(shares[cluster])]])
         return EpochPlan(torch.cat(kept), info={"central_clusters_kept": len(kept)})

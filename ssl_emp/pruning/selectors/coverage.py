@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import torch
 
-from ssl_emp.pruning.embeddings import neighbour_counts
 from ssl_emp.pruning.selectors.target_rates import TargetRateSelector
 
 
@@ -21,15 +20,9 @@ class CoverageSelector(TargetRateSelector):
     reads = ("coverage_power", "coverage_threshold", "clusters", "embed_every")
     needs_embeddings = True
 
-    def __init__(self, cfg) -> None:
-        super().__init__(cfg)
-        self._neighbours: tuple[int, torch.Tensor] | None = None  # (memory refresh, counts): counted once each
-
     def neighbours(self) -> torch.Tensor:
-        if self._neighbours is None or self._neighbours[0] != self.memory.epoch:
-            x, assignment, _ = self.memory.clusters(self.cfg.clusters)
-            self._neighbours = (self.memory.epoch, neighbour_counts(x, assignment, self.cfg.coverage_threshold))
-        return self._neighbours[1]
+        """Each sample's near-neighbour count, counted once per refresh of the memory (on its device; CPU here)."""
+        return self.memory.neighbour_counts(self.cfg.coverage_threshold, self.cfg.clusters).cpu()
 
     def weights(self, table):
         counts = self.neighbours()
