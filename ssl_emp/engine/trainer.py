@@ -177,11 +177,9 @@ class Pretrainer:
             backbone.train()
         read, features = torch.cat(read), torch.cat(features)
         if read.numel() < share.numel():
-            missing = torch.ones(len(self.source), dtype=torch.bool, device=self.device)
-            missing[read] = False
-            missing = share.to(self.device)[missing[share.to(self.device)]]
-            read, features = torch.cat([read, missing]), torch.cat([features, features.new_zeros(len(missing),
-                                                                                                features.shape[1])])
+            missing = share.to(self.device)[~torch.isin(share.to(self.device), read)]
+            read = torch.cat([read, missing])
+            features = torch.cat([features, features.new_zeros(len(missing), features.shape[1])])
         self.pruner.set_embeddings(read, features, self.epoch, shard=self.ctx.enabled)
         self.embedding_seconds += time.perf_counter() - started
 
