@@ -37,6 +37,7 @@ from ssl_emp.data import ImageBank, load_bank
 from ssl_emp.evaluation.features import extract_features
 from ssl_emp.evaluation.linear_classifier import train_linear_classifier
 from ssl_emp.evaluation.pretrained import load_pretrained
+from ssl_emp.pruning import achieved_rate
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE, TINY_RECIPE = ROOT / "configs" / "simclr_cifar10_resnet18.yaml", ROOT / "configs" / "default.yaml"
@@ -45,8 +46,8 @@ METHODS = {  # the gate first: random and the oracle
     "random": ["pruning.selector=random"],
     "oracle": pq.ORACLE,
     "full_equal_compute": None,  # all the data, stopped at random's planned sample-forwards
-    "emp": pq.SELECTORS["emp"],
-    "coverage": pq.COVERAGE_CANDIDATES["coverage"],
+    "emp": ["pruning.scorer=emp", "pruning.selector=eps_greedy"],
+    "coverage": ["pruning.selector=coverage"],  # whatever the default is: v4 sets it from its result
 }
 GPU = ["data.image_size=32", "model.backbone=resnet18", "model.cifar_stem=true", "train.batch_size=512",
        "optim.warmup_epochs=2", "train.amp=true", "train.channels_last=true"]
@@ -77,7 +78,7 @@ def probe(checkpoint: Path, train: ImageBank, test: ImageBank, device: torch.dev
     test_x, test_y = extract_features(pretrained.backbone, pretrained.normalize, test, device, desc="test")
     classifier = train_linear_classifier(train_x, train_y, train.num_classes, epochs=epochs, seed=0)
     with torch.no_grad():
-        measured = pq._accuracy(classifier(test_x), test_y, train.num_classes, [])
+        measured = pq.accuracy(classifier(test_x), test_y, train.num_classes, [])
     return {k: v for k, v in measured.items() if k != "per_class"}
 
 
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
                       f"{slowest / 60:.1f} min, the budget is {args.minutes:g} (--minutes)")
                 continue
             overrides = (pq.equal_compute(len(train), epochs, RATE) if METHODS[method] is None
-                         else [*pq._resolved(METHODS[method], pool, workdir, dataset), f"pruning.rate={RATE}"])
+                         else [*pq.with_oracle_file(METHODS[method], pool, workdir, dataset), f"pruning.rate={RATE}"])
             pruned = [] if METHODS[method] is None else pq.FAIR  # the same warm-up, no anneal: selection alone
             cfg = load_pretrain_config(TINY_RECIPE if args.tiny else RECIPE, [
                 *pq.COMMON, *pruned, *(TINY if args.tiny else GPU), f"data.name={dataset}",
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
             last = result.history[-1]
             record = {"method": method, "rate": RATE, "epochs": epochs, "seed": args.seed, "dataset": dataset,
                       "commit": commit, **where, "overrides": overrides,
-                      "achieved_rate": pq.achieved_rate(result.sample_forwards, epochs * len(train)),
+                      "achieved_rate": achieved_rate(result.sample_forwards, epochs * len(train)),
                       "sample_forwards": result.sample_forwards,
                       "embedding_forwards": last.get("pruning/embedding_forwards", 0),
                       "train_seconds": round(train_seconds, 1), "images_per_second": round(result.images_per_second),

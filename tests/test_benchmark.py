@@ -1,6 +1,5 @@
-"""The pruning benchmark's rules and statistics, its committed results, and one recorded row run again."""
+"""The pruning benchmark's statistics and v4 rules, and one recorded row run again."""
 
-import importlib.util
 import json
 import math
 import statistics
@@ -16,38 +15,63 @@ from ssl_emp.data import ImageBank
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-_spec = importlib.util.spec_from_file_location("pruning_quality", ROOT / "benchmarks" / "pruning_quality.py")
-bench = importlib.util.module_from_spec(_spec)
-sys.modules["pruning_quality"] = bench  # dataclasses look their module up by name
-_spec.loader.exec_module(bench)
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import pruning_quality as bench  # noqa: E402
+from pruning_quality import protocol, report, workers  # noqa: E402
 
 
-def _run(method, seed, value, rate=0.9, regime="digits", stage="report", rho=None, epochs=30, commit="abc"):
+def _run(method, seed, value, rate=0.9, regime="digits-lt20", stage="report", commit="abc", epochs=None, **extra):
     measured = {"top1": value, "balanced_acc": value}
     return {"regime": regime, "stage": stage, "method": method, "requested_rate": rate, "seed": seed,
-            "epochs": epochs, "achieved_rate": rate or 0.0, "train_seconds": 1.0, "memory_spearman": rho,
-            "commit": commit, "validation": measured, "test": measured}
+            "epochs": epochs or protocol.EPOCHS.get(regime, 30), "achieved_rate": rate or 0.0, "train_seconds": 1.0,
+            "commit": commit, "validation": measured, "test": measured, **extra}
 
 
 def test_paired_difference_is_the_t_interval_of_per_seed_differences():
-    a = [_run("emp", s, t) for s, t in enumerate([0.90, 0.92, 0.91, 0.95, 0.93])]
-    b = [_run("random", s, t) for s, t in enumerate([0.89, 0.90, 0.92, 0.91, 0.90])]
-    diff = bench.paired_difference(a, b)
-    expected = stats.ttest_rel([0.90, 0.92, 0.91, 0.95, 0.93], [0.89, 0.90, 0.92, 0.91, 0.90]).confidence_interval()
+    a, b = [0.90, 0.92, 0.91, 0.95, 0.93], [0.89, 0.90, 0.92, 0.91, 0.90]
+    diff = bench.paired(a, b)
+    expected = stats.ttest_rel(a, b)
     assert diff["mean"] == pytest.approx(0.018) and diff["n"] == 5
-    assert (diff["lo"], diff["hi"]) == pytest.approx((expected.low, expected.high))
-    assert bench.paired_difference(a[:1], b) is None  # one shared seed gives no interval
+    assert (diff["lo"], diff["hi"]) == pytest.approx(tuple(expected.confidence_interval()))
+    assert diff["p"] == pytest.approx(expected.pvalue)
+    assert bench.paired(a[:1], b[:1]) is None  # one pair gives no interval
 
 
-def test_gap_closure_is_the_share_of_the_oracle_s_gain_that_a_method_gains_with_an_interval():
-    oracle = [_run("oracle", s, 0.90 + 0.01 * (s % 2)) for s in range(10)]
-    random = [_run("random", s, 0.80 + 0.01 * (s % 3)) for s in range(10)]
-    half = [_run("m", s, (o["test"]["top1"] + r["test"]["top1"]) / 2) for s, (o, r) in enumerate(zip(oracle, random))]
-    closure = bench.gap_closure(half, random, oracle)
-    assert closure["mean"] == pytest.approx(0.5) and closure["n"] == 10
-    assert closure["lo"] <= 0.5 <= closure["hi"] and closure["hi"] - closure["lo"] < 0.1
-    same = bench.gap_closure(random, random, oracle)
-    assert same["mean"] == pytest.approx(0.0)
+def test_holm_adjusts_as_the_step_down_rule_says():
+    # By hand: sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> monotone 0.06.
+    assert bench.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert bench.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    # v3's long-tail p-values, 0.0036 and 0.0022, fail Holm over the 18 comparisons v3 made (issue 29).
+    assert min(bench.holm([0.0036, 0.0022] + [0.5] * 16)) > 0.025
+
+
+def test_fieller_reproduces_v3_s_recorded_gap_closures_and_inverts_the_t_test():
+    """v3's records give the intervals the review computed (issue 29): long-tailed coverage [0.49, 1.57], and
+    stratified on junk90-noise [-0.03, 0.87], which v3's bootstrap had as [0.05, 0.71]."""
+    records = [json.loads(line) for line in (RESULTS / "pruning_quality.jsonl").read_text().splitlines()]
+
+    def closure(regime, method):
+        got = {}
+        for r in records:
+            if r["regime"] == regime and r["stage"] == "report":
+                got.setdefault(r["method"], {})[r["seed"]] = bench.metric(r, "test")
+        seeds = sorted(set(got[method]) & set(got["random"]) & set(got["oracle"]))
+        return bench.fieller([got[method][s] - got["random"][s] for s in seeds],
+                             [got["oracle"][s] - got["random"][s] for s in seeds])
+
+    longtail = closure("longtail", "coverage")
+    assert (round(longtail["lo"], 2), round(longtail["hi"], 2)) == (0.49, 1.57)
+    junk = closure("junk90-noise", "stratified")
+    assert (round(junk["lo"], 2), round(junk["hi"], 2)) == (-0.03, 0.87)
+    # The ends are where the paired t-test of a - theta * b stops rejecting, as Fieller's set is defined.
+    a, b = [0.02, 0.01, 0.03, 0.015, 0.025, 0.01], [0.03, 0.02, 0.035, 0.03, 0.03, 0.025]
+    interval = bench.fieller(a, b)
+    for theta, inside in ((interval["lo"] + 1e-6, True), (interval["hi"] - 1e-6, True),
+                          (interval["lo"] - 1e-3, False), (interval["hi"] + 1e-3, False)):
+        p = stats.ttest_1samp([x - theta * y for x, y in zip(a, b)], 0).pvalue
+        assert (p >= 0.05) == inside, theta
+    # A denominator not significantly away from 0: the set is unbounded, and says so.
+    assert bench.fieller([0.01, -0.01, 0.02, 0.0], [0.01, -0.02, 0.02, -0.01])["lo"] is None
 
 
 def test_min_detectable_effect_shrinks_with_seeds_and_grows_with_spread():
@@ -58,59 +82,16 @@ def test_min_detectable_effect_shrinks_with_seeds_and_grows_with_spread():
     one = bench.min_detectable_effect([diff(0.01, 10)])
     assert bench.min_detectable_effect([diff(0.02, 10)]) == pytest.approx(2 * one)
     # The usual normal approximation, 2.8 sd / sqrt(n), is a little below the t-based figure.
-    assert 2.8 * 0.01 / math.sqrt(10) < bench.min_detectable_effect([diff(0.01, 10)]) < 3.3 * 0.01 / math.sqrt(10)
+    assert 2.8 * 0.01 / math.sqrt(10) < one < 3.3 * 0.01 / math.sqrt(10)
 
 
 def test_a_table_is_refused_from_mixed_or_dirty_commits():
-    assert bench.one_commit([_run("random", 0, 0.8), _run("rs2", 0, 0.8)]) == "abc"
-    for bad in ([_run("random", 0, 0.8), _run("rs2", 0, 0.8, commit="def")],
+    assert report.one_commit([_run("random", 0, 0.8), _run("oracle", 0, 0.8)]) == "abc"
+    for bad in ([_run("random", 0, 0.8), _run("oracle", 0, 0.8, commit="def")],
                 [_run("random", 0, 0.8, commit="abc+dirty")],
                 [{k: v for k, v in _run("random", 0, 0.8).items() if k != "commit"}]):
-        with pytest.raises(bench.MixedCommits, match="one clean commit"):
-            bench.summarise(bad, Path("/nonexistent"), ["digits"])
-
-
-def _floors(regime="digits", value=0.70):
-    return [_run("floor", s, value, rate=None, stage="floor", regime=regime) for s in range(bench.FLOOR_SEEDS)]
-
-
-def _searched(regime, epochs, random, oracle, equal=None):
-    values = {"random": random, "oracle": oracle, "full_equal_compute": random if equal is None else equal}
-    return [_run(m, seed, v, stage="search", regime=regime, epochs=epochs)
-            for seed in bench.SEARCH_SEEDS for m, v in values.items()]
-
-
-def test_search_takes_the_first_epoch_count_where_the_oracle_pays_and_the_regime_learns():
-    regime = "dups90"
-    first, second, third = bench.ALL_REGIMES[regime].epochs
-    records = _floors(regime)
-    assert bench.searched(records, regime, 1000)[0] is None
-    records += _searched(regime, first, random=0.80, oracle=0.805)  # the oracle gains only 0.005
-    decided, needed = bench.searched(records, regime, 1000)
-    assert decided is None and {k["epochs"] for k, _ in needed} == {first, second}  # the next one is run
-    assert {k["method"] for k, _ in needed} == {"random", "oracle", "full_equal_compute"}
-    assert {k["seed"] for k, _ in needed} == set(bench.SEARCH_SEEDS)  # validation seeds, never reported
-    assert not set(bench.SEARCH_SEEDS) & set(range(bench.REPORT_SEEDS))
-    records += _searched(regime, second, random=0.79, oracle=0.81)
-    decided, needed = bench.searched(records, regime, 1000)
-    assert decided["epochs"] == second and decided["passes"] and third not in {k["epochs"] for k, _ in needed}
-    assert decided["oracle_gap"] == pytest.approx(0.02) and len(decided["tried"]) == 2
-    # A gap that does not pass, everywhere: recorded at its largest gap, marked as not passing.
-    records = _floors(regime) + [r for e, gap in ((first, 0.004), (second, 0.009), (third, 0.001))
-                                 for r in _searched(regime, e, 0.80, 0.80 + gap)]
-    decided, _ = bench.searched(records, regime, 1000)
-    assert decided["epochs"] == second and not decided["passes"]
-    # The oracle pays, but nothing at this compute clears the random-init floor: the regime measures nothing.
-    records = _floors(regime, value=0.76) + _searched(regime, first, 0.75, 0.77)
-    assert bench.searched(records, regime, 1000)[0] is None  # not passed at the first: the next is tried
-
-
-def test_the_report_takes_the_four_regimes_and_the_passing_candidates_with_the_largest_gaps():
-    decisions = {name: {"passes": False, "oracle_gap": 0.0, "epochs": 12} for name in bench.ALL_REGIMES}
-    assert bench.report_regimes(decisions) == list(bench.REGIMES)
-    for name, gap in (("junk90-flat", 0.03), ("dups90", 0.02), ("small2k", 0.05)):
-        decisions[name] = {"passes": True, "oracle_gap": gap, "epochs": 30}
-    assert bench.report_regimes(decisions) == [*bench.REGIMES, "small2k", "junk90-flat"][:4 + bench.MAX_NEW]
+        with pytest.raises(report.MixedCommits, match="one clean commit"):
+            report.summarise(bad, Path("/nonexistent"))
 
 
 def test_oracle_weights_leave_out_copies_and_junk_and_balance_the_classes():
@@ -128,79 +109,109 @@ class _Data:
         self.pool = range(n)
 
 
-def _all_searched(records, passing=(), gap=0.03):
-    """Search records for every regime: those in ``passing`` pass at their first epoch count, the rest try all."""
-    for name, regime in bench.ALL_REGIMES.items():
-        records += _floors(name)
-        for e in regime.epochs[:1] if name in passing else regime.epochs:
-            records += _searched(name, e, 0.80, 0.80 + (gap if name in passing else 0.0))
+def _data(name):
+    return _Data(1000)
+
+
+def _tune_records(gains, seeds=protocol.TUNE_SEEDS):
+    """Tune records: random at 0.80 everywhere, each candidate at 0.80 + its gain in every tuned regime (or the
+    per-regime gain where a dict is given)."""
+    records = []
+    for seed in seeds:
+        for regime in protocol.TUNE:
+            records.append(_run("random", seed, 0.80, regime=regime, stage="tune"))
+            for name in protocol.CANDIDATES:
+                gain = gains.get(name, 0.0)
+                gain = gain.get(regime, 0.0) if isinstance(gain, dict) else gain
+                records.append(_run(name, seed, 0.80 + gain, regime=regime, stage="tune"))
     return records
 
 
-def test_where_no_regime_passes_the_report_runs_the_gate_alone_on_ten_test_seeds():
-    regimes = list(bench.ALL_REGIMES)
-    data = {name: _Data(1347) for name in regimes}
-    plan = bench.planned_runs(regimes, [], data.get)
-    assert {k["stage"] for k, _ in plan} == {"floor", "search"}
-    records = _all_searched([])
-    plan = bench.planned_runs(regimes, records, data.get)
-    report = [k for k, _ in plan if k["stage"] == "report"]
-    assert {k["regime"] for k in report} == set(bench.REGIMES)  # no candidate joins
-    assert {k["method"] for k in report} == {"full", "random", "oracle", "full_equal_compute"}
-    for method in ("random", "oracle", "full_equal_compute"):
-        assert {k["seed"] for k in report if k["method"] == method} == set(range(10))
-    assert {k["seed"] for k in report if k["method"] == "full"} == set(range(bench.FULL_SEEDS))
-    assert not [k for k, _ in plan if k["stage"] == "select"]
+def test_the_plan_tunes_on_validation_seeds_first_and_reports_on_test_seeds_only_after_the_rule_decides():
+    plan = protocol.planned_runs([], _data)
+    stages = {k["stage"] for k, _ in plan}
+    assert stages == {"floor", "tune"}  # no report before the tune rule has decided
+    tune = [k for k, _ in plan if k["stage"] == "tune"]
+    assert {k["regime"] for k in tune} == set(protocol.TUNE)  # tuned on the Fashion-MNIST family only
+    assert {k["seed"] for k in tune} == set(protocol.TUNE_SEEDS)
+    assert not set(protocol.TUNE_SEEDS) & set(range(protocol.REPORT_SEEDS))
+    assert not {k["regime"] for k in tune} & set(bench.ALL_REGIMES) - set(protocol.TUNE) - {"fashion-mnist"}
+    records = _tune_records({"cov[b0,g,f.25]": 0.02})
+    plan = protocol.planned_runs(records, _data)
+    report_keys = [(k, o) for k, o in plan if k["stage"] == "report"]
+    assert {(k["regime"], k["requested_rate"]) for k, _ in report_keys if k["method"] != "full"} == set(
+        protocol.CELLS)
+    chosen = next(o for k, o in report_keys if k["method"] == "coverage[v4]")
+    assert chosen[:len(protocol.CANDIDATES["cov[b0,g,f.25]"])] == protocol.CANDIDATES["cov[b0,g,f.25]"]
+    first_seeds = [k["seed"] for k, _ in report_keys][: 5 * len(protocol.CELLS)]
+    assert set(first_seeds) == {0}  # round-robin: every cell's seed 0 before any seed 1
+    assert {k["seed"] for k, _ in report_keys if k["method"] == "full"} == set(range(protocol.FULL_SEEDS))
 
 
-def test_where_a_regime_passes_selectors_are_chosen_on_validation_then_reported_at_exact_equal_compute():
-    regimes = list(bench.ALL_REGIMES)
-    data = {name: _Data(1347) for name in regimes}
-    records = _all_searched([], passing=("dups90",))
-    plan = bench.planned_runs(regimes, records, data.get)
-    selection = [k for k, _ in plan if k["stage"] == "select"]
-    assert {k["regime"] for k in selection} == {"dups90"} and not [k for k, _ in plan if k["stage"] == "report"]
-    assert {k["method"] for k in selection} == {"random", *bench.COVERAGE_CANDIDATES}
-    assert {k["seed"] for k in selection} == set(bench.SELECTION_SEEDS)
-    for key in selection:
-        value = 0.82 if key["method"] == "coverage[power3]" else 0.80
-        records.append(_run(key["method"], key["seed"], value, stage="select", regime="dups90", epochs=key["epochs"]))
-    assert bench.chosen_coverage(records, ["dups90"])["method"] == "coverage[power3]"
-    plan = bench.planned_runs(regimes, records, data.get)
-    report = [(k, o) for k, o in plan if k["stage"] == "report"]
-    judged = {k["method"] for k, _ in report if k["regime"] == "dups90"}
-    assert judged == {"full", "random", "oracle", "full_equal_compute", "rs2", "emp", "ucb", "coverage", "stratified",
-                      "central"}
-    assert {k["method"] for k, _ in report if k["regime"] == "digits"} == {"full", "random", "oracle",
-                                                                          "full_equal_compute"}
-    coverage = next(o for k, o in report if k["method"] == "coverage")
-    assert "pruning.coverage_power=3" in coverage
-    first = bench.ALL_REGIMES["dups90"].epochs[0]
-    equal = next(o for k, o in report if k["method"] == "full_equal_compute" and k["regime"] == "dups90")
-    random_plan = bench.Pruner(1347, first, rate=0.9, selector="random", warmup_epochs=1, anneal=0.0)
-    assert f"train.max_forwards={random_plan.planned_forwards()}" in equal
-    oracle = next(o for k, o in report if k["method"] == "oracle")
-    assert "pruning.selector=prior" in oracle and f"pruning.prior_file={bench.ORACLE_FILE}" in oracle
+def test_the_tune_rule_drops_a_candidate_that_loses_anywhere_and_takes_the_best_mean_of_the_rest():
+    lossy = {regime: 0.05 for regime in protocol.TUNE}
+    lossy["fashion-mnist"] = -0.01  # the best mean, but it loses more than NO_LOSS on clean data
+    decided = protocol.tuned(_tune_records({"cov[b0,g,f.25]": lossy, "cov[b.5,g,f.25]": 0.01}))
+    assert decided["method"] == "cov[b.5,g,f.25]" and not decided["all_dropped"]
+    assert next(c for c in decided["candidates"] if c["method"] == "cov[b0,g,f.25]")["dropped"]
+    everyone_loses = {name: -0.02 for name in protocol.CANDIDATES}
+    everyone_loses["cov[b0,g,f0]"] = -0.01
+    decided = protocol.tuned(_tune_records(everyone_loses))
+    assert decided["all_dropped"] and decided["method"] == "cov[b0,g,f0]"  # carried to the report, marked
+    assert protocol.tuned(_tune_records({}, seeds=protocol.TUNE_SEEDS[:2])) is None  # not every seed ran yet
 
 
-def test_the_gate_and_the_recommendation_read_the_oracle_s_interval():
+def test_embedding_refreshes_are_charged_against_a_run_s_sample_forwards():
+    n, epochs, rate = 1000, 60, 0.9
+    planned = protocol.planned_forwards(n, epochs, rate)
+    assert planned == 1000 + round(0.1 * 60 * 1000) - 1000  # the warm-up is part of the planned 10%
+    once = protocol.charged(protocol.V3, n, epochs, rate)
+    assert once[-1] == f"train.max_forwards={planned - math.ceil(n * protocol.EMBED_COST)}"
+    every10 = protocol.charged(protocol.CANDIDATES["cov[b0,g,f.25,every10]"], n, epochs, rate)
+    assert protocol.refreshes(every10, epochs) == 6  # epochs 1, 11, ..., 51
+    assert every10[-1] == f"train.max_forwards={planned - math.ceil(6 * n * protocol.EMBED_COST)}"
+    assert protocol.charged(protocol.RANDOM, n, epochs, rate) == [*protocol.RANDOM, "pruning.rate=0.9"]
+    assert protocol.equal_compute(n, epochs, rate) == ["pruning.selector=full", f"train.max_forwards={planned}"]
+
+
+def test_the_warm_up_stays_under_a_quarter_of_a_pruned_run_s_compute():
+    protocol.check_warmup_share()
+    with pytest.raises(SystemExit, match="longtail at rate 0.95: the warm-up is 33%"):
+        protocol.check_warmup_share([("longtail", 0.95)])  # 1 / (0.05 * 60)
+
+
+def _cell_records(regime, rate, oracle=0.83, coverage=0.815, v3=0.80, equal=0.80):
     records = []
     for seed in range(10):
-        records += [_run("random", seed, 0.80 + 0.001 * (seed % 3)), _run("oracle", seed, 0.83 + 0.001 * (seed % 2)),
-                    _run("full_equal_compute", seed, 0.80), _run("coverage", seed, 0.815 + 0.001 * (seed % 2)),
-                    _run("emp", seed, 0.80 + 0.002 * (seed % 2))]
-    records += _floors() + _searched("digits", 12, 0.80, 0.83)
-    s = bench.summarise_regime(records, "digits")
-    assert s["oracle_headroom"]["passes"] and s["oracle_headroom"]["mean"] == pytest.approx(0.0295, abs=1e-3)
-    coverage = next(r for r in s["rows"] if r["method"] == "coverage")
-    assert coverage["gap_closure"]["mean"] == pytest.approx(0.5, abs=0.05)
-    assert bench.recommend({"regimes": {"digits": s}})["digits"] == "coverage"
-    for r in records:  # the oracle no better than random: nothing is judged, whatever the selectors did
-        if r["method"] == "oracle":
-            r["test"] = dict(r["test"], top1=0.80)
-    s = bench.summarise_regime(records, "digits")
-    assert not s["oracle_headroom"]["passes"]
-    assert bench.recommend({"regimes": {"digits": s}})["digits"] == "random"
+        wobble = 0.001 * (seed % 3)
+        records += [_run("random", seed, 0.80 + wobble, rate=rate, regime=regime),
+                    _run("oracle", seed, oracle + 0.001 * (seed % 2), rate=rate, regime=regime),
+                    _run("full_equal_compute", seed, equal + wobble, rate=rate, regime=regime),
+                    _run("coverage[v4]", seed, coverage + 0.001 * (seed % 2), rate=rate, regime=regime,
+                         effective_sample_share=0.8),
+                    _run("coverage[v3]", seed, v3 + 0.002 * (seed % 2), rate=rate, regime=regime)]
+    return records
+
+
+def test_a_selector_qualifies_only_where_holm_adjusted_wins_cover_every_gated_cell_and_it_never_loses():
+    cells = [report.summarise_cell(_cell_records("digits-lt20", 0.9), "digits-lt20", 0.9),
+             report.summarise_cell(_cell_records("digits-lt50", 0.9, oracle=0.80), "digits-lt50", 0.9)]
+    report.adjust(cells)
+    gated, ungated = cells
+    assert gated["oracle_headroom"]["passes"] and not ungated["oracle_headroom"]["passes"]
+    v4 = gated["rows"]["coverage[v4]"]
+    assert v4["diff_vs_random"]["p_holm"] >= v4["diff_vs_random"]["p"]
+    assert v4["gap_closure"]["mean"] == pytest.approx(0.5, abs=0.05) and v4["effective_sample_share"] == 0.8
+    verdict = report.recommend(cells)
+    assert verdict["recommended"] == "coverage[v4]" and verdict["verdicts"]["coverage[v4]"]["qualifies"]
+    assert not verdict["verdicts"]["coverage[v3]"]["qualifies"]
+    # A significant loss in one cell, gated or not, disqualifies it.
+    cells.append(report.summarise_cell(_cell_records("digits-bursts", 0.9, oracle=0.80, coverage=0.78),
+                                       "digits-bursts", 0.9))
+    report.adjust(cells)
+    verdict = report.recommend(cells)
+    assert verdict["recommended"] == "random" and verdict["verdicts"]["coverage[v4]"]["significant_losses"] == [
+        "digits-bursts@0.9"]
 
 
 def test_workers_share_one_plan_run_each_planned_run_once_and_wait_for_runs_that_unlock_more(tmp_path):
@@ -209,9 +220,9 @@ def test_workers_share_one_plan_run_each_planned_run_once_and_wait_for_runs_that
     import threading
 
     def plan(records):
-        first = [({"regime": "digits", "stage": "select", "method": "m", "requested_rate": 0.9, "seed": s,
+        first = [({"regime": "digits", "stage": "tune", "method": "m", "requested_rate": 0.9, "seed": s,
                    "epochs": 1}, []) for s in range(4)]
-        done = {r["seed"] for r in records if r["stage"] == "select"}
+        done = {r["seed"] for r in records if r["stage"] == "tune"}
         second = [({**key, "stage": "report", "seed": 10 + key["seed"]}, []) for key, _ in first] if done == {
             0, 1, 2, 3} else []
         return first + second
@@ -219,48 +230,29 @@ def test_workers_share_one_plan_run_each_planned_run_once_and_wait_for_runs_that
     made = []
 
     def run(key, overrides):
-        made.append(bench._key(key))
+        made.append(workers.key_of(key))
         threading.Event().wait(0.05)  # long enough for the other worker to find every run claimed
-        return _run(key["method"], key["seed"], 0.5, stage=key["stage"], epochs=1)
+        return _run(key["method"], key["seed"], 0.5, stage=key["stage"], regime="digits", epochs=1)
 
     counts = [0, 0]
-    threads = [threading.Thread(target=lambda k=k: counts.__setitem__(k, bench.work(k, tmp_path, plan, run,
-                                                                                        wait=0.01)))
+    threads = [threading.Thread(target=lambda k=k: counts.__setitem__(k, workers.work(k, tmp_path, plan, run,
+                                                                                          wait=0.01)))
                for k in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert sorted(made) == sorted(set(made)) and len(made) == 8 and min(counts) >= 1
-    records = bench.merge_worker_files(tmp_path)
-    assert len(records) == 8 and not list(tmp_path.glob(bench.WORKER_FILES)) and not (tmp_path / ".claims").exists()
-    assert len((tmp_path / bench.RESULTS_FILE).read_text().splitlines()) == 8
+    records = workers.merge_worker_files(tmp_path)
+    assert len(records) == 8 and not list(tmp_path.glob(workers.WORKER_FILES)) and not (tmp_path / ".claims").exists()
+    assert len((tmp_path / workers.RESULTS_FILE).read_text().splitlines()) == 8
 
 
-def _committed_summary():
-    path = RESULTS / "pruning_quality_summary.json"
-    assert path.is_file(), "benchmarks/results/pruning_quality_summary.json is missing: run the benchmark"
-    return json.loads(path.read_text())
-
-
-def test_committed_results_come_from_one_commit_and_carry_the_gate_and_the_search():
-    summary = _committed_summary()
+def test_v3_s_committed_records_come_from_one_commit_and_carry_what_their_numbers_depend_on():
     records = [json.loads(line) for line in (RESULTS / "pruning_quality.jsonl").read_text().splitlines()]
-    assert bench.one_commit(records) == summary["commit"] and summary["runs"] == len(records)
-    assert all(r.get("cpu_capability") and r.get("torch") for r in records)  # what each number depends on
-    assert set(summary["search"]) == set(bench.ALL_REGIMES)  # every candidate recorded, working or not
-    for regime, decision in summary["search"].items():
-        assert decision["tried"] and all("oracle_gap" in t for t in decision["tried"]), regime
-        if decision["passes"]:
-            assert decision["oracle_gap"] >= bench.GATE and decision["best_minus_floor"] >= bench.BAR_FLOOR
-    assert set(bench.REGIMES) <= set(summary["regimes"])
-    assert set(summary["oracle_headroom"]) == set(summary["regimes"])
-    for regime, s in summary["regimes"].items():
-        gate = s["oracle_headroom"]
-        assert gate["passes"] == (gate["mean"] >= bench.GATE and gate["lo"] > 0), regime
-        if summary["complete"]:
-            for row in s["rows"]:
-                assert row["n"] >= (bench.FULL_SEEDS if row["method"] == "full" else bench.REPORT_SEEDS), regime
+    summary = json.loads((RESULTS / "pruning_quality_summary.json").read_text())
+    assert report.one_commit(records) == summary["commit"] and summary["runs"] == len(records)
+    assert all(r.get("cpu_capability") and r.get("torch") for r in records)
 
 
 def _same_machine(record: dict) -> bool:
@@ -298,10 +290,12 @@ def test_a_recorded_row_reproduces_at_this_checkout():
                                              f"outside [{low:.4f}, {high:.4f}] of {len(values)} recorded seeds")
 
 
-def test_a_regime_whose_batch_does_not_fit_its_pruned_epochs_is_refused_before_any_run(monkeypatch):
-    bench.check_regimes_fit(["small2k", "digits"], {"small2k": _Data(2000), "digits": _Data(1347)}.get)
-    wide_batch = bench.Regime("fashion-mnist", bench._FASHION, ["data.image_size=16", "train.batch_size=256"], (100,),
-                              size=2000)
-    monkeypatch.setitem(bench.ALL_REGIMES, "small2k", wide_batch)
-    with pytest.raises(SystemExit, match="small2k at 100 epochs: a batch of 256 is larger than the 200 samples"):
-        bench.check_regimes_fit(["small2k"], {"small2k": _Data(2000)}.get)
+def test_the_never_tuned_digits_regimes_hold_what_they_plant():
+    mix = bench.load_regime("digits-mix")
+    assert int(mix.is_copy.sum()) == 150 and mix.is_junk.float().mean().item() == pytest.approx(0.3, abs=0.01)
+    assert not (mix.is_copy & mix.is_junk).any() and (mix.pool.labels[mix.is_junk] == -1).all()
+    sizes = torch.bincount(mix.pool.labels[(mix.pool.labels >= 0) & ~mix.is_copy], minlength=10)
+    assert set(mix.rarest) == set(sizes.argsort()[:3].tolist())  # the tail's rarest classes, copies aside
+    for imbalance in (10, 20, 50):
+        tail = torch.bincount(bench.load_regime(f"digits-lt{imbalance}").pool.labels, minlength=10)
+        assert int(tail.min()) == int(int(tail.max()) / imbalance)  # the rarest class: the largest / imbalance

@@ -13,6 +13,7 @@ from ssl_emp.pruning import Pruner, SampleStats
 from ssl_emp.pruning.embeddings import EmbeddingMemory, draw_by_credit, target_rates
 from ssl_emp.pruning.selectors.base import budget
 from ssl_emp.pruning.selectors.stratified import even_shares
+from ssl_emp.pruning.selectors.target_rates import concentration
 
 
 def _points(unique=400, bursts=(), dim=32, seed=0, spread=0.05):
@@ -278,3 +279,86 @@ def test_coverage_in_your_own_loop_as_the_docs_show_it():
     assert kept[0] == 120 and max(kept[1:]) < 120
     assert pruner.achieved_rate() == pytest.approx(0.7, abs=0.01)
     assert pruner.embedding_forwards == 120 * 3  # before epochs 1, 4 and 7
+
+
+# --------------------------------------------------------------------------- v4: scale-free density, floor, guard
+
+def _rates(embeddings, rate=0.8, **settings):
+    """The coverage rates of the first pruned epoch, and that epoch's logged info."""
+    pruner = Pruner(len(embeddings), 10, rate=rate, selector="coverage", coverage_density="cluster", anneal=0.0,
+                    seed=0, **settings)
+    pruner.set_embeddings(torch.arange(len(embeddings)), embeddings, 1)
+    keep = budget(len(embeddings), pruner.skip_fraction(1))
+    weights, info = pruner.selector.weights(None)
+    rates = pruner.selector.rates(weights, keep, info)
+    return rates, keep, {**info, **concentration(rates, keep)}
+
+
+def _modes(sizes=(200, 100, 50, 25, 12), dim=16, spread=0.02, seed=0):
+    """Tight modes of the given sizes around orthogonal centres (no sample near a cluster boundary)."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=torch.float64))[0][: len(sizes)]
+    points = torch.cat([centres[m].float() + spread * torch.randn(size, dim, generator=generator)
+                        for m, size in enumerate(sizes)])
+    return points, torch.cat([torch.full((size,), m) for m, size in enumerate(sizes)])
+
+
+def test_cluster_density_gives_the_same_rates_when_features_are_scaled_rotated_or_embedded_higher():
+    points, _ = _modes()
+    rotation = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(5),
+                                           dtype=torch.float64))[0].float()
+    expected, _, _ = _rates(points, clusters=5)
+    for changed in (7.5 * points, points @ rotation, torch.cat([points, torch.zeros(len(points), 496)], dim=1)):
+        assert torch.allclose(_rates(changed, clusters=5)[0], expected, atol=1e-9)
+
+
+def test_cluster_density_at_balance_0_gives_every_mode_an_equal_share_and_at_1_random_s():
+    points, mode = _modes()
+    rates, keep, _ = _rates(points, clusters=5, coverage_balance=0.0)
+    shares = torch.stack([rates[mode == m].sum() for m in range(5)])
+    assert torch.allclose(shares, torch.full((5,), keep / 5, dtype=torch.float64), rtol=1e-6)
+    rates, keep, _ = _rates(points, clusters=5, coverage_balance=1.0)
+    assert torch.allclose(rates, torch.full_like(rates, keep / len(points)))
+
+
+def test_the_floor_keeps_a_dominant_burst_from_collapsing_the_plan():
+    """One burst holds 90% of the pool. Balanced shares give the other 10% most of the budget; a floor f keeps
+    every sample at f times random's rate or more, so the draw's effective sample share stays above the bound
+    stated here, 0.5 at f = 0.5 (at least f ** 2, since every p_i >= f / N)."""
+    points, mode = _modes(sizes=(900, 25, 25, 25, 25))
+    rates, keep, info = _rates(points, clusters=5, floor=0.5)
+    random_rate = keep / len(points)
+    assert rates.min().item() >= 0.5 * random_rate - 1e-12
+    assert info["effective_sample_share"] > 0.5
+    bare, _, bare_info = _rates(points, clusters=5, floor=0.0)
+    assert bare_info["effective_sample_share"] < info["effective_sample_share"]
+
+
+def test_on_a_pool_with_no_structure_the_plan_matches_random_s_expectation():
+    generator = torch.Generator().manual_seed(2)
+    points = torch.nn.functional.normalize(torch.randn(900, 32, generator=generator), dim=1)
+    rates, keep, info = _rates(points, floor=0.25, coverage_guard=True)
+    random_rate = keep / len(points)
+    assert rates.sum().item() == pytest.approx(keep)
+    assert ((rates / random_rate - 1).abs() < 0.6).all()  # no sample far from random's rate
+    assert info["effective_sample_share"] > 0.9
+
+
+def test_the_junk_guard_gives_a_cloud_of_isolated_points_no_more_than_its_random_share():
+    """Forty isolated points (mutually near-orthogonal, far from the modes) beside five coherent modes: balanced
+    shares would lift them (k-means makes clusters of one or loose clusters of them); the guard caps them."""
+    points, mode = _modes(sizes=(300, 200, 100, 60, 40), dim=64)
+    generator = torch.Generator().manual_seed(3)
+    junk = torch.nn.functional.normalize(torch.randn(40, 64, generator=generator), dim=1) * 3
+    pool = torch.cat([points, junk])
+    is_junk = torch.cat([torch.zeros(len(points), dtype=torch.bool), torch.ones(40, dtype=torch.bool)])
+    unguarded, keep, _ = _rates(pool, coverage_balance=0.0)
+    random_share = keep * 40 / len(pool)
+    assert unguarded[is_junk].sum() > 1.5 * random_share  # the failure the guard exists for
+    guarded_rates, _, info = _rates(pool, coverage_balance=0.0, coverage_guard=True)
+    assert guarded_rates[is_junk].sum() <= random_share + 1e-9
+    # k-means puts a few isolated points into a real mode's cluster, where they get that mode's rate (their
+    # group's share); the rest form clusters of one or loose clusters, and those are the ones capped.
+    assert 30 / len(pool) <= info["coverage_guarded_share"] <= 45 / len(pool)
+    # The rarest coherent mode (40 of 740) is not mistaken for junk: it keeps more than its random share.
+    assert guarded_rates[len(points) - 40:len(points)].sum() > keep * 40 / len(pool)

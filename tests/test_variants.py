@@ -59,3 +59,14 @@ def test_junk_sits_beside_real_images_unlabelled_in_a_seeded_order():
     assert float(junk.flatten(1).std(dim=1).mean()) < 6  # near-uniform: one grey level and a little noise
     with pytest.raises(ValueError, match="unknown junk kind"):
         with_junk(bank, real=10, junk=5, kind="static")
+
+
+def test_with_junk_says_where_each_real_sample_came_from():
+    """The source index lets a variant be built on another (a long tail, then copies, then junk) and keep
+    the earlier flags: each real image is the input bank's image at its source, junk has source -1."""
+    bank = _bank()
+    made = with_junk(bank, real=len(bank), junk=30, kind="noise", seed=1)
+    real = made.source >= 0
+    assert (made.source[made.is_junk] == -1).all() and int(real.sum()) == len(bank)
+    assert torch.equal(made.bank.images[real], bank.images[made.source[real]])
+    assert made.source[real].sort().values.tolist() == list(range(len(bank)))

@@ -94,6 +94,7 @@ def with_near_duplicates(bank: ImageBank, unique: int, bases: int, copies: int, 
 class WithJunk:
     bank: ImageBank
     is_junk: torch.Tensor  # bool [N]: an image that shows nothing the probe asks about (label -1)
+    source: torch.Tensor  # int64 [N]: the index in the input bank each sample came from, -1 for junk
 
 
 JUNK_KINDS = ("flat", "noise", "blur", "other")
@@ -154,6 +155,7 @@ def with_junk(bank: ImageBank, real: int, junk: int, kind: str, seed: int = 0,
     images = torch.cat([bank.images.cpu()[chosen], made])
     labels = torch.cat([bank.labels.cpu()[chosen], torch.full((junk,), -1, dtype=torch.long)])
     is_junk = torch.cat([torch.zeros(real, dtype=torch.bool), torch.ones(junk, dtype=torch.bool)])
+    source = torch.cat([chosen, torch.full((junk,), -1, dtype=torch.long)])
     shuffle = torch.randperm(len(images), generator=generator)
     return WithJunk(ImageBank(images[shuffle].to(bank.device), labels[shuffle].to(bank.labels.device),
-                              bank.num_classes, f"{bank.name}-with-{kind}-junk"), is_junk[shuffle])
+                              bank.num_classes, f"{bank.name}-with-{kind}-junk"), is_junk[shuffle], source[shuffle])

@@ -51,7 +51,7 @@ class PruningSettings:
     beta: float = _setting(1.0, "emp: weight of the memory term", ge=0, allow_inf_nan=False)
     memory: str = _setting("spaced", "emp memory form: loss_change | drift | recency | spaced | agreement | "
                            "disagreement | entropy | forgetting (default chosen on validation by "
-                           "benchmarks/pruning_quality.py)")
+                           "benchmark v2: benchmarks/results/archive-8204556)")
     normalize: Literal["zscore", "none"] = _setting(
         "zscore", "emp: put loss and memory on one scale before combining (z-scores over the whole table), or "
         "none: raw loss + beta * memory (the paper's supervised form)")
@@ -66,10 +66,19 @@ class PruningSettings:
         None, "infobatch: run the published rule with this drop probability (no rate needed; the achieved "
         "rate is reported); unset: matched to the rate", ge=0, le=1)
     infobatch_rescale: bool = _setting(True, "InfoBatch: weight kept below-threshold samples 1/(1-r)")
-    coverage_power: float = _setting(1.0, "coverage: a sample's target rate falls as (near neighbours) ** -power; "
-                                     "0: random's expectation", ge=0, allow_inf_nan=False)
-    coverage_threshold: float = _setting(0.9, "coverage: cosine similarity of clean-image embeddings (centred) at "
-                                         "which two samples are near neighbours", gt=-1, le=1)
+    coverage_density: Literal["threshold", "cluster"] = _setting(
+        "threshold", "coverage: threshold (v3: rate falls as near neighbours at cosine coverage_threshold ** "
+        "-coverage_power) | cluster (each k-means cluster's share grows as size ** coverage_balance; no cosine)")
+    coverage_balance: float = _setting(0.0, "coverage, cluster density: a cluster's share of the budget grows as "
+                                       "size ** balance (1: random's expectation, 0: equal shares)", ge=0, le=1)
+    coverage_power: float = _setting(1.0, "coverage, threshold density: a sample's target rate falls as (near "
+                                     "neighbours) ** -power; 0: random's expectation", ge=0, allow_inf_nan=False)
+    coverage_threshold: float = _setting(0.9, "coverage, threshold density: cosine similarity of clean-image "
+                                         "embeddings (centred) at which two samples are near neighbours", gt=-1, le=1)
+    coverage_guard: bool = _setting(False, "coverage: cap a cluster of one, or one whose members are loose, at "
+                                    "random's rate (an outlier is not a rare mode)")
+    floor: float = _setting(0.0, "coverage: every sample keeps at least this fraction of random's rate (0: none, "
+                            "1: random)", ge=0, le=1)
     clusters: int = _setting(0, "coverage, central: k-means clusters of the embedding memory (0: sqrt(N))", ge=0)
     embed_every: int = _setting(0, "coverage, central: epochs between refreshes of the embedding memory (a forward "
                                 "of every clean image each; 0: once, after the warm-up)", ge=0)
@@ -127,6 +136,8 @@ def check_settings(settings, prefix: str = "") -> None:
             raise ValueError(f"{p}{setting.name}={value}: {why} ({setting.metadata['doc']})")
     if settings.normalize not in ("zscore", "none"):
         raise ValueError(f"{p}normalize='{settings.normalize}'; known: zscore, none")
+    if settings.coverage_density not in ("threshold", "cluster"):
+        raise ValueError(f"{p}coverage_density='{settings.coverage_density}'; known: threshold, cluster")
     if settings.selector == "full" and settings.rate > 0:
         raise ValueError(f"{p}selector=full trains on every sample, so {p}rate={settings.rate} would prune "
                          f"nothing. Name a selector (recommended: {RECOMMENDED['selector']}) or set {p}rate=0")

@@ -29,6 +29,11 @@ class TargetRateSelector(Selector):
         """Each sample's relative worth (>= 0; 0: drawn only when the budget exceeds the rest) and numbers to log."""
         raise NotImplementedError
 
+    def rates(self, weights: torch.Tensor, keep: int, info: dict) -> torch.Tensor:
+        """Each sample's target rate from its weight, summing to ``keep`` (a subclass may cap or floor them, and
+        add what it did to ``info``)."""
+        return target_rates(weights, keep)
+
     def select(self, table, rate, generator):
         keep = budget(table.num_samples, rate)
         if self.credit is None:
@@ -37,14 +42,21 @@ class TargetRateSelector(Selector):
             # would take m visits before settling to its share.
             self.credit = torch.rand(table.num_samples, generator=generator, dtype=torch.float64) - 1.0
         weights, info = self.weights(table)
-        rates = target_rates(weights, keep)
+        rates = self.rates(weights, keep, info)
         chosen = draw_by_credit(rates, self.credit, keep, generator)
-        # The share of the budget the most-weighted 10% of samples get: 0.1 is random's, higher is more skewed.
-        top = rates.sort(descending=True).values[: max(1, table.num_samples // 10)].sum() / max(keep, 1)
-        return EpochPlan(chosen, info={**info, "target_top10_share": float(top)})
+        return EpochPlan(chosen, info={**info, **concentration(rates, keep)})
 
     def state_dict(self) -> dict:
         return {} if self.credit is None else {"credit": self.credit}
 
     def load_state_dict(self, state: dict) -> None:
         self.credit = state.get("credit")
+
+
+def concentration(rates: torch.Tensor, keep: int) -> dict:
+    """How unevenly the rates spread an epoch's budget: the share the most-weighted 10% of samples get (0.1 is
+    ``random``'s, higher is more skewed) and the effective sample size 1 / sum(p^2) of the draw's distribution
+    p = rates / keep, as a share of N (1 is ``random``'s; 0.1 means the budget behaves like a fixed tenth)."""
+    top = rates.sort(descending=True).values[: max(1, rates.numel() // 10)].sum() / max(keep, 1)
+    p = rates / max(float(rates.sum()), 1e-12)
+    return {"target_top10_share": float(top), "effective_sample_share": float(1.0 / (p.square().sum() * rates.numel()))}
