@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup demo test test-fast gpu-wheels gpu-data gpu-check gpu-science clean
+.PHONY: setup demo lint test test-fast test-kernels gpu-wheels gpu-data gpu-check gpu-science clean
 
 setup: $(VENV)/.installed
 
@@ -18,11 +18,23 @@ demo: setup
 	rm -rf runs/demo-full runs/demo-pruned
 	$(BIN)/python examples/pruning_demo.py
 
-test: setup
+test: lint
 	$(BIN)/python -m pytest -q
 
-test-fast: setup
+test-fast: lint
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The kernel-sensitive tests (marked `kernels`: they compare floats across code paths, runs or machines) under
+# emulated CPU kernels, each at 1 and 2 threads (tests/emulate_kernels.sh says what each name sets).
+# `make test-kernels` runs them all; KERNELS=avx2 (what CI adds) picks one.
+KERNELS ?= avx2 default onednn-avx2 onednn-sse41 mkl-avx2
+test-kernels: setup
+	bash tests/emulate_kernels.sh $(BIN)/python $(KERNELS)
+
+# ruff (pinned in the dev extra): lint, and a format check that changes nothing.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The GPU check (benchmarks/gpu_check.sh: GPU-only tests, the throughput benchmark beside lightly, the sync-debug
 # pass; at most ~8 min on one H100/H200). The GPU image has Python 3.12 and no network: `make gpu-wheels` here

@@ -49,10 +49,22 @@ METHODS = {  # the gate first: random and the oracle
     "emp": ["pruning.scorer=emp", "pruning.selector=eps_greedy"],
     "coverage": ["pruning.selector=coverage"],  # whatever the default is: v4 sets it from its result
 }
-GPU = ["data.image_size=32", "model.backbone=resnet18", "model.cifar_stem=true", "train.batch_size=512",
-       "optim.warmup_epochs=2", "train.amp=true", "train.channels_last=true"]
-TINY = ["model.width=8", "model.proj_hidden_dim=32", "model.proj_output_dim=16", "train.batch_size=128",
-        "train.device=cpu"]
+GPU = [
+    "data.image_size=32",
+    "model.backbone=resnet18",
+    "model.cifar_stem=true",
+    "train.batch_size=512",
+    "optim.warmup_epochs=2",
+    "train.amp=true",
+    "train.channels_last=true",
+]
+TINY = [
+    "model.width=8",
+    "model.proj_hidden_dim=32",
+    "model.proj_output_dim=16",
+    "train.batch_size=128",
+    "train.device=cpu",
+]
 
 
 def data_source(tiny: bool, data_root: Path) -> tuple[str, ImageBank, ImageBank]:
@@ -61,14 +73,20 @@ def data_source(tiny: bool, data_root: Path) -> tuple[str, ImageBank, ImageBank]
         return "digits", load_bank("digits", None, "train"), load_bank("digits", None, "test")
     if (data_root / "cifar-100-python" / "train").is_file():
         return "cifar100", load_bank("cifar100", str(data_root), "train"), load_bank("cifar100", str(data_root), "test")
-    return ("fashion-mnist", load_bank("fashion-mnist", str(data_root), "train", 32),
-            load_bank("fashion-mnist", str(data_root), "test", 32))
+    return (
+        "fashion-mnist",
+        load_bank("fashion-mnist", str(data_root), "train", 32),
+        load_bank("fashion-mnist", str(data_root), "test", 32),
+    )
 
 
 def environment(device: torch.device) -> dict:
-    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "torch": torch.__version__, "cuda": torch.version.cuda, **{k: v for k, v in pq.machine().items()
-                                                                       if k != "torch"}}
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        **{k: v for k, v in pq.machine().items() if k != "torch"},
+    }
 
 
 def probe(checkpoint: Path, train: ImageBank, test: ImageBank, device: torch.device, epochs: int) -> dict:
@@ -105,13 +123,23 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = out / "gpu_science.jsonl"
     commit = pq.current_commit()
-    done = {json.loads(line)["method"] for line in results.read_text().splitlines()
-            if line.strip() and json.loads(line).get("commit") == commit and json.loads(line)["epochs"] == epochs
-            and json.loads(line)["dataset"] == dataset} if results.is_file() else set()
+    done = (
+        {
+            json.loads(line)["method"]
+            for line in results.read_text().splitlines()
+            if line.strip()
+            and json.loads(line).get("commit") == commit
+            and json.loads(line)["epochs"] == epochs
+            and json.loads(line)["dataset"] == dataset
+        }
+        if results.is_file()
+        else set()
+    )
     where = environment(device)
-    print(f"gpu_science: {dataset} ({len(train)} train, {len(test)} test images), {where['device']}, rate {RATE}, "
-          f"{epochs} epochs, seed {args.seed}, commit {commit[:10]}"
-          + (f"; done already: {sorted(done)}" if done else ""))
+    print(
+        f"gpu_science: {dataset} ({len(train)} train, {len(test)} test images), {where['device']}, rate {RATE}, "
+        f"{epochs} epochs, seed {args.seed}, commit {commit[:10]}" + (f"; done already: {sorted(done)}" if done else "")
+    )
     labels = train.labels.cpu()
     pool = pq.RegimeData(train, train, train, test, [], None, None)
     slowest = 0.0
@@ -121,43 +149,75 @@ def main(argv=None) -> int:
                 continue
             elapsed = (time.perf_counter() - started) / 60
             if slowest and elapsed + slowest / 60 > args.minutes:
-                print(f"gpu_science: {method} not started: {elapsed:.1f} min spent, a run takes about "
-                      f"{slowest / 60:.1f} min, the budget is {args.minutes:g} (--minutes)")
+                print(
+                    f"gpu_science: {method} not started: {elapsed:.1f} min spent, a run takes about "
+                    f"{slowest / 60:.1f} min, the budget is {args.minutes:g} (--minutes)"
+                )
                 continue
-            overrides = (pq.equal_compute(len(train), epochs, RATE) if METHODS[method] is None
-                         else [*pq.with_oracle_file(METHODS[method], pool, workdir, dataset), f"pruning.rate={RATE}"])
+            overrides = (
+                pq.equal_compute(len(train), epochs, RATE)
+                if METHODS[method] is None
+                else [*pq.with_oracle_file(METHODS[method], pool, workdir, dataset), f"pruning.rate={RATE}"]
+            )
             pruned = [] if METHODS[method] is None else pq.FAIR  # the same warm-up, no anneal: selection alone
-            cfg = load_pretrain_config(TINY_RECIPE if args.tiny else RECIPE, [
-                *pq.COMMON, *pruned, *(TINY if args.tiny else GPU), f"data.name={dataset}",
-                f"data.root={args.data_root}", f"train.epochs={epochs}", *overrides, f"train.seed={args.seed}",
-                f"run.out_dir={workdir}", f"run.name={method}"])
+            cfg = load_pretrain_config(
+                TINY_RECIPE if args.tiny else RECIPE,
+                [
+                    *pq.COMMON,
+                    *pruned,
+                    *(TINY if args.tiny else GPU),
+                    f"data.name={dataset}",
+                    f"data.root={args.data_root}",
+                    f"train.epochs={epochs}",
+                    *overrides,
+                    f"train.seed={args.seed}",
+                    f"run.out_dir={workdir}",
+                    f"run.name={method}",
+                ],
+            )
             run_started = time.perf_counter()
             result = pretrain(cfg, recipe=method, show_progress=not args.tiny, train_bank=train)
             train_seconds = time.perf_counter() - run_started
             measured = probe(result.checkpoint, train, test, device, probe_epochs)
             slowest = max(slowest, time.perf_counter() - run_started)
             last = result.history[-1]
-            record = {"method": method, "rate": RATE, "epochs": epochs, "seed": args.seed, "dataset": dataset,
-                      "commit": commit, **where, "overrides": overrides,
-                      "achieved_rate": achieved_rate(result.sample_forwards, epochs * len(train)),
-                      "sample_forwards": result.sample_forwards,
-                      "embedding_forwards": last.get("pruning/embedding_forwards", 0),
-                      "train_seconds": round(train_seconds, 1), "images_per_second": round(result.images_per_second),
-                      "final_loss": result.final_loss, "test": measured,
-                      "class_forward_spread": _class_spread(labels, result.checkpoint)}
+            record = {
+                "method": method,
+                "rate": RATE,
+                "epochs": epochs,
+                "seed": args.seed,
+                "dataset": dataset,
+                "commit": commit,
+                **where,
+                "overrides": overrides,
+                "achieved_rate": achieved_rate(result.sample_forwards, epochs * len(train)),
+                "sample_forwards": result.sample_forwards,
+                "embedding_forwards": last.get("pruning/embedding_forwards", 0),
+                "train_seconds": round(train_seconds, 1),
+                "images_per_second": round(result.images_per_second),
+                "final_loss": result.final_loss,
+                "test": measured,
+                "class_forward_spread": _class_spread(labels, result.checkpoint),
+            }
             with open(results, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            print(f"gpu_science: {method:18s} top-1 {measured['top1']:.4f}  achieved rate {record['achieved_rate']:.3f}"
-                  f"  {train_seconds:.0f} s training, {record['images_per_second']} img/s", flush=True)
+            print(
+                f"gpu_science: {method:18s} top-1 {measured['top1']:.4f}  achieved rate {record['achieved_rate']:.3f}"
+                f"  {train_seconds:.0f} s training, {record['images_per_second']} img/s",
+                flush=True,
+            )
     summary = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    summary = {r["method"]: r for r in summary if r["commit"] == commit and r["epochs"] == epochs
-               and r["dataset"] == dataset}
+    summary = {
+        r["method"]: r for r in summary if r["commit"] == commit and r["epochs"] == epochs and r["dataset"] == dataset
+    }
     if "random" in summary:
         base = summary["random"]["test"]["top1"]
         for method, r in summary.items():
             print(f"  {method:18s} {r['test']['top1']:.4f}  ({r['test']['top1'] - base:+.4f} against random)")
-    print(f"gpu_science: {len(summary)} of {len(METHODS)} runs recorded in {results} "
-          f"({(time.perf_counter() - started) / 60:.1f} min)")
+    print(
+        f"gpu_science: {len(summary)} of {len(METHODS)} runs recorded in {results} "
+        f"({(time.perf_counter() - started) / 60:.1f} min)"
+    )
     return 0 if len(summary) == len(args.methods) else 3
 
 

@@ -24,10 +24,10 @@ import threading
 import time
 from pathlib import Path
 
+import common
 import torch
 import torch.nn.functional as F
 
-import common
 from ssl_emp.pruning import clustering as engine
 from ssl_emp.pruning.embeddings import EmbeddingMemory, draw_by_credit, target_rates
 
@@ -49,17 +49,17 @@ def synthetic(n: int, d: int, seed: int = 0, dtype=torch.float16, chunk: int = 1
     burst_centres = F.normalize(torch.randn(bursts, d, generator=g), dim=1)
     kind = torch.zeros(n, dtype=torch.int8)  # 0 mode member, 1 burst, 2 outlier
     kind[: bursts * burst_size] = 1
-    kind[bursts * burst_size: bursts * burst_size + outliers] = 2
+    kind[bursts * burst_size : bursts * burst_size + outliers] = 2
     kind = kind[torch.randperm(n, generator=g)]
     out = torch.empty(n, d, dtype=dtype)
     for start in range(0, n, chunk):
-        k = kind[start: start + chunk]
+        k = kind[start : start + chunk]
         noise = torch.randn(k.numel(), d, generator=g) / math.sqrt(d)
         rows = mode_centres[torch.randint(0, modes, (k.numel(),), generator=g)] + 0.7 * noise
         burst_rows = burst_centres[torch.randint(0, bursts, (k.numel(),), generator=g)] + 0.1 * noise
         rows = torch.where((k == 1).unsqueeze(1), burst_rows, rows)
         rows = torch.where((k == 2).unsqueeze(1), noise, rows)
-        out[start: start + chunk] = rows.to(dtype)
+        out[start : start + chunk] = rows.to(dtype)
     return out, {"bursts": bursts, "burst_size": burst_size, "outliers": outliers, "modes": modes}
 
 
@@ -120,12 +120,21 @@ def one_refresh(n: int, d: int, device: torch.device, force_scale: bool = False)
         plan = coverage_plan(counts.cpu(), 1.0, torch.Generator().manual_seed(0))
         total = time.perf_counter() - started
     sizes = torch.bincount(clustering.assignment.cpu())
-    row = {"n": n, "d": d, "path": "exact" if clustering.exact else "scale", "forced": force_scale,
-           "refresh_s": total, **phases,
-           "plan_s": total - phases["cluster_s"] - phases["neighbours_s"], "clusters": clustering.count,
-           "largest_cluster": int(sizes.max()), "table_bytes": table_bytes,
-           "peak_rss_beyond_table_bytes": rss.peak - rss.start, "kept": int(plan.numel()),
-           "planted": planted}
+    row = {
+        "n": n,
+        "d": d,
+        "path": "exact" if clustering.exact else "scale",
+        "forced": force_scale,
+        "refresh_s": total,
+        **phases,
+        "plan_s": total - phases["cluster_s"] - phases["neighbours_s"],
+        "clusters": clustering.count,
+        "largest_cluster": int(sizes.max()),
+        "table_bytes": table_bytes,
+        "peak_rss_beyond_table_bytes": rss.peak - rss.start,
+        "kept": int(plan.numel()),
+        "planted": planted,
+    }
     if device.type == "cuda":
         row["peak_device_beyond_table_bytes"] = torch.cuda.max_memory_allocated() - before
     return row
@@ -157,12 +166,20 @@ def faiss_refresh(n: int, d: int, query_rows: int = 2048) -> dict:
         cluster_s = time.perf_counter() - started
         counts = np.zeros(n, dtype=np.int64)
         for start in range(0, n, query_rows):
-            lims, _, _ = index.range_search(x[start: start + query_rows], THRESHOLD)
-            counts[start: start + query_rows] = np.diff(lims)
+            lims, _, _ = index.range_search(x[start : start + query_rows], THRESHOLD)
+            counts[start : start + query_rows] = np.diff(lims)
         total = time.perf_counter() - started
-    return {"n": n, "d": d, "engine": f"faiss {faiss.__version__}", "clusters": clusters, "refresh_s": total,
-            "cluster_s": cluster_s, "neighbours_s": total - cluster_s,
-            "peak_rss_beyond_table_bytes": rss.peak - rss.start, "largest_count": int(counts.max())}
+    return {
+        "n": n,
+        "d": d,
+        "engine": f"faiss {faiss.__version__}",
+        "clusters": clusters,
+        "refresh_s": total,
+        "cluster_s": cluster_s,
+        "neighbours_s": total - cluster_s,
+        "peak_rss_beyond_table_bytes": rss.peak - rss.start,
+        "largest_count": int(counts.max()),
+    }
 
 
 def _v3_kmeans(x, clusters, generator, iterations=20):
@@ -210,8 +227,11 @@ def true_counts(vectors: torch.Tensor, chunk_rows: int = 2048) -> torch.Tensor:
 
 def _compare(counts: torch.Tensor, reference: torch.Tensor, n: int) -> dict:
     relative = (counts - reference).abs().double() / reference.double()
-    row = {"identical_share": float((counts == reference).double().mean()),
-           "median_relative_error": float(relative.median()), "p90_relative_error": float(relative.quantile(0.9))}
+    row = {
+        "identical_share": float((counts == reference).double().mean()),
+        "median_relative_error": float(relative.median()),
+        "p90_relative_error": float(relative.quantile(0.9)),
+    }
     keep = n - round(RATE * n)
     for power in (1.0, 3.0):
         a = target_rates(reference.double().pow(-power), keep)
@@ -234,21 +254,32 @@ def agreement(n: int, d: int) -> dict:
     started = time.perf_counter()
     scale_counts = scaled.neighbour_counts(THRESHOLD)
     scale_s = time.perf_counter() - started
-    return {"n": n, "d": d, "exact_identical_to_v3_share": float((exact_counts == reference).double().mean()),
-            "exact_plan_identical_to_v3": bool(torch.equal(coverage_plan(exact_counts, 1.0, torch.Generator()
-                                                                         .manual_seed(0)),
-                                                           coverage_plan(reference, 1.0, torch.Generator()
-                                                                         .manual_seed(0)))),
-            "scale_clusters": scaled.clusters().count, "scale_s": scale_s,
-            "v3_vs_truth": _compare(reference, truth, n), "scale_vs_truth": _compare(scale_counts, truth, n),
-            "scale_vs_v3": _compare(scale_counts, reference, n)}
+    return {
+        "n": n,
+        "d": d,
+        "exact_identical_to_v3_share": float((exact_counts == reference).double().mean()),
+        "exact_plan_identical_to_v3": bool(
+            torch.equal(
+                coverage_plan(exact_counts, 1.0, torch.Generator().manual_seed(0)),
+                coverage_plan(reference, 1.0, torch.Generator().manual_seed(0)),
+            )
+        ),
+        "scale_clusters": scaled.clusters().count,
+        "scale_s": scale_s,
+        "v3_vs_truth": _compare(reference, truth, n),
+        "scale_vs_truth": _compare(scale_counts, truth, n),
+        "scale_vs_v3": _compare(scale_counts, reference, n),
+    }
 
 
 def growth_exponent(rows: list[dict], d: int, path: str, low: int = 100_000) -> float | None:
     """The slope of log time against log N from ``low`` up: over the rows as they run (``path="as run"``: the
     exact path up to its limit) or over the scale path's alone (forced below its limit)."""
-    chosen = [r for r in rows if r["d"] == d and r["n"] >= low and (r["path"] == "scale" if path == "scale"
-                                                                     else not r["forced"])]
+    chosen = [
+        r
+        for r in rows
+        if r["d"] == d and r["n"] >= low and (r["path"] == "scale" if path == "scale" else not r["forced"])
+    ]
     points = [(math.log(r["n"]), math.log(r["refresh_s"])) for r in chosen]
     if len(points) < 2:
         return None
@@ -267,14 +298,25 @@ def plot(result: dict, path: Path) -> None:
     for d in sorted({r["d"] for r in result["rows"]}):
         exponents = result["growth_exponent"][str(d)]
         for engine_path, style in (("as run", "o-"), ("scale", "x--")):
-            rows = sorted((r for r in result["rows"] if r["d"] == d and (
-                r["path"] == "scale" if engine_path == "scale" else not r["forced"])), key=lambda r: r["n"])
+            rows = sorted(
+                (
+                    r
+                    for r in result["rows"]
+                    if r["d"] == d and (r["path"] == "scale" if engine_path == "scale" else not r["forced"])
+                ),
+                key=lambda r: r["n"],
+            )
             exponent = exponents[engine_path]
-            left.loglog([r["n"] for r in rows], [r["refresh_s"] for r in rows], style,
-                        label=f"d={d} {engine_path} (exponent {exponent or float('nan'):.2f} from 1e5)")
+            left.loglog(
+                [r["n"] for r in rows],
+                [r["refresh_s"] for r in rows],
+                style,
+                label=f"d={d} {engine_path} (exponent {exponent or float('nan'):.2f} from 1e5)",
+            )
         rows = sorted((r for r in result["rows"] if r["d"] == d and not r["forced"]), key=lambda r: r["n"])
-        right.loglog([r["n"] for r in rows], [r["peak_rss_beyond_table_bytes"] / 2**30 for r in rows], "o-",
-                     label=f"d={d}")
+        right.loglog(
+            [r["n"] for r in rows], [r["peak_rss_beyond_table_bytes"] / 2**30 for r in rows], "o-", label=f"d={d}"
+        )
     left.axvline(engine.EXACT_LIMIT, color="grey", ls=":", lw=1)
     left.text(engine.EXACT_LIMIT, left.get_ylim()[1], " exact | scale", va="top", fontsize=8, color="grey")
     left.set(xlabel="samples N", ylabel="one refresh (s, median)", title=f"Selection refresh on {result['device']}")
@@ -304,8 +346,9 @@ def measure(n: int, d: int, device: str, force_scale: bool, repeats: int) -> dic
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+",
-                        default=[10_000, 30_000, 100_000, 300_000, 1_280_000, 3_000_000, 10_000_000])
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000, 300_000, 1_280_000, 3_000_000, 10_000_000]
+    )
     parser.add_argument("--dims", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--max-n-512", type=int, default=1_280_000, help="largest N run at d=512")
     parser.add_argument("--repeats", type=int, default=3, help="runs per size up to 1.28M (one above)")
@@ -313,8 +356,14 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--one", type=int, nargs=2, metavar=("N", "D"), help=argparse.SUPPRESS)
     parser.add_argument("--force-scale", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--faiss", type=int, nargs="*", default=[], metavar="N",
-                        help="also time the refresh built from faiss at these N (d=128; needs faiss-cpu)")
+    parser.add_argument(
+        "--faiss",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="N",
+        help="also time the refresh built from faiss at these N (d=128; needs faiss-cpu)",
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     parser.add_argument("--out", type=Path, default=None, help="the JSON's path (default: in --results-dir)")
     args = parser.parse_args(argv)
@@ -327,17 +376,20 @@ def main(argv=None) -> int:
         for n in args.sizes:
             if d == 512 and n > args.max_n_512:
                 continue
-            for force_scale in ([False, True] if n <= engine.EXACT_LIMIT else [False]):
+            for force_scale in [False, True] if n <= engine.EXACT_LIMIT else [False]:
                 try:
                     rows.append(measure(n, d, args.device, force_scale, args.repeats if n <= 1_280_000 else 1))
                 except RuntimeError as exc:
                     print(exc, file=sys.stderr)
                     return 1
                 r = rows[-1]
-                print(f"N={n:>10,} d={d}: {r['path']:5}{' (forced)' if force_scale else '         '} refresh "
-                      f"{r['refresh_s']:8.2f} s (cluster {r['cluster_s']:.2f}, neighbours {r['neighbours_s']:.2f}), "
-                      f"{r['clusters']:,} clusters, largest {r['largest_cluster']:,}, beyond the table "
-                      f"{r['peak_rss_beyond_table_bytes'] / 2**20:,.0f} MiB", flush=True)
+                print(
+                    f"N={n:>10,} d={d}: {r['path']:5}{' (forced)' if force_scale else '         '} refresh "
+                    f"{r['refresh_s']:8.2f} s (cluster {r['cluster_s']:.2f}, neighbours {r['neighbours_s']:.2f}), "
+                    f"{r['clusters']:,} clusters, largest {r['largest_cluster']:,}, beyond the table "
+                    f"{r['peak_rss_beyond_table_bytes'] / 2**20:,.0f} MiB",
+                    flush=True,
+                )
     agreements = []
     for n in args.agreement:
         agreements.append(agreement(n, 128))
@@ -347,11 +399,18 @@ def main(argv=None) -> int:
         alternatives.append(faiss_refresh(n, 128))
         print(f"faiss at N={n:,}: {json.dumps(alternatives[-1])}", flush=True)
     name = common.slug(common.device_name(device))
-    result = {"device": common.device_name(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "rows": rows, "agreement": agreements, "faiss": alternatives,
-              "growth_exponent": {str(d): {path: growth_exponent(rows, d, path) for path in ("as run", "scale")}
-                                  for d in args.dims},
-              "command": "benchmarks/selection_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    result = {
+        "device": common.device_name(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "rows": rows,
+        "agreement": agreements,
+        "faiss": alternatives,
+        "growth_exponent": {
+            str(d): {path: growth_exponent(rows, d, path) for path in ("as run", "scale")} for d in args.dims
+        },
+        "command": "benchmarks/selection_scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
     out = args.out or args.results_dir / f"selection_scale_{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")

@@ -13,25 +13,39 @@ import yaml
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint .pt file")
-    parser.add_argument("--dataset", help="evaluate on this dataset instead of the pretraining one (transfer): "
-                        "digits, fashion-mnist, cifar10, cifar100, stl10, imagefolder; channels and image size are "
-                        "adapted to the backbone and the result says how")
+    parser.add_argument(
+        "--dataset",
+        help="evaluate on this dataset instead of the pretraining one (transfer): "
+        "digits, fashion-mnist, cifar10, cifar100, stl10, imagefolder; channels and image size are "
+        "adapted to the backbone and the result says how",
+    )
     parser.add_argument("--data-root", help="the dataset's root (default: the one stored in the checkpoint's config)")
     parser.add_argument("--train-subset", type=int, help="use only N labelled training images")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--random-init", action="store_true", help="evaluate a randomly initialised backbone instead")
-    parser.add_argument("--compare-random", action="store_true",
-                        help="also evaluate a randomly initialised backbone of the same architecture, as a floor")
-    parser.add_argument("--output", help="JSON file to write (default: RUN_DIR/eval/<command>.json; for an exported "
-                        "backbone, <its folder>/eval/<its file name>_<command>.json)")
+    parser.add_argument(
+        "--compare-random",
+        action="store_true",
+        help="also evaluate a randomly initialised backbone of the same architecture, as a floor",
+    )
+    parser.add_argument(
+        "--output",
+        help="JSON file to write (default: RUN_DIR/eval/<command>.json; for an exported "
+        "backbone, <its folder>/eval/<its file name>_<command>.json)",
+    )
     parser.add_argument("--no-wandb", action="store_true", help="do not log the result to W&B")
 
 
 def common_kwargs(args: argparse.Namespace) -> dict:
     """The common options as keyword arguments of every evaluation function."""
-    return dict(data_root=args.data_root, device=args.device, train_subset=args.train_subset, seed=args.seed,
-                dataset=args.dataset)
+    return dict(
+        data_root=args.data_root,
+        device=args.device,
+        train_subset=args.train_subset,
+        seed=args.seed,
+        dataset=args.dataset,
+    )
 
 
 def log_to_wandb(result: dict, run_dir: Path, job_type: str) -> None:
@@ -40,9 +54,17 @@ def log_to_wandb(result: dict, run_dir: Path, job_type: str) -> None:
 
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
     tracking = cfg.get("tracking", {})
-    tracker = Tracker(run_dir / "eval", mode=tracking.get("wandb", "auto"), project=tracking.get("project", "ssl_emp"),
-                      entity=tracking.get("entity"), name=f"{run_dir.name}-{job_type}", config=result,
-                      job_type=job_type, group=run_dir.name, metrics_file=f"{job_type}.jsonl")
+    tracker = Tracker(
+        run_dir / "eval",
+        mode=tracking.get("wandb", "auto"),
+        project=tracking.get("project", "ssl_emp"),
+        entity=tracking.get("entity"),
+        name=f"{run_dir.name}-{job_type}",
+        config=result,
+        job_type=job_type,
+        group=run_dir.name,
+        metrics_file=f"{job_type}.jsonl",
+    )
     scalars = {f"{job_type}/{k}": v for k, v in result.items() if isinstance(v, (int, float))}
     tracker.log(scalars)
     tracker.summary(scalars)
@@ -56,8 +78,9 @@ def write_result(result: dict, args: argparse.Namespace, job_type: str) -> Path:
     checkpoint = Path(result["checkpoint"])
     from_run = checkpoint.parent.name == "checkpoints" and (checkpoint.parent.parent / "config.yaml").is_file()
     run_dir = checkpoint.parent.parent if from_run else checkpoint.parent
-    suffix = (f"_{result['dataset']}" if result["dataset"] != result["pretrained_on"] else "") + \
-        ("_random_init" if args.random_init else "")
+    suffix = (f"_{result['dataset']}" if result["dataset"] != result["pretrained_on"] else "") + (
+        "_random_init" if args.random_init else ""
+    )
     exported = checkpoint.name.replace(".", "_")
     name = f"{job_type}{suffix}.json" if from_run else f"{exported}_{job_type}{suffix}.json"
     output = Path(args.output) if args.output else run_dir / "eval" / name
@@ -82,20 +105,29 @@ def result_header(checkpoint: str, pretrained, random_init: bool, dataset: str, 
     """The fields every evaluation record starts with: what was evaluated, on which data, adapted how."""
     from ssl_emp.checkpoint import resolve_checkpoint_path
 
-    header = {"checkpoint": str(resolve_checkpoint_path(checkpoint)),
-              "backbone": "random-init" if random_init else f"pretrained (epoch {pretrained.epoch})",
-              "dataset": dataset, "pretrained_on": pretrained.config["data"]["name"]}
+    header = {
+        "checkpoint": str(resolve_checkpoint_path(checkpoint)),
+        "backbone": "random-init" if random_init else f"pretrained (epoch {pretrained.epoch})",
+        "dataset": dataset,
+        "pretrained_on": pretrained.config["data"]["name"],
+    }
     if adapted:
         header["adapted"] = adapted
     return header
 
 
-def run_evaluation(evaluate: Callable[..., dict], args: argparse.Namespace, kwargs: dict, job_type: str,
-                   label: str, extra_line: Callable[[dict], str] = lambda result: "") -> int:
+def run_evaluation(
+    evaluate: Callable[..., dict],
+    args: argparse.Namespace,
+    kwargs: dict,
+    job_type: str,
+    label: str,
+    extra_line: Callable[[dict], str] = lambda result: "",
+) -> int:
     """The CLI flow the three commands share: evaluate (and the random-init floor if asked), report bad input
     as one line, write and log the result, print the headline. Returns the exit status."""
-    from ssl_emp.data import DatasetNotFoundError
     from ssl_emp.checkpoint import CheckpointError
+    from ssl_emp.data import DatasetNotFoundError
 
     try:
         result = evaluate(args.checkpoint, random_init=args.random_init, **kwargs)

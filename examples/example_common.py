@@ -31,15 +31,24 @@ def simclr_views() -> SimCLRTransform:
 
 def small_backbone() -> tuple[nn.Module, int]:
     """A CPU-sized CNN and its feature width."""
-    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten()), 64
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    ), 64
 
 
 def torchvision_dataset(name: str, root: str, transform):
     if name == "fashion-mnist":  # the IDX files under <root>/FashionMNIST/raw (see README, "Data")
-        return datasets.FashionMNIST(root, train=True, download=False,
-                                     transform=lambda image: transform(image.convert("RGB")))
+        return datasets.FashionMNIST(
+            root, train=True, download=False, transform=lambda image: transform(image.convert("RGB"))
+        )
     folder = Path(root) / "digits-png"
     if not folder.is_dir():
         from PIL import Image

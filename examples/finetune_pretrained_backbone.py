@@ -1,6 +1,6 @@
 """Fine-tune an ssl_emp backbone pretrained on digits, in plain PyTorch.
 
-    python examples/finetune_pretrained_backbone.py RUN [--epochs 20]   # a run dir, checkpoint or exported .pt
+python examples/finetune_pretrained_backbone.py RUN [--epochs 20]   # a run dir, checkpoint or exported .pt
 """
 
 import argparse
@@ -26,7 +26,7 @@ model = nn.Sequential(backbone, nn.Linear(feature_dim, train.num_classes)).train
 
 optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
 torch.manual_seed(0)
-for epoch in range(args.epochs):
+for _ in range(args.epochs):
     for idx in torch.randperm(len(train)).split(128):
         loss = F.cross_entropy(model((train.batch(idx) - mean) / std), train.labels[idx])
         optimizer.zero_grad()

@@ -14,11 +14,11 @@ import sys
 
 import pytorch_lightning as pl
 import torch
+from example_common import example_parser, simclr_views, small_backbone, torchvision_dataset
 from lightly.models.modules import SimCLRProjectionHead
+from prune_plain_pytorch import per_sample_ntxent
 from torch.utils.data import DataLoader
 
-from example_common import example_parser, simclr_views, small_backbone, torchvision_dataset
-from prune_plain_pytorch import per_sample_ntxent
 from ssl_emp.pruning import Pruner, WithIndex
 
 
@@ -55,8 +55,10 @@ class PruningReport(pl.Callback):
         rate = pruner.achieved_rate(trainer.current_epoch + 1)
         module.log("pruning/achieved_rate", rate)
         if trainer.is_global_zero:
-            print(f"epoch {trainer.current_epoch + 1}: {pruner.sample_forwards} sample-forwards so far, "
-                  f"achieved rate {rate:.3f}")
+            print(
+                f"epoch {trainer.current_epoch + 1}: {pruner.sample_forwards} sample-forwards so far, "
+                f"achieved rate {rate:.3f}"
+            )
 
 
 def main(argv=None) -> float:
@@ -67,10 +69,17 @@ def main(argv=None) -> float:
         module = PrunedSimCLR(dataset, args.epochs, args.rate, workers=args.workers)
     except ValueError as exc:  # a rate these epochs cannot reach: the reason and what would work, in one line
         sys.exit(f"error: {exc}")
-    trainer = pl.Trainer(max_epochs=args.epochs, accelerator="auto", devices=1, use_distributed_sampler=False,
-                         reload_dataloaders_every_n_epochs=1,
-                         logger=False, enable_checkpointing=False, enable_model_summary=False,
-                         callbacks=[PruningReport()])
+    trainer = pl.Trainer(
+        max_epochs=args.epochs,
+        accelerator="auto",
+        devices=1,
+        use_distributed_sampler=False,
+        reload_dataloaders_every_n_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[PruningReport()],
+    )
     trainer.fit(module)
     achieved = module.pruner.achieved_rate(args.epochs)
     print(f"achieved rate {achieved:.3f} (requested {args.rate})")

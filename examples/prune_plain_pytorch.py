@@ -12,11 +12,11 @@ import time
 
 import torch
 import torch.nn.functional as F
+from example_common import example_parser, simclr_views, small_backbone, torchvision_dataset
 from lightly.models.modules import SimCLRProjectionHead
 from torch import nn
 from torch.utils.data import DataLoader
 
-from example_common import example_parser, simclr_views, small_backbone, torchvision_dataset
 from ssl_emp.pruning import Pruner, WithIndex
 
 
@@ -46,8 +46,11 @@ def main(argv=None) -> float:
     except ValueError as exc:  # a rate these epochs cannot reach: the reason and what would work, in one line
         sys.exit(f"error: {exc}")
     # Near-equal batches of each epoch's plan: no small tail batch (a batch of one breaks BatchNorm).
-    loader = DataLoader(WithIndex(dataset), batch_sampler=pruner.batch_sampler(args.batch_size),  # (2)
-                        num_workers=args.workers)
+    loader = DataLoader(
+        WithIndex(dataset),
+        batch_sampler=pruner.batch_sampler(args.batch_size),  # (2)
+        num_workers=args.workers,
+    )
     started = time.perf_counter()
     for epoch in range(args.epochs):
         loader.batch_sampler.set_epoch(epoch)
@@ -61,8 +64,10 @@ def main(argv=None) -> float:
             total, seen = total + per_sample.sum().item(), seen + len(indices)
         print(f"epoch {epoch + 1}/{args.epochs}: trained {seen}/{len(dataset)} samples, loss {total / seen:.4f}")
     achieved = pruner.achieved_rate()
-    print(f"achieved rate {achieved:.3f} (requested {args.rate}): {pruner.sample_forwards} of "
-          f"{args.epochs * len(dataset)} sample-forwards in {time.perf_counter() - started:.1f} s")
+    print(
+        f"achieved rate {achieved:.3f} (requested {args.rate}): {pruner.sample_forwards} of "
+        f"{args.epochs * len(dataset)} sample-forwards in {time.perf_counter() - started:.1f} s"
+    )
     return achieved
 
 

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from eval.linear_probe import linear_probe
-from ssl_emp.config import load_pretrain_config
 from ssl_emp.build import pretrain
+from ssl_emp.config import load_pretrain_config
 from ssl_emp.pruning import SELECTORS
 
 RECIPE = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
@@ -27,8 +27,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     common = [f"run.out_dir={args.out}", "monitor.every=0"] + ([f"train.epochs={args.epochs}"] if args.epochs else [])
     runs = {}
-    for label, overrides in (("all data", ["run.name=demo-full"]),
-                             ("pruned", ["run.name=demo-pruned", f"pruning.rate={args.rate}"])):
+    for label, overrides in (
+        ("all data", ["run.name=demo-full"]),
+        ("pruned", ["run.name=demo-pruned", f"pruning.rate={args.rate}"]),
+    ):
         cfg = load_pretrain_config(RECIPE, [*common, *overrides])
         if label == "pruned":
             scored = SELECTORS[cfg.pruning.selector].uses_scores
@@ -44,10 +46,12 @@ def main(argv=None) -> int:
     for label, (result, top1) in runs.items():
         print(f"| {label} | {result.achieved_rate:.3f} | {result.seconds:.1f} | {top1:.4f} | {top1 - floor:+.4f} |")
     print(f"| random-init floor | | | {floor:.4f} | |")
-    (pruned, pruned_top1), = [v for k, v in runs.items() if k != "all data"]
-    print(f"\nPruning at {args.rate} skipped {pruned.achieved_rate:.1%} of the sample-forwards and saved "
-          f"{1 - pruned.seconds / full.seconds:.0%} of the pretraining time ({pruned.seconds:.1f} s against "
-          f"{full.seconds:.1f} s); top-1 moved by {pruned_top1 - runs['all data'][1]:+.4f}.")
+    ((pruned, pruned_top1),) = [v for k, v in runs.items() if k != "all data"]
+    print(
+        f"\nPruning at {args.rate} skipped {pruned.achieved_rate:.1%} of the sample-forwards and saved "
+        f"{1 - pruned.seconds / full.seconds:.0%} of the pretraining time ({pruned.seconds:.1f} s against "
+        f"{full.seconds:.1f} s); top-1 moved by {pruned_top1 - runs['all data'][1]:+.4f}."
+    )
     return 0
 
 

@@ -22,9 +22,18 @@ from ssl_emp.config.schema import ConfigError
 from ssl_emp.engine import PretrainResult
 
 # Keyword arguments that name one setting, as lightly-train's and timm's users expect to write them.
-SHORT_NAMES = {"epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "optim.lr", "seed": "train.seed",
-               "device": "train.device", "model": "model.backbone", "method": "method.name",
-               "rate": "pruning.rate", "wandb": "tracking.wandb", "image_size": "data.image_size"}
+SHORT_NAMES = {
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "lr": "optim.lr",
+    "seed": "train.seed",
+    "device": "train.device",
+    "model": "model.backbone",
+    "method": "method.name",
+    "rate": "pruning.rate",
+    "wandb": "tracking.wandb",
+    "image_size": "data.image_size",
+}
 
 
 @dataclass
@@ -64,14 +73,23 @@ def _keyword_settings(settings: dict[str, Any]) -> list[str]:
         elif key in SHORT_NAMES:
             out += _flatten(SHORT_NAMES[key], value)
         else:
-            raise ConfigError(f"train() got an unknown keyword '{key}'. Give a section as a dict "
-                              f"({', '.join(sections)}), one of {', '.join(SHORT_NAMES)}, or overrides=['a.b=value'].")
+            raise ConfigError(
+                f"train() got an unknown keyword '{key}'. Give a section as a dict "
+                f"({', '.join(sections)}), one of {', '.join(SHORT_NAMES)}, or overrides=['a.b=value']."
+            )
     return out
 
 
-def train(out: Optional[Union[str, Path]] = None, data: Optional[Union[str, Path, dict]] = None, *,
-          config: Optional[Union[str, Path]] = None, overrides: Sequence[str] = (), resume: Union[bool, str] = False,
-          show_progress: Optional[bool] = None, **settings: Any) -> Run:
+def train(
+    out: Optional[Union[str, Path]] = None,
+    data: Optional[Union[str, Path, dict]] = None,
+    *,
+    config: Optional[Union[str, Path]] = None,
+    overrides: Sequence[str] = (),
+    resume: Union[bool, str] = False,
+    show_progress: Optional[bool] = None,
+    **settings: Any,
+) -> Run:
     """Pretrain and return the run: its folder, final metrics and (``run.backbone``) the backbone.
 
     ``out``: the run's folder (default ``runs/<recipe>-<timestamp>``); ``data``: a dataset name (``digits``,
@@ -95,7 +113,14 @@ def train(out: Optional[Union[str, Path]] = None, data: Optional[Union[str, Path
         cfg = load_pretrain_config(config, [*given, *(["run.resume=auto"] if resume == "auto" else [])])
     result = pretrain(cfg, recipe=Path(config).stem if config else "run", show_progress=show_progress)
     last = {k: v for k, v in (result.history[-1] if result.history else {}).items() if not isinstance(v, list)}
-    metrics = {**last, "final_loss": result.final_loss, "epochs": result.epochs_done, "steps": result.global_step,
-               "seconds": result.seconds, "images_per_second": result.images_per_second,
-               "pruning/achieved_rate": result.achieved_rate, "pruning/sample_forwards": result.sample_forwards}
+    metrics = {
+        **last,
+        "final_loss": result.final_loss,
+        "epochs": result.epochs_done,
+        "steps": result.global_step,
+        "seconds": result.seconds,
+        "images_per_second": result.images_per_second,
+        "pruning/achieved_rate": result.achieved_rate,
+        "pruning/sample_forwards": result.sample_forwards,
+    }
     return Run(result.run_dir, result.checkpoint, metrics, result)

@@ -10,7 +10,6 @@ part it makes takes plain keyword arguments and can be built by hand instead::
 
 from __future__ import annotations
 
-import inspect
 import sys
 import warnings
 from pathlib import Path
@@ -24,8 +23,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ssl_emp.checkpoint import load_checkpoint
 from ssl_emp.config import PretrainConfig
-from ssl_emp.data import (ImageBank, ImageFolderStream, default_image_size, fit_batch_size, has_held_out_split,
-                          image_folder, load_bank)
+from ssl_emp.data import (
+    ImageBank,
+    ImageFolderStream,
+    default_image_size,
+    fit_batch_size,
+    has_held_out_split,
+    image_folder,
+    load_bank,
+)
 from ssl_emp.data.augment import Normalize, TwoViews, default_local_size
 from ssl_emp.device import resolve_device
 from ssl_emp.distributed import DistContext, init_distributed
@@ -35,8 +41,8 @@ from ssl_emp.engine.run_dir import check_resume_compatible, check_resume_epochs,
 from ssl_emp.engine.run_report import PretrainResult
 from ssl_emp.engine.trainer import Pretrainer
 from ssl_emp.evaluation import load_eval_banks
-from ssl_emp.methods import METHODS, ContrastiveMethod
-from ssl_emp.methods.base import ddp_ignored_buffer_names
+from ssl_emp.methods import settings as method_settings
+from ssl_emp.methods.base import SelfSupervisedMethod, ddp_ignored_buffer_names
 from ssl_emp.models import build_backbone
 from ssl_emp.pruning import Pruner
 from ssl_emp.tracking import NullTracker, Tracker
@@ -48,28 +54,37 @@ def build_source(cfg: PretrainConfig, device: torch.device) -> Source:
     """The training images: a uint8 bank in memory, or (``data.in_memory=false``) a folder streamed from disk."""
     data = cfg.data
     if not data.in_memory:
-        return ImageFolderStream(data.root, data.image_size, data.subset, data.skip_unreadable,
-                                 workers=data.workers, pin_memory=device.type == "cuda")
+        return ImageFolderStream(
+            data.root,
+            data.image_size,
+            data.subset,
+            data.skip_unreadable,
+            workers=data.workers,
+            pin_memory=device.type == "cuda",
+        )
     return load_bank(data.name, data.root, "train", data.image_size, data.subset)
 
 
-def build_method(cfg: PretrainConfig, in_channels: int, image_size: Optional[int] = None) -> ContrastiveMethod:
+def build_method(cfg: PretrainConfig, in_channels: int, image_size: Optional[int] = None) -> SelfSupervisedMethod:
     """The method named by ``method.name`` on the backbone named by ``model.backbone`` for images of
     ``image_size`` px (default ``data.image_size``); each method takes the settings its constructor names."""
     m = cfg.model
     image_size = image_size or cfg.data.image_size
-    backbone, feature_dim = build_backbone(m.backbone, in_channels, m.cifar_stem, m.width, image_size=image_size,
-                                           timm_kwargs=m.timm_kwargs, pretrained_file=m.pretrained_file)
-    if cfg.method.name == "dino" and cfg.augment.local_crops and image_size is not None:
+    backbone, feature_dim = build_backbone(
+        m.backbone,
+        in_channels,
+        m.cifar_stem,
+        m.width,
+        image_size=image_size,
+        timm_kwargs=m.timm_kwargs,
+        pretrained_file=m.pretrained_file,
+    )
+    takes_local = cfg.method.name in method_settings.inputs_readers("local_crops")
+    if takes_local and cfg.augment.local_crops and image_size is not None:
         check_takes_size(backbone, in_channels, cfg.augment.local_crop_size or default_local_size(image_size))
-    method = METHODS[cfg.method.name]
-    offered = {**cfg.method.model_dump(exclude={"name"}), "proj_hidden_dim": m.proj_hidden_dim,
-               "proj_dim": m.proj_output_dim,
-               # the method reads where the run stands as a fraction of it; the config counts epochs
-               "teacher_temp_warmup": cfg.method.teacher_temp_warmup_epochs / cfg.train.epochs,
-               "freeze_last_layer": cfg.method.freeze_last_layer_epochs / cfg.train.epochs}
-    accepted = inspect.signature(method).parameters
-    return method(backbone, feature_dim, **{k: v for k, v in offered.items() if k in accepted})
+    settings = method_settings.method_kwargs(cfg.method.name, cfg.method.model_dump(), cfg.train.epochs)
+    method = method_settings.method_class(cfg.method.name)
+    return method(backbone, feature_dim, proj_hidden_dim=m.proj_hidden_dim, proj_dim=m.proj_output_dim, **settings)
 
 
 def check_takes_size(backbone: nn.Module, in_channels: int, size: int) -> None:
@@ -80,8 +95,10 @@ def check_takes_size(backbone: nn.Module, in_channels: int, size: int) -> None:
             backbone.eval()(torch.zeros(2, in_channels, size, size))
     except (RuntimeError, AssertionError, ValueError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ValueError(f"augment.local_crops: the backbone cannot take {size} px local crops ({reason}); for a "
-                         f"timm ViT set model.timm_kwargs.dynamic_img_size=true") from None
+        raise ValueError(
+            f"augment.local_crops: the backbone cannot take {size} px local crops ({reason}); for a "
+            f"timm ViT set model.timm_kwargs.dynamic_img_size=true"
+        ) from None
     finally:
         backbone.train(training)
 
@@ -107,22 +124,39 @@ def build_pruner(cfg: PretrainConfig, num_samples: int, device: torch.device) ->
         return Pruner(num_samples, cfg.train.epochs, seed=cfg.train.seed, device=device, **cfg.pruning.model_dump())
 
 
-def build_monitor(cfg: PretrainConfig, image_size: int, mean: list[float], std: list[float],
-                  device: torch.device) -> Optional[KNNMonitor]:
+def build_monitor(
+    cfg: PretrainConfig, image_size: int, mean: list[float], std: list[float], device: torch.device
+) -> Optional[KNNMonitor]:
     monitor = cfg.monitor
     if not monitor.every:
         return None
-    train, test, _ = load_eval_banks(cfg.data.model_dump(), {"image_size": image_size},
-                                     train_subset=monitor.train_subset, test_subset=monitor.test_subset)
-    return KNNMonitor(train, test, Normalize(mean, std), device, every=monitor.every, k=monitor.k,
-                      temperature=monitor.temperature)
+    train, test, _ = load_eval_banks(
+        cfg.data.model_dump(),
+        {"image_size": image_size},
+        train_subset=monitor.train_subset,
+        test_subset=monitor.test_subset,
+    )
+    return KNNMonitor(
+        train, test, Normalize(mean, std), device, every=monitor.every, k=monitor.k, temperature=monitor.temperature
+    )
 
 
-def build_tracker(cfg: PretrainConfig, run_dir: Path, run_id: Optional[str] = None,
-                  rewind_to_step: Optional[int] = None) -> Tracker:
-    return Tracker(run_dir, mode=cfg.tracking.wandb, project=cfg.tracking.project, entity=cfg.tracking.entity,
-                   name=run_dir.name, config=cfg.model_dump(), job_type="pretrain", group=run_dir.name,
-                   run_id=run_id, images_every=cfg.tracking.images_every, rewind_to_step=rewind_to_step)
+def build_tracker(
+    cfg: PretrainConfig, run_dir: Path, run_id: Optional[str] = None, rewind_to_step: Optional[int] = None
+) -> Tracker:
+    return Tracker(
+        run_dir,
+        mode=cfg.tracking.wandb,
+        project=cfg.tracking.project,
+        entity=cfg.tracking.entity,
+        name=run_dir.name,
+        config=cfg.model_dump(),
+        job_type="pretrain",
+        group=run_dir.name,
+        run_id=run_id,
+        images_every=cfg.tracking.images_every,
+        rewind_to_step=rewind_to_step,
+    )
 
 
 # The smallest batch a run shrinks a batch to by itself. Every method learns from the other samples of a batch:
@@ -157,8 +191,10 @@ def fit_monitor(cfg: PretrainConfig, num_classes: int, say=print) -> PretrainCon
         why = "the image folder has no val/ or test/ split for it to classify"
     else:
         return cfg
-    say(f"note: monitor.every={cfg.monitor.every} is off: the online kNN monitor needs labelled images, and {why} "
-        "(a labelled folder holds train/<class>/ and val/<class>/)")
+    say(
+        f"note: monitor.every={cfg.monitor.every} is off: the online kNN monitor needs labelled images, and {why} "
+        "(a labelled folder holds train/<class>/ and val/<class>/)"
+    )
     fitted = cfg.model_copy(deep=True)
     fitted.monitor.every = 0
     return fitted
@@ -177,40 +213,52 @@ def fit_batch_to_pruning(batch_size: int, pruner: Pruner, world_size: int = 1) -
     if left < smallest:
         highest = Pruner.max_rate_for_batch(n, smallest)
         fix = f"pruning.rate at most {highest}" if highest > 0 else "no pruning"
-        raise ValueError(f"train.batch_size={batch_size}: pruning.rate={rate} leaves {left} of the {n} samples per "
-                         f"epoch, fewer than {smallest}, the smallest batch a run shrinks to by itself (methods learn "
-                         f"from a batch's other samples: negatives, BatchNorm statistics). Use {fix}, or give "
-                         f"train.batch_size={left} or less to train with so small a batch.")
-    return left, (f"note: train.batch_size {batch_size} is more than the {left} samples pruning.rate={rate} leaves "
-                  f"per epoch (of {n}); using {left}")
+        raise ValueError(
+            f"train.batch_size={batch_size}: pruning.rate={rate} leaves {left} of the {n} samples per "
+            f"epoch, fewer than {smallest}, the smallest batch a run shrinks to by itself (methods learn "
+            f"from a batch's other samples: negatives, BatchNorm statistics). Use {fix}, or give "
+            f"train.batch_size={left} or less to train with so small a batch."
+        )
+    return left, (
+        f"note: train.batch_size {batch_size} is more than the {left} samples pruning.rate={rate} leaves "
+        f"per epoch (of {n}); using {left}"
+    )
 
 
 def check_fits_the_data(cfg: PretrainConfig, num_images: int, world_size: int, batch_size: int) -> None:
     """Settings valid one by one that make no sense for this dataset (``batch_size``: the batch it allows)."""
     if batch_size < 2 * world_size:
-        raise ValueError(f"train.batch_size={batch_size} is the global batch; with "
-                         f"{world_size} processes each needs at least 2 samples.")
-    # MoCo enqueues two keys per sample (one per view), so the queue spans queue_size / 2 samples.
-    if cfg.method.name == "moco" and cfg.method.queue_size // 2 >= num_images:
-        raise ValueError(f"method.queue_size={cfg.method.queue_size} holds the keys of {cfg.method.queue_size // 2} "
-                         f"samples (two views each), not fewer than the dataset's {num_images} images: each sample's "
-                         f"own earlier keys would be among its negatives. Use a queue below {2 * num_images}.")
-    if not cfg.data.in_memory and cfg.monitor.every and (cfg.monitor.train_subset is None
-                                                         or cfg.monitor.test_subset is None):
-        raise ValueError("The online kNN monitor holds its images in memory; with data.in_memory=false set "
-                         "monitor.train_subset and monitor.test_subset (e.g. 10000 and 2000), or monitor.every=0.")
+        raise ValueError(
+            f"train.batch_size={batch_size} is the global batch; with "
+            f"{world_size} processes each needs at least 2 samples."
+        )
+    why = method_settings.check_data(cfg.method.name, cfg.method.model_dump(), num_images)
+    if why:
+        raise ValueError(why)
+    if (
+        not cfg.data.in_memory
+        and cfg.monitor.every
+        and (cfg.monitor.train_subset is None or cfg.monitor.test_subset is None)
+    ):
+        raise ValueError(
+            "The online kNN monitor holds its images in memory; with data.in_memory=false set "
+            "monitor.train_subset and monitor.test_subset (e.g. 10000 and 2000), or monitor.every=0."
+        )
 
 
-def _for_training(model: nn.Module, cfg: PretrainConfig, device: torch.device,
-                  ctx: DistContext) -> tuple[nn.Module, nn.Module]:
+def _for_training(
+    model: nn.Module, cfg: PretrainConfig, device: torch.device, ctx: DistContext
+) -> tuple[nn.Module, nn.Module]:
     """``(model, forward)``: the model (with SyncBatchNorm if asked), and what the steps call: it under DDP and
     ``torch.compile`` where asked."""
     forward = model
     if ctx.enabled:
         if cfg.train.sync_batchnorm:
             if device.type != "cuda":
-                raise ValueError("train.sync_batchnorm=true needs CUDA: PyTorch's SyncBatchNorm has no CPU "
-                                 "implementation. Leave it off for CPU (gloo) runs.")
+                raise ValueError(
+                    "train.sync_batchnorm=true needs CUDA: PyTorch's SyncBatchNorm has no CPU "
+                    "implementation. Leave it off for CPU (gloo) runs."
+                )
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         # MoCo's queue and DINO's center are identical on every rank by construction: no broadcast each step.
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ddp_ignored_buffer_names(model))
@@ -218,8 +266,9 @@ def _for_training(model: nn.Module, cfg: PretrainConfig, device: torch.device,
     return model, torch.compile(forward) if cfg.train.compile else forward
 
 
-def build_trainer(cfg: PretrainConfig, run_dir: Path, ctx: DistContext = DistContext(),
-                  train_bank: Optional[ImageBank] = None) -> Pretrainer:
+def build_trainer(
+    cfg: PretrainConfig, run_dir: Path, ctx: DistContext = DistContext(), train_bank: Optional[ImageBank] = None
+) -> Pretrainer:
     """Every part of a run, made from ``cfg`` fitted to the data (:func:`fit_image_size`, :func:`fit_monitor`; the
     fitted settings are the trainer's ``run_config``); ``train_bank``: images already loaded, e.g. by a benchmark."""
     device = resolve_device(cfg.train.device, ctx.local_rank)
@@ -253,20 +302,50 @@ def build_trainer(cfg: PretrainConfig, run_dir: Path, ctx: DistContext = DistCon
     o = cfg.optim
     optimizer = build_optimizer(model, o.name, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     monitor = build_monitor(cfg, source.image_size, mean, std, device) if ctx.is_main else None
-    data_info = {"name": cfg.data.name, "channels": source.channels, "image_size": source.image_size,
-                 "num_classes": source.num_classes, "mean": mean, "std": std}
+    data_info = {
+        "name": cfg.data.name,
+        "channels": source.channels,
+        "image_size": source.image_size,
+        "num_classes": source.num_classes,
+        "mean": mean,
+        "std": std,
+    }
     t = cfg.train
-    return Pretrainer(source, views, model, optimizer, pruner, build_schedule(cfg), run_dir=run_dir,
-                      epochs=t.epochs, batch_size=batch_size, device=device, forward=forward, ctx=ctx, seed=t.seed,
-                      amp=t.amp, channels_last=t.channels_last, nonfinite=t.nonfinite,
-                      checkpoint_every=t.checkpoint_every, log_every=t.log_every, monitor=monitor,
-                      max_forwards=t.max_forwards, weight_decay_schedule=build_weight_decay_schedule(cfg),
-                      clip_grad=o.clip_grad, run_config=cfg.model_dump(), data_info=data_info,
-                      normalize=Normalize(mean, std).to(device))
+    return Pretrainer(
+        source,
+        views,
+        model,
+        optimizer,
+        pruner,
+        build_schedule(cfg),
+        run_dir=run_dir,
+        epochs=t.epochs,
+        batch_size=batch_size,
+        device=device,
+        forward=forward,
+        ctx=ctx,
+        seed=t.seed,
+        amp=t.amp,
+        channels_last=t.channels_last,
+        nonfinite=t.nonfinite,
+        checkpoint_every=t.checkpoint_every,
+        log_every=t.log_every,
+        monitor=monitor,
+        max_forwards=t.max_forwards,
+        weight_decay_schedule=build_weight_decay_schedule(cfg),
+        clip_grad=o.clip_grad,
+        run_config=cfg.model_dump(),
+        data_info=data_info,
+        normalize=Normalize(mean, std).to(device),
+    )
 
 
-def pretrain(cfg: PretrainConfig, recipe: str = "run", show_progress: Optional[bool] = None,
-             train_bank: Optional[ImageBank] = None) -> PretrainResult:
+def pretrain(
+    cfg: PretrainConfig,
+    recipe: str = "run",
+    show_progress: Optional[bool] = None,
+    train_bank: Optional[ImageBank] = None,
+) -> PretrainResult:
     """Run (or resume) one pretraining job; returns where it wrote things and how it went.
 
     Under torchrun every process calls this; rank 0 alone writes the config, metrics, W&B and checkpoints.
@@ -287,8 +366,14 @@ def _pretrain(cfg, recipe, show_progress, train_bank, ctx: DistContext) -> Pretr
     if resuming:
         ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=trainer.device)
         check_resume_compatible(ckpt["config"], cfg.model_dump(), run_dir)
-        shifts = check_resume_epochs(ckpt["config"], cfg.model_dump(), run_dir, ckpt["epoch"], len(trainer.source),
-                                     ckpt["samples_seen"] + ckpt.get("unreadable_skips", 0))
+        shifts = check_resume_epochs(
+            ckpt["config"],
+            cfg.model_dump(),
+            run_dir,
+            ckpt["epoch"],
+            len(trainer.source),
+            ckpt["samples_seen"] + ckpt.get("unreadable_skips", 0),
+        )
         trainer.load_state_dict(ckpt)
         if ctx.is_main:
             print(f"Resuming {run_dir} at epoch {trainer.epoch} (step {trainer.global_step}).")
@@ -308,13 +393,22 @@ def _pretrain(cfg, recipe, show_progress, train_bank, ctx: DistContext) -> Pretr
     try:
         result = trainer.run(tracker, show_progress)
         if cfg.tracking.checkpoint_artifact:
-            tracker.log_checkpoint(result.checkpoint, {"epoch": result.epochs_done,
-                                                       "achieved_rate": result.achieved_rate})
-        tracker.summary({"final_loss": result.final_loss, "images_per_second": result.images_per_second,
-                         "seconds": result.seconds, "epochs": result.epochs_done,
-                         "pruning/requested_rate": result.requested_rate, "pruning/achieved_rate": result.achieved_rate,
-                         "pruning/sample_forwards": result.sample_forwards, "train/skipped_steps": result.skipped_steps,
-                         "world_size": ctx.world_size})
+            tracker.log_checkpoint(
+                result.checkpoint, {"epoch": result.epochs_done, "achieved_rate": result.achieved_rate}
+            )
+        tracker.summary(
+            {
+                "final_loss": result.final_loss,
+                "images_per_second": result.images_per_second,
+                "seconds": result.seconds,
+                "epochs": result.epochs_done,
+                "pruning/requested_rate": result.requested_rate,
+                "pruning/achieved_rate": result.achieved_rate,
+                "pruning/sample_forwards": result.sample_forwards,
+                "train/skipped_steps": result.skipped_steps,
+                "world_size": ctx.world_size,
+            }
+        )
     finally:
         tracker.finish()
     return result

@@ -49,7 +49,9 @@ def resolve_checkpoint_path(path: Union[str, Path]) -> Path:
     if path.is_dir():
         path = path / "checkpoints" / "last.pt"
     if not path.is_file():
-        raise CheckpointError(f"No checkpoint at '{path}'. Pass a .pt file or a run directory that has checkpoints/last.pt.")
+        raise CheckpointError(
+            f"No checkpoint at '{path}'. Pass a .pt file or a run directory that has checkpoints/last.pt."
+        )
     return path
 
 
@@ -59,18 +61,24 @@ def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.devic
         magic = f.read(4)
     # torch.save writes a zip archive (a pickle in old versions); anything else would get torch's page-long message
     if not (magic.startswith(b"PK\x03\x04") or magic.startswith(b"\x80")):
-        raise CheckpointError(f"'{path}' is not a checkpoint (not a file torch.save wrote). Pass a run directory "
-                              "or its checkpoints/last.pt.")
+        raise CheckpointError(
+            f"'{path}' is not a checkpoint (not a file torch.save wrote). Pass a run directory "
+            "or its checkpoints/last.pt."
+        )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
         reason = next((line for line in lines if "Unpickler error" in line), lines[0])[:300]  # not torch's page
-        raise CheckpointError(f"Checkpoint '{path}' holds objects other than tensors and plain values; "
-                              f"it was not loaded, since that could run code ({reason}).") from None
+        raise CheckpointError(
+            f"Checkpoint '{path}' holds objects other than tensors and plain values; "
+            f"it was not loaded, since that could run code ({reason})."
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, io.UnsupportedOperation, OSError) as exc:
-        raise CheckpointError(f"Checkpoint '{path}' is corrupt or truncated and cannot be read "
-                              f"({type(exc).__name__}: {exc}). An earlier epoch_*.pt beside it may still be good.") from None
+        raise CheckpointError(
+            f"Checkpoint '{path}' is corrupt or truncated and cannot be read "
+            f"({type(exc).__name__}: {exc}). An earlier epoch_*.pt beside it may still be good."
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"'{path}' is not an ssl_emp checkpoint (expected format '{FORMAT}').")
     return ckpt
@@ -79,4 +87,4 @@ def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.devic
 def backbone_state_dict(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The backbone's weights out of a method's state dict (keys without the ``backbone.`` prefix)."""
     prefix = "backbone."
-    return {k[len(prefix):]: v for k, v in model_state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in model_state.items() if k.startswith(prefix)}

@@ -78,8 +78,13 @@ def init_distributed(device_name: str) -> DistContext:
             # the addresses its dead predecessors published and fail to connect (torch 2.14 with gloo; pytorch#167288
             # with NCCL). Each attempt gets keys of its own.
             store, _, _ = next(dist.rendezvous("env://", timeout=timeout))
-            dist.init_process_group(backend, store=dist.PrefixStore(f"ssl_emp/attempt_{restart}", store), rank=rank,
-                                    world_size=world_size, timeout=timeout)
+            dist.init_process_group(
+                backend,
+                store=dist.PrefixStore(f"ssl_emp/attempt_{restart}", store),
+                rank=rank,
+                world_size=world_size,
+                timeout=timeout,
+            )
     return DistContext(rank, world_size, local_rank)
 
 
@@ -119,7 +124,6 @@ class Shard:
         parts = [torch.empty_like(padded) for _ in self.sizes]
         dist.all_gather(parts, padded)
         return self._cut(parts)
-
 
     @torch.no_grad()
     def shuffle(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -40,29 +40,47 @@ def timm_arguments(description: dict, weights: Union[str, Path]) -> Optional[dic
     architecture. timm keeps input size, mean and std in the pretrained config: the overlay sets the run's."""
     backbone, channels, size = description["backbone"], description["in_channels"], description["image_size"]
     if backbone.startswith(TIMM_PREFIX):
-        args = timm_create_arguments(backbone[len(TIMM_PREFIX):], channels, size, description.get("timm_kwargs"))
+        args = timm_create_arguments(backbone[len(TIMM_PREFIX) :], channels, size, description.get("timm_kwargs"))
     elif backbone in TIMM_RESNETS and not description["cifar_stem"]:
         args = {"model_name": backbone, "num_classes": 0, "in_chans": channels}
     else:
         return None
-    return {**args, "pretrained": True,
-            "pretrained_cfg_overlay": {"file": str(weights), "num_classes": 0, "input_size": [channels, size, size],
-                                       "mean": description["mean"], "std": description["std"]}}
+    return {
+        **args,
+        "pretrained": True,
+        "pretrained_cfg_overlay": {
+            "file": str(weights),
+            "num_classes": 0,
+            "input_size": [channels, size, size],
+            "mean": description["mean"],
+            "std": description["std"],
+        },
+    }
 
 
 def _describe(ckpt: dict, weights: Path) -> dict:
     cfg, data = ckpt["config"], ckpt["data"]
     model, pruning = cfg["model"], cfg["pruning"]
     description = {
-        "format": EXPORT_FORMAT, "backbone": model["backbone"], "in_channels": data["channels"],
-        "cifar_stem": model["cifar_stem"], "width": model["width"], "timm_kwargs": model.get("timm_kwargs", {}),
+        "format": EXPORT_FORMAT,
+        "backbone": model["backbone"],
+        "in_channels": data["channels"],
+        "cifar_stem": model["cifar_stem"],
+        "width": model["width"],
+        "timm_kwargs": model.get("timm_kwargs", {}),
         "image_size": data["image_size"],
-        "mean": data["mean"], "std": data["std"], "method": cfg["method"]["name"], "dataset": cfg["data"]["name"],
+        "mean": data["mean"],
+        "std": data["std"],
+        "method": cfg["method"]["name"],
+        "dataset": cfg["data"]["name"],
         "epoch": ckpt["epoch"],
-        "pruning": {"scorer": pruning["scorer"], "selector": pruning["selector"], "rate": pruning["rate"]}}
+        "pruning": {"scorer": pruning["scorer"], "selector": pruning["selector"], "rate": pruning["rate"]},
+    }
     if model["backbone"] in TIMM_RESNETS:
-        description["torchvision"] = (f"ssl_emp.models.torchvision_resnet('{model['backbone']}', "
-                                      f"in_channels={data['channels']}, cifar_stem={model['cifar_stem']})")
+        description["torchvision"] = (
+            f"ssl_emp.models.torchvision_resnet('{model['backbone']}', "
+            f"in_channels={data['channels']}, cifar_stem={model['cifar_stem']})"
+        )
     description["timm"] = timm_arguments(description, weights.name)
     # What evaluation needs to rebuild the run's data and views: the run's settings and data as the checkpoint has them.
     description["config"], description["data"] = cfg, data
@@ -72,8 +90,9 @@ def _describe(ckpt: dict, weights: Path) -> dict:
 def _write_safetensors(state: dict[str, torch.Tensor], description: dict, output: Path) -> None:
     from safetensors.torch import save
 
-    blob = save({k: v.contiguous() for k, v in state.items()},
-                metadata={"format": "pt", HEADER_KEY: json.dumps(description)})
+    blob = save(
+        {k: v.contiguous() for k, v in state.items()}, metadata={"format": "pt", HEADER_KEY: json.dumps(description)}
+    )
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     try:
@@ -111,8 +130,14 @@ class SavedBackbone:
     def build(self) -> tuple[nn.Module, int]:
         """``(backbone, feature_dim)``, randomly initialised, of this architecture."""
         a = self.architecture
-        return build_backbone(a["backbone"], a["in_channels"], a["cifar_stem"], a["width"],
-                              image_size=a.get("image_size"), timm_kwargs=a.get("timm_kwargs"))
+        return build_backbone(
+            a["backbone"],
+            a["in_channels"],
+            a["cifar_stem"],
+            a["width"],
+            image_size=a.get("image_size"),
+            timm_kwargs=a.get("timm_kwargs"),
+        )
 
 
 def _read_export(path: Path, map_location) -> tuple[dict, dict]:
@@ -136,8 +161,10 @@ def _read_export(path: Path, map_location) -> tuple[dict, dict]:
         except Exception as exc:  # noqa: BLE001 - any failure here means the file is not a usable state dict
             raise CheckpointError(f"'{path}' is not a readable tensor file ({type(exc).__name__}: {exc}).") from None
     if not isinstance(description, dict) or description.get("format") != EXPORT_FORMAT:
-        raise CheckpointError(f"'{path}' is not an ssl_emp backbone: its description (the safetensors header or "
-                              f"'{meta.name}' beside it) is missing or not of format '{EXPORT_FORMAT}'.")
+        raise CheckpointError(
+            f"'{path}' is not an ssl_emp backbone: its description (the safetensors header or "
+            f"'{meta.name}' beside it) is missing or not of format '{EXPORT_FORMAT}'."
+        )
     return description, state
 
 
@@ -153,13 +180,19 @@ def read_backbone(path: Union[str, Path], map_location: Union[str, torch.device]
     path = Path(path)
     if is_export(path):
         description, state = _read_export(path, map_location)
-        return SavedBackbone(state, description, description.get("config"), description.get("data"),
-                             description.get("epoch", 0))
+        return SavedBackbone(
+            state, description, description.get("config"), description.get("data"), description.get("epoch", 0)
+        )
     ckpt = load_checkpoint(path, map_location=map_location)  # explains anything that is not a checkpoint
     data, model = ckpt["data"], ckpt["config"]["model"]
-    architecture = {"backbone": model["backbone"], "in_channels": data["channels"], "cifar_stem": model["cifar_stem"],
-                    "width": model["width"], "image_size": data["image_size"],
-                    "timm_kwargs": model.get("timm_kwargs", {})}
+    architecture = {
+        "backbone": model["backbone"],
+        "in_channels": data["channels"],
+        "cifar_stem": model["cifar_stem"],
+        "width": model["width"],
+        "image_size": data["image_size"],
+        "timm_kwargs": model.get("timm_kwargs", {}),
+    }
     return SavedBackbone(backbone_state_dict(ckpt["model"]), architecture, ckpt["config"], data, ckpt["epoch"])
 
 
@@ -171,17 +204,22 @@ def load_backbone(path: Union[str, Path], map_location: Union[str, torch.device]
     try:
         backbone.load_state_dict(saved.state)
     except RuntimeError as exc:
-        raise CheckpointError(f"The weights in '{path}' do not fit a {saved.architecture['backbone']} "
-                              f"backbone: {exc}") from None
+        raise CheckpointError(
+            f"The weights in '{path}' do not fit a {saved.architecture['backbone']} backbone: {exc}"
+        ) from None
     return backbone.to(map_location).eval()
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ssl_emp.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ssl_emp.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint .pt file")
-    parser.add_argument("--output", required=True,
-                        help="where to write the backbone: NAME.safetensors, or NAME.pt for a torch.save state dict")
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="where to write the backbone: NAME.safetensors, or NAME.pt for a torch.save state dict",
+    )
     args = parser.parse_args(argv)
     try:
         weights, meta = export_backbone(args.checkpoint, args.output)
@@ -190,17 +228,24 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     description = json.loads(meta.read_text())
     print(f"backbone weights: {weights}\ndescription:      {meta}")
-    load = (f"safetensors.torch.load_file('{weights}')" if weights.suffix != ".pt"
-            else f"torch.load('{weights}', weights_only=True)")
+    load = (
+        f"safetensors.torch.load_file('{weights}')"
+        if weights.suffix != ".pt"
+        else f"torch.load('{weights}', weights_only=True)"
+    )
     if "torchvision" in description:
-        print(f"torchvision:      model = {description['torchvision']}\n"
-              f"                  model.load_state_dict({load})")
+        print(
+            f"torchvision:      model = {description['torchvision']}\n                  model.load_state_dict({load})"
+        )
     timm_args = timm_arguments(description, weights)
     if timm_args is not None:
-        shown = ", ".join(f"{k}={v!r}" for k, v in timm_args.items()
-                          if k not in ("model_name", "pretrained_cfg_overlay"))
-        print(f"timm:             timm.create_model('{timm_args['model_name']}', {shown}, "
-              f"pretrained_cfg_overlay=dict(file='{weights}'))")
+        shown = ", ".join(
+            f"{k}={v!r}" for k, v in timm_args.items() if k not in ("model_name", "pretrained_cfg_overlay")
+        )
+        print(
+            f"timm:             timm.create_model('{timm_args['model_name']}', {shown}, "
+            f"pretrained_cfg_overlay=dict(file='{weights}'))"
+        )
     elif description["backbone"] in TIMM_RESNETS:
         print("timm:             no timm ResNet has the CIFAR stem (3x3 stride-1 conv1, no max-pool); use torchvision")
     return 0

@@ -61,8 +61,9 @@ def plot_runs(run_dirs: Sequence[Path], output: Path) -> Path:
     loss_ax.set(title="training loss", xlabel="sample-forwards", ylabel="epoch loss")
     knn_ax.set(title="online kNN top-1", xlabel="sample-forwards", ylabel="top-1")
     if not has_knn:
-        knn_ax.text(0.5, 0.5, "no kNN records\n(set monitor.every=N)", ha="center", va="center",
-                    transform=knn_ax.transAxes)
+        knn_ax.text(
+            0.5, 0.5, "no kNN records\n(set monitor.every=N)", ha="center", va="center", transform=knn_ax.transAxes
+        )
     hist_ax.set(title="visits per sample", xlabel="times trained on", ylabel="samples")
     hist_ax.set_ylim(bottom=0)
     hist_ax.xaxis.get_major_locator().set_params(integer=True)
@@ -78,8 +79,9 @@ def plot_runs(run_dirs: Sequence[Path], output: Path) -> Path:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ssl_emp.plot", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ssl_emp.plot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories (each with its metrics.jsonl)")
     parser.add_argument("--output", help="PNG to write (default: the first run's plot.png)")
     args = parser.parse_args(argv)

@@ -15,25 +15,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ssl_emp.pretrain",
         description="Contrastive self-supervised pretraining. Options are set in a YAML recipe and/or as "
-                    "key=value overrides (values parsed as YAML).",
+        "key=value overrides (values parsed as YAML).",
         epilog="options (key = default [type]; the default recipe sets some of them otherwise):\n"
-               + OPTIONS_HELP.read_text().rstrip()
-               + "\n\nexamples:\n  python -m ssl_emp.pretrain train.epochs=5 pruning.rate=0.5"
-                 "\n  python -m ssl_emp.pretrain --data path/to/images run.name=mine pruning.rate=0.5"
-                 "\n  python -m ssl_emp.pretrain --config configs/simclr_fashion_mnist.yaml data.root=data"
-                 "\n  python -m ssl_emp.pretrain --resume runs/default-20261124-101500"
-                 "\n  python -m ssl_emp.pretrain --resume auto run.name=mine ...   # a job that may be requeued",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML recipe (see configs/; default: configs/default.yaml, SimCLR on the "
-                                         "bundled digits); the defaults below apply to keys it leaves out")
-    parser.add_argument("--data", metavar="NAME_OR_FOLDER",
-                        help="a dataset (digits, cifar10, ...) or a folder of images to pretrain on, as "
-                             "ssl_emp.train(data=...) takes it; a folder is read at its images' size unless "
-                             "data.image_size is given")
-    parser.add_argument("--resume", metavar="RUN_DIR|auto",
-                        help="continue this run from its last checkpoint, with its saved config plus any overrides; "
-                             "auto: continue the run named by run.name if it has a checkpoint, else start it, with "
-                             "this command's settings (run.resume=auto), for jobs a cluster may requeue")
+        + OPTIONS_HELP.read_text().rstrip()
+        + "\n\nexamples:\n  python -m ssl_emp.pretrain train.epochs=5 pruning.rate=0.5"
+        "\n  python -m ssl_emp.pretrain --data path/to/images run.name=mine pruning.rate=0.5"
+        "\n  python -m ssl_emp.pretrain --config configs/simclr_fashion_mnist.yaml data.root=data"
+        "\n  python -m ssl_emp.pretrain --resume runs/default-20261124-101500"
+        "\n  python -m ssl_emp.pretrain --resume auto run.name=mine ...   # a job that may be requeued",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        help="YAML recipe (see configs/; default: configs/default.yaml, SimCLR on the "
+        "bundled digits); the defaults below apply to keys it leaves out",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="NAME_OR_FOLDER",
+        help="a dataset (digits, cifar10, ...) or a folder of images to pretrain on, as "
+        "ssl_emp.train(data=...) takes it; a folder is read at its images' size unless "
+        "data.image_size is given",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR|auto",
+        help="continue this run from its last checkpoint, with its saved config plus any overrides; "
+        "auto: continue the run named by run.name if it has a checkpoint, else start it, with "
+        "this command's settings (run.resume=auto), for jobs a cluster may requeue",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     return parser
 
@@ -68,8 +78,15 @@ def _run(args: argparse.Namespace) -> int:
             cfg = load_pretrain_config(args.config, [*given, *(["run.resume=auto"] if args.resume else [])])
         recipe = Path(args.config).stem if args.config else "default"
         result = pretrain(cfg, recipe=recipe)
-    except (ConfigError, DatasetNotFoundError, CheckpointError, RunDirError, UnreadableImageError, ValueError,
-            PlanMismatchError) as exc:
+    except (
+        ConfigError,
+        DatasetNotFoundError,
+        CheckpointError,
+        RunDirError,
+        UnreadableImageError,
+        ValueError,
+        PlanMismatchError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RunInterrupted as stopped:
@@ -83,12 +100,17 @@ def _run(args: argparse.Namespace) -> int:
         f"({result.images_per_second:.0f} images/s), final loss {result.final_loss:.4f}.\n"
         f"  pruning:       {describe_request(cfg.pruning)}, achieved {result.achieved_rate:.3f} "
         f"({result.sample_forwards} of {result.full_data_forwards} sample-forwards)\n"
-        + (f"  unreadable:    {result.unreadable_skips} planned sample-forwards skipped (unreadable files, "
-           "data/unreadable_files in the metrics); not counted as pruning\n" if result.unreadable_skips else "")
+        + (
+            f"  unreadable:    {result.unreadable_skips} planned sample-forwards skipped (unreadable files, "
+            "data/unreadable_files in the metrics); not counted as pruning\n"
+            if result.unreadable_skips
+            else ""
+        )
         + f"  run directory: {result.run_dir}\n"
         f"  checkpoint:    {result.checkpoint}\n"
         f"  metrics:       {result.run_dir / 'metrics.jsonl'}\n"
-        f"  next:          {next_step(result.run_dir, result.num_classes)}")
+        f"  next:          {next_step(result.run_dir, result.num_classes)}"
+    )
     return 0
 
 
@@ -99,9 +121,11 @@ def next_step(run_dir: Path, num_classes: int) -> str:
     if num_classes > 0:
         return probe
     indent = " " * 17
-    return (f"the pretraining images have no labels; probe on a labelled folder, or export the backbone:\n"
-            f"{indent}{probe} --dataset imagefolder --data-root LABELLED_FOLDER\n"
-            f"{indent}python -m ssl_emp.export --checkpoint {run_dir} --output backbone.safetensors")
+    return (
+        f"the pretraining images have no labels; probe on a labelled folder, or export the backbone:\n"
+        f"{indent}{probe} --dataset imagefolder --data-root LABELLED_FOLDER\n"
+        f"{indent}python -m ssl_emp.export --checkpoint {run_dir} --output backbone.safetensors"
+    )
 
 
 if __name__ == "__main__":

@@ -47,16 +47,34 @@ class Progress:
     """Progress over ``total`` units (epochs) of ``images`` work items in all (``done`` of them already done, as
     on resume); ``unit`` names a unit in the lines ("epoch")."""
 
-    def __init__(self, unit: str, total: int, images: int, done: int = 0, *, mode: str = "auto",
-                 every_seconds: float = 60.0, stream: Optional[TextIO] = None, item: str = "img",
-                 unit_lines: bool = True):
+    def __init__(
+        self,
+        unit: str,
+        total: int,
+        images: int,
+        done: int = 0,
+        *,
+        mode: str = "auto",
+        every_seconds: float = 60.0,
+        stream: Optional[TextIO] = None,
+        item: str = "img",
+        unit_lines: bool = True,
+    ):
         self.stream = stream or sys.stdout
         self.mode = resolve_mode(mode, self.stream)
         self.unit, self.total, self.item, self.every_seconds = unit, total, item, every_seconds
         self.unit_lines = unit_lines  # the caller prints a line per unit, so none is due at a unit's last step
         self.images, self.done = images, min(done, images)
-        self.bar = tqdm(total=images, initial=self.done, unit=item, unit_scale=True, dynamic_ncols=True,
-                        file=self.stream, disable=self.mode != "bar", leave=False)
+        self.bar = tqdm(
+            total=images,
+            initial=self.done,
+            unit=item,
+            unit_scale=True,
+            dynamic_ncols=True,
+            file=self.stream,
+            disable=self.mode != "bar",
+            leave=False,
+        )
         self.started = self.last_line = time.perf_counter()
         self.session = 0  # items done by this process (the rate behind the ETA)
         self.current, self.steps, self.unit_started, self.unit_items = 0, 0, self.started, 0
@@ -81,8 +99,10 @@ class Progress:
         if self.mode == "lines" and due:
             loss_text = f"  loss {float(loss):.4f}" if loss is not None else ""
             rate = self.unit_items / max(now - self.unit_started, 1e-9)
-            self.line(f"{self.unit} {self.current}/{self.total}  step {step}/{self.steps}{loss_text}  "
-                      f"{rate:.0f} {self.item}/s")
+            self.line(
+                f"{self.unit} {self.current}/{self.total}  step {step}/{self.steps}{loss_text}  "
+                f"{rate:.0f} {self.item}/s"
+            )
 
     def timing(self) -> str:
         now = time.perf_counter()

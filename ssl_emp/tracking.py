@@ -68,9 +68,22 @@ def rewind_metrics(path: Path, step: int) -> None:
 class Tracker:
     """Logs dictionaries of scalars; one instance per job (pretraining, probe, ...)."""
 
-    def __init__(self, run_dir: Path, *, mode: str, project: str, entity: Optional[str], name: str,
-                 config: dict, job_type: str, group: Optional[str] = None, run_id: Optional[str] = None,
-                 metrics_file: str = "metrics.jsonl", images_every: int = 0, rewind_to_step: Optional[int] = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        mode: str,
+        project: str,
+        entity: Optional[str],
+        name: str,
+        config: dict,
+        job_type: str,
+        group: Optional[str] = None,
+        run_id: Optional[str] = None,
+        metrics_file: str = "metrics.jsonl",
+        images_every: int = 0,
+        rewind_to_step: Optional[int] = None,
+    ):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.run_dir / metrics_file
@@ -85,17 +98,29 @@ class Tracker:
                 import wandb
 
                 self.wandb_run = wandb.init(
-                    project=project, entity=entity, name=name, config=config, job_type=job_type,
-                    group=group, id=run_id, resume="allow" if run_id else None, mode=self.mode,
-                    dir=str(self.run_dir), settings=wandb.Settings(silent=True, console="wrap"))
+                    project=project,
+                    entity=entity,
+                    name=name,
+                    config=config,
+                    job_type=job_type,
+                    group=group,
+                    id=run_id,
+                    resume="allow" if run_id else None,
+                    mode=self.mode,
+                    dir=str(self.run_dir),
+                    settings=wandb.Settings(silent=True, console="wrap"),
+                )
                 # console "wrap" copies stdout and stderr to the Logs tab; "redirect" (auto's choice) would
                 # swap the process's file descriptors, which breaks callers that capture output.
                 # Representation quality against compute: the monitor's x-axis is sample-forwards, not steps.
                 self.wandb_run.define_metric("pruning/sample_forwards")
                 self.wandb_run.define_metric("monitor/*", step_metric="pruning/sample_forwards")
             except Exception as exc:  # noqa: BLE001 - W&B trouble must never stop training
-                warnings.warn(f"W&B could not start ({type(exc).__name__}: {exc}); continuing without it. "
-                              "Metrics are still written to " + str(self.metrics_path), stacklevel=2)
+                warnings.warn(
+                    f"W&B could not start ({type(exc).__name__}: {exc}); continuing without it. "
+                    "Metrics are still written to " + str(self.metrics_path),
+                    stacklevel=2,
+                )
                 self.mode = "disabled"
 
     def log(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:

@@ -19,22 +19,55 @@ ALLOWED = {
     "ssl_emp.data": set(),
     "ssl_emp.models": set(),
     "ssl_emp.methods": {"ssl_emp.distributed", "ssl_emp.device", "ssl_emp.pruning"},
-    "ssl_emp.evaluation": {"ssl_emp.checkpoint", "ssl_emp.data", "ssl_emp.device", "ssl_emp.export", "ssl_emp.models",
-                           "ssl_emp.progress"},
-    "ssl_emp.engine": {"ssl_emp.checkpoint", "ssl_emp.data", "ssl_emp.device", "ssl_emp.distributed",
-                       "ssl_emp.evaluation", "ssl_emp.methods", "ssl_emp.progress", "ssl_emp.pruning"},
+    "ssl_emp.evaluation": {
+        "ssl_emp.checkpoint",
+        "ssl_emp.data",
+        "ssl_emp.device",
+        "ssl_emp.export",
+        "ssl_emp.models",
+        "ssl_emp.progress",
+    },
+    "ssl_emp.engine": {
+        "ssl_emp.checkpoint",
+        "ssl_emp.data",
+        "ssl_emp.device",
+        "ssl_emp.distributed",
+        "ssl_emp.evaluation",
+        "ssl_emp.methods",
+        "ssl_emp.progress",
+        "ssl_emp.pruning",
+    },
     "ssl_emp.export": {"ssl_emp.checkpoint", "ssl_emp.models"},
     # the build layer and above
-    "ssl_emp.config": {"ssl_emp.models", "ssl_emp.pruning"},  # they declare which names and settings are valid
-    "ssl_emp.build": {"ssl_emp.checkpoint", "ssl_emp.config", "ssl_emp.data", "ssl_emp.device",
-                      "ssl_emp.distributed", "ssl_emp.engine", "ssl_emp.evaluation", "ssl_emp.methods",
-                      "ssl_emp.models", "ssl_emp.pruning", "ssl_emp.tracking"},
+    # they declare which names and settings are valid (methods through their torch-free settings module)
+    "ssl_emp.config": {"ssl_emp.methods", "ssl_emp.models", "ssl_emp.pruning"},
+    "ssl_emp.build": {
+        "ssl_emp.checkpoint",
+        "ssl_emp.config",
+        "ssl_emp.data",
+        "ssl_emp.device",
+        "ssl_emp.distributed",
+        "ssl_emp.engine",
+        "ssl_emp.evaluation",
+        "ssl_emp.methods",
+        "ssl_emp.models",
+        "ssl_emp.pruning",
+        "ssl_emp.tracking",
+    },
     "ssl_emp.pretrain": {"ssl_emp.build", "ssl_emp.checkpoint", "ssl_emp.config", "ssl_emp.data", "ssl_emp.engine"},
     "ssl_emp.api": {"ssl_emp.build", "ssl_emp.config", "ssl_emp.engine", "ssl_emp.export"},
     "ssl_emp.plot": set(),  # reads metrics.jsonl only
     "ssl_emp": {"ssl_emp.api", "ssl_emp.export"},  # the package's load_backbone and (lazily) train
-    "eval": {"ssl_emp.checkpoint", "ssl_emp.data", "ssl_emp.device", "ssl_emp.engine", "ssl_emp.evaluation",
-             "ssl_emp.progress", "ssl_emp.pruning", "ssl_emp.tracking"},
+    "eval": {
+        "ssl_emp.checkpoint",
+        "ssl_emp.data",
+        "ssl_emp.device",
+        "ssl_emp.engine",
+        "ssl_emp.evaluation",
+        "ssl_emp.progress",
+        "ssl_emp.pruning",
+        "ssl_emp.tracking",
+    },
 }
 # The parts that read settings; every other part takes plain keyword arguments and imports no pydantic.
 SETTINGS_LAYER = {"ssl_emp.config", "ssl_emp.build", "ssl_emp.pretrain", "ssl_emp.api", "eval"}
@@ -67,8 +100,9 @@ def imports(project_only: bool = True) -> dict[str, set[str]]:
                 for alias in node.names:
                     submodule = f"{node.module}.{alias.name}"
                     imported.add(submodule if submodule in modules else node.module)
-        graph[_module_name(path)] = {m if m in modules or project_only else m.split(".")[0] for m in imported
-                                     if m in modules or not project_only}
+        graph[_module_name(path)] = {
+            m if m in modules or project_only else m.split(".")[0] for m in imported if m in modules or not project_only
+        }
     return graph
 
 
@@ -94,9 +128,13 @@ def test_each_part_imports_only_what_the_layering_allows():
 
 def test_only_the_settings_layer_reads_configs():
     """Below the build step every part takes plain keyword arguments: no pydantic, no ssl_emp.config."""
-    readers = sorted(f"{module} imports {target}" for module, imported in imports(project_only=False).items()
-                     if _part(module) not in SETTINGS_LAYER
-                     for target in imported if target == "pydantic" or target.startswith("ssl_emp.config"))
+    readers = sorted(
+        f"{module} imports {target}"
+        for module, imported in imports(project_only=False).items()
+        if _part(module) not in SETTINGS_LAYER
+        for target in imported
+        if target == "pydantic" or target.startswith("ssl_emp.config")
+    )
     assert not readers, "\n".join(readers)
 
 
@@ -130,4 +168,5 @@ def test_the_rule_reports_the_knots_it_exists_to_prevent():
     graph["ssl_emp.engine.monitor"].add("eval.knn")
     assert layering_violations(graph) == [
         "ssl_emp.engine.monitor imports eval.knn (ssl_emp.engine -> eval)",
-        "ssl_emp.pruning.scorers.emp imports ssl_emp.methods.base (ssl_emp.pruning -> ssl_emp.methods)"]
+        "ssl_emp.pruning.scorers.emp imports ssl_emp.methods.base (ssl_emp.pruning -> ssl_emp.methods)",
+    ]

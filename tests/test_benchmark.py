@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from scipy import stats
-
 import torch
+from scipy import stats
 
 from ssl_emp.data import ImageBank
 
@@ -22,9 +21,20 @@ from pruning_quality import protocol, report, workers  # noqa: E402
 
 def _run(method, seed, value, rate=0.9, regime="digits-lt20", stage="report", commit="abc", epochs=None, **extra):
     measured = {"top1": value, "balanced_acc": value}
-    return {"regime": regime, "stage": stage, "method": method, "requested_rate": rate, "seed": seed,
-            "epochs": epochs or protocol.EPOCHS.get(regime, 30), "achieved_rate": rate or 0.0, "train_seconds": 1.0,
-            "commit": commit, "validation": measured, "test": measured, **extra}
+    return {
+        "regime": regime,
+        "stage": stage,
+        "method": method,
+        "requested_rate": rate,
+        "seed": seed,
+        "epochs": epochs or protocol.EPOCHS.get(regime, 30),
+        "achieved_rate": rate or 0.0,
+        "train_seconds": 1.0,
+        "commit": commit,
+        "validation": measured,
+        "test": measured,
+        **extra,
+    }
 
 
 def test_paired_difference_is_the_t_interval_of_per_seed_differences():
@@ -56,8 +66,9 @@ def test_fieller_reproduces_v3_s_recorded_gap_closures_and_inverts_the_t_test():
             if r["regime"] == regime and r["stage"] == "report":
                 got.setdefault(r["method"], {})[r["seed"]] = bench.metric(r, "test")
         seeds = sorted(set(got[method]) & set(got["random"]) & set(got["oracle"]))
-        return bench.fieller([got[method][s] - got["random"][s] for s in seeds],
-                             [got["oracle"][s] - got["random"][s] for s in seeds])
+        return bench.fieller(
+            [got[method][s] - got["random"][s] for s in seeds], [got["oracle"][s] - got["random"][s] for s in seeds]
+        )
 
     longtail = closure("longtail", "coverage")
     assert (round(longtail["lo"], 2), round(longtail["hi"], 2)) == (0.49, 1.57)
@@ -66,8 +77,12 @@ def test_fieller_reproduces_v3_s_recorded_gap_closures_and_inverts_the_t_test():
     # The ends are where the paired t-test of a - theta * b stops rejecting, as Fieller's set is defined.
     a, b = [0.02, 0.01, 0.03, 0.015, 0.025, 0.01], [0.03, 0.02, 0.035, 0.03, 0.03, 0.025]
     interval = bench.fieller(a, b)
-    for theta, inside in ((interval["lo"] + 1e-6, True), (interval["hi"] - 1e-6, True),
-                          (interval["lo"] - 1e-3, False), (interval["hi"] + 1e-3, False)):
+    for theta, inside in (
+        (interval["lo"] + 1e-6, True),
+        (interval["hi"] - 1e-6, True),
+        (interval["lo"] - 1e-3, False),
+        (interval["hi"] + 1e-3, False),
+    ):
         p = stats.ttest_1samp([x - theta * y for x, y in zip(a, b)], 0).pvalue
         assert (p >= 0.05) == inside, theta
     # A denominator not significantly away from 0: the set is unbounded, and says so.
@@ -78,6 +93,7 @@ def test_min_detectable_effect_shrinks_with_seeds_and_grows_with_spread():
     def diff(sd, n):
         half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
         return {"mean": 0.0, "lo": -half, "hi": half, "n": n}
+
     assert bench.min_detectable_effect([diff(0.01, 10)]) < bench.min_detectable_effect([diff(0.01, 5)])
     one = bench.min_detectable_effect([diff(0.01, 10)])
     assert bench.min_detectable_effect([diff(0.02, 10)]) == pytest.approx(2 * one)
@@ -87,9 +103,11 @@ def test_min_detectable_effect_shrinks_with_seeds_and_grows_with_spread():
 
 def test_a_table_is_refused_from_mixed_or_dirty_commits():
     assert report.one_commit([_run("random", 0, 0.8), _run("oracle", 0, 0.8)]) == "abc"
-    for bad in ([_run("random", 0, 0.8), _run("oracle", 0, 0.8, commit="def")],
-                [_run("random", 0, 0.8, commit="abc+dirty")],
-                [{k: v for k, v in _run("random", 0, 0.8).items() if k != "commit"}]):
+    for bad in (
+        [_run("random", 0, 0.8), _run("oracle", 0, 0.8, commit="def")],
+        [_run("random", 0, 0.8, commit="abc+dirty")],
+        [{k: v for k, v in _run("random", 0, 0.8).items() if k != "commit"}],
+    ):
         with pytest.raises(report.MixedCommits, match="one clean commit"):
             report.summarise(bad, Path("/nonexistent"))
 
@@ -139,10 +157,9 @@ def test_the_plan_tunes_on_validation_seeds_first_and_reports_on_test_seeds_only
     records = _tune_records({"cov[b0,g,f.25]": 0.02})
     plan = protocol.planned_runs(records, _data)
     report_keys = [(k, o) for k, o in plan if k["stage"] == "report"]
-    assert {(k["regime"], k["requested_rate"]) for k, _ in report_keys if k["method"] != "full"} == set(
-        protocol.CELLS)
+    assert {(k["regime"], k["requested_rate"]) for k, _ in report_keys if k["method"] != "full"} == set(protocol.CELLS)
     chosen = next(o for k, o in report_keys if k["method"] == "coverage[v4]")
-    assert chosen[:len(protocol.CANDIDATES["cov[b0,g,f.25]"])] == protocol.CANDIDATES["cov[b0,g,f.25]"]
+    assert chosen[: len(protocol.CANDIDATES["cov[b0,g,f.25]"])] == protocol.CANDIDATES["cov[b0,g,f.25]"]
     first_seeds = [k["seed"] for k, _ in report_keys][: 5 * len(protocol.CELLS)]
     assert set(first_seeds) == {0}  # round-robin: every cell's seed 0 before any seed 1
     assert {k["seed"] for k, _ in report_keys if k["method"] == "full"} == set(range(protocol.FULL_SEEDS))
@@ -184,18 +201,28 @@ def _cell_records(regime, rate, oracle=0.83, coverage=0.815, v3=0.80, equal=0.80
     records = []
     for seed in range(10):
         wobble = 0.001 * (seed % 3)
-        records += [_run("random", seed, 0.80 + wobble, rate=rate, regime=regime),
-                    _run("oracle", seed, oracle + 0.001 * (seed % 2), rate=rate, regime=regime),
-                    _run("full_equal_compute", seed, equal + wobble, rate=rate, regime=regime),
-                    _run("coverage[v4]", seed, coverage + 0.001 * (seed % 2), rate=rate, regime=regime,
-                         effective_sample_share=0.8),
-                    _run("coverage[v3]", seed, v3 + 0.002 * (seed % 2), rate=rate, regime=regime)]
+        records += [
+            _run("random", seed, 0.80 + wobble, rate=rate, regime=regime),
+            _run("oracle", seed, oracle + 0.001 * (seed % 2), rate=rate, regime=regime),
+            _run("full_equal_compute", seed, equal + wobble, rate=rate, regime=regime),
+            _run(
+                "coverage[v4]",
+                seed,
+                coverage + 0.001 * (seed % 2),
+                rate=rate,
+                regime=regime,
+                effective_sample_share=0.8,
+            ),
+            _run("coverage[v3]", seed, v3 + 0.002 * (seed % 2), rate=rate, regime=regime),
+        ]
     return records
 
 
 def test_a_selector_qualifies_only_where_holm_adjusted_wins_cover_every_gated_cell_and_it_never_loses():
-    cells = [report.summarise_cell(_cell_records("digits-lt20", 0.9), "digits-lt20", 0.9),
-             report.summarise_cell(_cell_records("digits-lt50", 0.9, oracle=0.80), "digits-lt50", 0.9)]
+    cells = [
+        report.summarise_cell(_cell_records("digits-lt20", 0.9), "digits-lt20", 0.9),
+        report.summarise_cell(_cell_records("digits-lt50", 0.9, oracle=0.80), "digits-lt50", 0.9),
+    ]
     report.adjust(cells)
     gated, ungated = cells
     assert gated["oracle_headroom"]["passes"] and not ungated["oracle_headroom"]["passes"]
@@ -206,12 +233,14 @@ def test_a_selector_qualifies_only_where_holm_adjusted_wins_cover_every_gated_ce
     assert verdict["recommended"] == "coverage[v4]" and verdict["verdicts"]["coverage[v4]"]["qualifies"]
     assert not verdict["verdicts"]["coverage[v3]"]["qualifies"]
     # A significant loss in one cell, gated or not, disqualifies it.
-    cells.append(report.summarise_cell(_cell_records("digits-bursts", 0.9, oracle=0.80, coverage=0.78),
-                                       "digits-bursts", 0.9))
+    cells.append(
+        report.summarise_cell(_cell_records("digits-bursts", 0.9, oracle=0.80, coverage=0.78), "digits-bursts", 0.9)
+    )
     report.adjust(cells)
     verdict = report.recommend(cells)
     assert verdict["recommended"] == "random" and verdict["verdicts"]["coverage[v4]"]["significant_losses"] == [
-        "digits-bursts@0.9"]
+        "digits-bursts@0.9"
+    ]
 
 
 def test_workers_share_one_plan_run_each_planned_run_once_and_wait_for_runs_that_unlock_more(tmp_path):
@@ -220,11 +249,16 @@ def test_workers_share_one_plan_run_each_planned_run_once_and_wait_for_runs_that
     import threading
 
     def plan(records):
-        first = [({"regime": "digits", "stage": "tune", "method": "m", "requested_rate": 0.9, "seed": s,
-                   "epochs": 1}, []) for s in range(4)]
+        first = [
+            ({"regime": "digits", "stage": "tune", "method": "m", "requested_rate": 0.9, "seed": s, "epochs": 1}, [])
+            for s in range(4)
+        ]
         done = {r["seed"] for r in records if r["stage"] == "tune"}
-        second = [({**key, "stage": "report", "seed": 10 + key["seed"]}, []) for key, _ in first] if done == {
-            0, 1, 2, 3} else []
+        second = (
+            [({**key, "stage": "report", "seed": 10 + key["seed"]}, []) for key, _ in first]
+            if done == {0, 1, 2, 3}
+            else []
+        )
         return first + second
 
     made = []
@@ -235,9 +269,10 @@ def test_workers_share_one_plan_run_each_planned_run_once_and_wait_for_runs_that
         return _run(key["method"], key["seed"], 0.5, stage=key["stage"], regime="digits", epochs=1)
 
     counts = [0, 0]
-    threads = [threading.Thread(target=lambda k=k: counts.__setitem__(k, workers.work(k, tmp_path, plan, run,
-                                                                                          wait=0.01)))
-               for k in range(2)]
+    threads = [
+        threading.Thread(target=lambda k=k: counts.__setitem__(k, workers.work(k, tmp_path, plan, run, wait=0.01)))
+        for k in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -260,6 +295,7 @@ def _same_machine(record: dict) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.kernels("numbers recorded on another machine: exact there, one more seed elsewhere")
 def test_a_recorded_row_reproduces_at_this_checkout():
     """The cheapest recorded digits run, run again. On the machine that recorded it (same CPU capability and model,
     torch release and threads) it must reproduce exactly. Elsewhere the same run sums in another order (another
@@ -273,21 +309,29 @@ def test_a_recorded_row_reproduces_at_this_checkout():
     record = min(runs, key=lambda r: r["train_seconds"])
     again = bench.rerun(record)
     assert again["sample_forwards"] == record["sample_forwards"]
-    measures = {"final loss": lambda r: r["final_loss"], "test top-1": lambda r: r["test"]["top1"],
-                "validation top-1": lambda r: r["validation"]["top1"]}
+    measures = {
+        "final loss": lambda r: r["final_loss"],
+        "test top-1": lambda r: r["test"]["top1"],
+        "validation top-1": lambda r: r["validation"]["top1"],
+    }
     if _same_machine(record):
         for name, value in measures.items():
             assert value(again) == pytest.approx(value(record), rel=1e-5), f"exact check (same machine): {name}"
         return
-    seeds = [r for r in records if all(r.get(k) == record.get(k) for k in
-                                       ("regime", "stage", "method", "requested_rate", "epochs", "commit"))]
+    seeds = [
+        r
+        for r in records
+        if all(r.get(k) == record.get(k) for k in ("regime", "stage", "method", "requested_rate", "epochs", "commit"))
+    ]
     assert len({r["seed"] for r in seeds}) >= 5, "too few recorded seeds of this row to judge a rerun elsewhere"
     for name, value in measures.items():
         values = [value(r) for r in seeds]
         mean, sd = statistics.mean(values), statistics.stdev(values)
         low, high = min(mean - 3 * sd, min(values)), max(mean + 3 * sd, max(values))
-        assert low <= value(again) <= high, (f"one-more-seed check (another machine): {name} {value(again):.4f} "
-                                             f"outside [{low:.4f}, {high:.4f}] of {len(values)} recorded seeds")
+        assert low <= value(again) <= high, (
+            f"one-more-seed check (another machine): {name} {value(again):.4f} "
+            f"outside [{low:.4f}, {high:.4f}] of {len(values)} recorded seeds"
+        )
 
 
 def test_the_never_tuned_digits_regimes_hold_what_they_plant():

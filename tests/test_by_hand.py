@@ -22,8 +22,16 @@ def _method(name: str):
     if name == "byol":
         return BYOL(backbone, feature_dim, proj_hidden_dim=32, proj_dim=16, momentum=0.9)
     if name == "dino":
-        return DINO(backbone, feature_dim, proj_hidden_dim=32, bottleneck_dim=16, proj_dim=64, momentum=0.9,
-                    teacher_temp=0.04, student_temp=0.1)
+        return DINO(
+            backbone,
+            feature_dim,
+            proj_hidden_dim=32,
+            bottleneck_dim=16,
+            proj_dim=64,
+            momentum=0.9,
+            teacher_temp=0.04,
+            student_temp=0.1,
+        )
     return MoCo(backbone, feature_dim, proj_hidden_dim=32, proj_dim=16, temperature=0.2, queue_size=64)
 
 
@@ -54,16 +62,30 @@ def test_a_method_built_by_hand_trains_one_step_in_a_plain_loop(name):
 
 def test_the_trainer_runs_on_parts_made_by_hand(tmp_path):
     torch.manual_seed(0)
-    bank = ImageBank(torch.randint(0, 256, (96, 1, 8, 8), dtype=torch.uint8), torch.zeros(96, dtype=torch.long),
-                     num_classes=1, name="noise")
+    bank = ImageBank(
+        torch.randint(0, 256, (96, 1, 8, 8), dtype=torch.uint8),
+        torch.zeros(96, dtype=torch.long),
+        num_classes=1,
+        name="noise",
+    )
     model = _method("simclr")
     views = TwoViews(8, 1, [0.5], [0.25], crop_scale_min=0.4, hflip_p=0.0)
     optimizer = build_optimizer(model, "sgd", lr=0.1, momentum=0.9)
     epochs = 4
     pruner = Pruner(len(bank), epochs, rate=0.5, selector="random", anneal=0.0)
-    trainer = Pretrainer(bank, views, model, optimizer, pruner, WarmupCosine(0.1, epochs, warmup_epochs=1),
-                         run_dir=tmp_path, epochs=epochs, batch_size=24, device=torch.device("cpu"),
-                         checkpoint_every=2)
+    trainer = Pretrainer(
+        bank,
+        views,
+        model,
+        optimizer,
+        pruner,
+        WarmupCosine(0.1, epochs, warmup_epochs=1),
+        run_dir=tmp_path,
+        epochs=epochs,
+        batch_size=24,
+        device=torch.device("cpu"),
+        checkpoint_every=2,
+    )
     result = trainer.run(NullTracker(), show_progress=False)
 
     # 1 full warm-up epoch, then 3 pruned epochs that skip 2/3 each: half of 4 epochs' forwards over the run

@@ -31,6 +31,7 @@ def _dino(**kwargs):
     return DINO(backbone, dim, **settings)
 
 
+@pytest.mark.kernels("our per-sample losses against lightly's, within float tolerance")
 def test_per_sample_negative_cosine_mean_is_lightlys_byol_loss():
     torch.manual_seed(0)
     p0, p1, t0, t1 = (torch.randn(6, 8) for _ in range(4))
@@ -39,10 +40,13 @@ def test_per_sample_negative_cosine_mean_is_lightlys_byol_loss():
     assert loss.shape == (6,)
     assert loss.mean().item() == pytest.approx((0.5 * (criterion(p0, t1) + criterion(p1, t0))).item(), abs=1e-5)
     # each sample's own: its two predictions against the other view's targets
-    assert loss[2].item() == pytest.approx(-0.5 * (torch.cosine_similarity(p0[2], t1[2], dim=0)
-                                                   + torch.cosine_similarity(p1[2], t0[2], dim=0)).item(), abs=1e-6)
+    assert loss[2].item() == pytest.approx(
+        -0.5 * (torch.cosine_similarity(p0[2], t1[2], dim=0) + torch.cosine_similarity(p1[2], t0[2], dim=0)).item(),
+        abs=1e-6,
+    )
 
 
+@pytest.mark.kernels("our per-sample losses against lightly's, within float tolerance")
 def test_the_byol_methods_per_sample_loss_is_lightlys_loss_on_its_own_outputs():
     model = _byol()
     x0, x1 = torch.rand(8, 1, 8, 8), torch.rand(8, 1, 8, 8)
@@ -59,6 +63,7 @@ def test_the_byol_methods_per_sample_loss_is_lightlys_loss_on_its_own_outputs():
 
 
 @pytest.mark.parametrize("student_views", [2, 5], ids=["two-views", "multi-crop"])
+@pytest.mark.kernels("our per-sample losses against lightly's, within float tolerance")
 def test_per_sample_dino_mean_is_lightlys_dino_loss(student_views):
     torch.manual_seed(0)
     teacher = [torch.randn(6, 32) for _ in range(2)]
@@ -71,6 +76,7 @@ def test_per_sample_dino_mean_is_lightlys_dino_loss(student_views):
     assert bool((entropy > 0).all()) and bool((entropy <= math.log(32) + 1e-5).all())
 
 
+@pytest.mark.kernels("our per-sample losses against lightly's, within float tolerance")
 def test_the_dino_methods_loss_is_lightlys_and_its_center_moves_once_per_step():
     model = _dino(teacher_temp=0.05, student_temp=0.1, center_momentum=0.8)
     model.train()
@@ -180,11 +186,20 @@ def _cfg(overrides, *extra):
 @pytest.mark.parametrize("method", ["byol", "dino"])
 @pytest.mark.parametrize("pruner", ["emp", "random"])
 def test_pruning_runs_end_to_end_with_byol_and_dino(tiny_overrides, method, pruner):
-    pruning = (["pruning.scorer=emp", "pruning.selector=infobatch"] if pruner == "emp"
-               else ["pruning.selector=random"])
+    pruning = ["pruning.scorer=emp", "pruning.selector=infobatch"] if pruner == "emp" else ["pruning.selector=random"]
     extra = TINY_DINO if method == "dino" else [f"method.name={method}"]
-    result = pretrain(_cfg(tiny_overrides, *extra, *pruning, "pruning.rate=0.5", "pruning.anneal=0",
-                           "train.epochs=3", "monitor.every=0"), show_progress=False)
+    result = pretrain(
+        _cfg(
+            tiny_overrides,
+            *extra,
+            *pruning,
+            "pruning.rate=0.5",
+            "pruning.anneal=0",
+            "train.epochs=3",
+            "monitor.every=0",
+        ),
+        show_progress=False,
+    )
     assert result.achieved_rate == pytest.approx(0.5, abs=0.03)
     assert math.isfinite(result.final_loss) and result.epochs_done == 3
     last = result.history[-1]
@@ -193,8 +208,10 @@ def test_pruning_runs_end_to_end_with_byol_and_dino(tiny_overrides, method, prun
 
 
 def test_the_config_builds_each_method_with_its_settings():
-    cfg = load_pretrain_config("configs/dino_digits.yaml", ["train.epochs=40", "method.teacher_temp_warmup_epochs=10",
-                                                           "method.warmup_teacher_temp=0.02"])
+    cfg = load_pretrain_config(
+        "configs/dino_digits.yaml",
+        ["train.epochs=40", "method.teacher_temp_warmup_epochs=10", "method.warmup_teacher_temp=0.02"],
+    )
     model = build_method(cfg, in_channels=1)
     assert isinstance(model, DINO) and model.criterion.center.shape == (1, 1, cfg.model.proj_output_dim)
     assert model.teacher_temp_warmup == pytest.approx(0.25)  # epochs, as a fraction of the run
@@ -212,8 +229,17 @@ def test_dino_trains_with_local_crops_through_the_trainer(tiny_overrides, monkey
         return original(self, view0, view1, shard, local_views)
 
     monkeypatch.setattr(DINO, "forward", recording)
-    result = pretrain(_cfg(tiny_overrides, *TINY_DINO, "augment.local_crops=3", "augment.local_crop_size=6",
-                           "train.epochs=1", "monitor.every=0"), show_progress=False)
+    result = pretrain(
+        _cfg(
+            tiny_overrides,
+            *TINY_DINO,
+            "augment.local_crops=3",
+            "augment.local_crop_size=6",
+            "train.epochs=1",
+            "monitor.every=0",
+        ),
+        show_progress=False,
+    )
     assert math.isfinite(result.final_loss) and len(seen) == result.global_step
     assert all(shapes == [(8, 8)] + [(6, 6)] * 3 for shapes in seen)
     with pytest.raises(ConfigError, match="augment.local_crops .*read only when method.name is dino"):
@@ -248,16 +274,25 @@ def test_the_trainer_freezes_dinos_last_layer(tiny_overrides):
 
     def weights(freeze):
         """(student, teacher) of each head parameter, by its name inside the head."""
-        result = pretrain(_cfg(tiny_overrides, *TINY_DINO, "train.epochs=2", "monitor.every=0",
-                               f"method.freeze_last_layer_epochs={freeze}", f"run.name=freeze{freeze}"),
-                          show_progress=False)
+        result = pretrain(
+            _cfg(
+                tiny_overrides,
+                *TINY_DINO,
+                "train.epochs=2",
+                "monitor.every=0",
+                f"method.freeze_last_layer_epochs={freeze}",
+                f"run.name=freeze{freeze}",
+            ),
+            show_progress=False,
+        )
         state = load_checkpoint(result.checkpoint)["model"]
         names = [key.removeprefix("projection_head.") for key in state if key.startswith("projection_head.")]
         return {name: (state[f"projection_head.{name}"], state[f"projection_head_momentum.{name}"]) for name in names}
 
     def student_equals_teacher(pairs, prefix):
-        return all(torch.allclose(s.float(), t.float(), atol=1e-6) for n, (s, t) in pairs.items()
-                   if n.startswith(prefix))
+        return all(
+            torch.allclose(s.float(), t.float(), atol=1e-6) for n, (s, t) in pairs.items() if n.startswith(prefix)
+        )
 
     frozen, free = weights(2), weights(0)
     assert student_equals_teacher(frozen, "last_layer") and not student_equals_teacher(frozen, "layers")

@@ -5,8 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from ssl_emp.config import (ConfigError, PretrainConfig, PruningConfig, describe_options, load_pretrain_config,
-                            parse_overrides, read_yaml)
+from ssl_emp.config import (
+    ConfigError,
+    PretrainConfig,
+    PruningConfig,
+    describe_options,
+    load_pretrain_config,
+    parse_overrides,
+    read_yaml,
+)
 from ssl_emp.config.load import DEFAULT_RECIPE
 from ssl_emp.config.unused import OPTIONS_HELP
 from ssl_emp.pretrain import main
@@ -48,8 +55,11 @@ def test_an_override_wins_over_the_recipe_and_changes_nothing_else():
     assert changed == {"train.epochs", "model.width", "optim.lr"}
     assert (overridden["train"]["epochs"], overridden["model"]["width"], overridden["optim"]["lr"]) == (3, 8, 0.05)
     # The recipe's other keys in an overridden section survive the merge (the recipe differs from the defaults).
-    assert overridden["train"]["checkpoint_every"] == recipe["train"]["checkpoint_every"] != \
-        PretrainConfig().train.checkpoint_every
+    assert (
+        overridden["train"]["checkpoint_every"]
+        == recipe["train"]["checkpoint_every"]
+        != PretrainConfig().train.checkpoint_every
+    )
 
 
 def test_a_bad_key_in_a_recipe_file_is_refused_naming_the_file_and_the_valid_key(tmp_path):
@@ -76,16 +86,25 @@ def test_the_pruning_section_and_the_engine_settings_declare_the_same_fields_and
         assert getattr(config_defaults, name) == getattr(engine_defaults, name) == engine[name], name
 
 
-@pytest.mark.parametrize("overrides, keywords", [
-    ([], {}),
-    (["pruning.rate=0.7"], {"rate": 0.7}),
-    (["pruning.rate=0.5", "pruning.scorer=emp", "pruning.beta=2", "pruning.memory=drift"],
-     {"rate": 0.5, "scorer": "emp", "beta": 2.0, "memory": "drift"}),
-    (["pruning.selector=infobatch", "pruning.infobatch_r=0.5", "pruning.infobatch_rescale=false"],
-     {"selector": "infobatch", "infobatch_r": 0.5, "infobatch_rescale": False}),
-    (["pruning.rate=0.3", "pruning.selector=topk", "pruning.warmup_epochs=2", "pruning.anneal=0.25"],
-     {"rate": 0.3, "selector": "topk", "warmup_epochs": 2, "anneal": 0.25}),
-])
+@pytest.mark.parametrize(
+    "overrides, keywords",
+    [
+        ([], {}),
+        (["pruning.rate=0.7"], {"rate": 0.7}),
+        (
+            ["pruning.rate=0.5", "pruning.scorer=emp", "pruning.beta=2", "pruning.memory=drift"],
+            {"rate": 0.5, "scorer": "emp", "beta": 2.0, "memory": "drift"},
+        ),
+        (
+            ["pruning.selector=infobatch", "pruning.infobatch_r=0.5", "pruning.infobatch_rescale=false"],
+            {"selector": "infobatch", "infobatch_r": 0.5, "infobatch_rescale": False},
+        ),
+        (
+            ["pruning.rate=0.3", "pruning.selector=topk", "pruning.warmup_epochs=2", "pruning.anneal=0.25"],
+            {"rate": 0.3, "selector": "topk", "warmup_epochs": 2, "anneal": 0.25},
+        ),
+    ],
+)
 def test_a_configs_pruning_section_builds_the_engine_settings_the_same_keywords_give(overrides, keywords):
     """The config and a user's own loop (``Pruner(n, epochs, **keywords)``) resolve the same settings, including
     the method a rate alone or a scorer alone prunes with."""
@@ -149,11 +168,18 @@ def test_cli_reports_a_bad_key_without_a_traceback(capsys):
     assert err.startswith("error: ") and "train.epochs" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("override, key", [
-    ("pruning.rate=1.0", "pruning.rate"), ("pruning.rate=-0.1", "pruning.rate"),
-    ("pruning.beta=-1", "pruning.beta"), ("pruning.beta=.nan", "pruning.beta"), ("pruning.beta=.inf", "pruning.beta"),
-    ("pruning.scorer=emq", "pruning.scorer"), ("train.nonfinite=ignore", "train.nonfinite"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("pruning.rate=1.0", "pruning.rate"),
+        ("pruning.rate=-0.1", "pruning.rate"),
+        ("pruning.beta=-1", "pruning.beta"),
+        ("pruning.beta=.nan", "pruning.beta"),
+        ("pruning.beta=.inf", "pruning.beta"),
+        ("pruning.scorer=emq", "pruning.scorer"),
+        ("train.nonfinite=ignore", "train.nonfinite"),
+    ],
+)
 def test_pruning_and_fault_options_out_of_range_are_named(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as error:
         load_pretrain_config(None, [override])
@@ -168,10 +194,13 @@ def test_matched_infobatch_without_warmup_is_refused_rather_than_missing_its_rat
 
 def test_help_answers_before_torch_is_imported():
     """`--help` must be quick: torch, kornia, lightly and wandb load only after the arguments are parsed."""
-    probe = ("import sys\nfrom ssl_emp.pretrain import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-             "print('loaded:', sorted(m for m in ('torch', 'kornia', 'lightly', 'wandb') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
-                          cwd=Path(__file__).parent.parent)
+    probe = (
+        "import sys\nfrom ssl_emp.pretrain import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('loaded:', sorted(m for m in ('torch', 'kornia', 'lightly', 'wandb') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent
+    )
     assert done.returncode == 0, done.stderr
     assert "pruning.rate" in done.stdout and "loaded: []" in done.stdout
 
@@ -179,7 +208,8 @@ def test_help_answers_before_torch_is_imported():
 def test_the_options_help_prints_is_current():
     assert OPTIONS_HELP.read_text() == describe_options() + "\n", (
         "ssl_emp/config/options.txt is out of date: python -c 'from ssl_emp.config import write_options_help; "
-        "write_options_help()'")
+        "write_options_help()'"
+    )
 
 
 def test_no_recipe_means_the_default_recipe():

@@ -18,9 +18,19 @@ from ssl_emp.plot import main as plot_main
 from ssl_emp.pruning.table import ScoreTable
 
 # Pruned from the first epoch, so after three some samples have never been kept.
-RUN = ["model.width=8", "model.proj_hidden_dim=32", "model.proj_output_dim=16", "train.batch_size=128",
-       "train.epochs=3", "monitor.every=1", "monitor.train_subset=400", "monitor.test_subset=200",
-       "pruning.rate=0.5", "pruning.warmup_epochs=0", "pruning.anneal=0"]
+RUN = [
+    "model.width=8",
+    "model.proj_hidden_dim=32",
+    "model.proj_output_dim=16",
+    "train.batch_size=128",
+    "train.epochs=3",
+    "monitor.every=1",
+    "monitor.train_subset=400",
+    "monitor.test_subset=200",
+    "pruning.rate=0.5",
+    "pruning.warmup_epochs=0",
+    "pruning.anneal=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +38,25 @@ def offline_run(tmp_path_factory):
     """A real offline W&B run from the command line, with pictures every epoch and the checkpoint artifact:
     ``(run directory, what it printed)``."""
     out = tmp_path_factory.mktemp("dashboard")
-    done = subprocess.run([sys.executable, "-m", "ssl_emp.pretrain", "--config", "configs/default.yaml", *RUN,
-                           "tracking.wandb=offline", "tracking.images_every=1", "tracking.checkpoint_artifact=true",
-                           f"run.out_dir={out}", "run.name=offline"],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "WANDB_MODE": "disabled"})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ssl_emp.pretrain",
+            "--config",
+            "configs/default.yaml",
+            *RUN,
+            "tracking.wandb=offline",
+            "tracking.images_every=1",
+            "tracking.checkpoint_artifact=true",
+            f"run.out_dir={out}",
+            "run.name=offline",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
     assert done.returncode == 0, done.stderr
     return out / "offline", done.stdout
 
@@ -45,7 +70,9 @@ def test_offline_run_logs_pictures_console_and_checkpoint_and_says_how_to_sync(o
     assert len(list((media / "images" / "views").glob("pairs_*.png"))) == 3  # one grid per epoch
     for group in ("highest_score", "lowest_score", "never_kept"):
         assert list((media / "images" / "pruning").glob(f"{group}_*.png")), group
-    last_table = max((media / "table" / "pruning").glob("samples_*.table.json"), key=lambda p: int(p.name.split("_")[1]))
+    last_table = max(
+        (media / "table" / "pruning").glob("samples_*.table.json"), key=lambda p: int(p.name.split("_")[1])
+    )
     table = json.loads(last_table.read_text())
     assert table["columns"] == ["group", "index", "image", "score", "visits", "last_epoch"]
     rows = [dict(zip(table["columns"], row)) for row in table["data"]]
@@ -74,8 +101,9 @@ def test_pictures_leave_training_unchanged(offline_run, tmp_path):
     """The views for the dashboard are drawn under a forked RNG: the same run without W&B ends with equal weights.
     (WANDB_MODE=disabled above: an explicit tracking.wandb=offline wins over it, and no key is needed.)"""
     run_dir, _ = offline_run
-    cfg = load_pretrain_config("configs/default.yaml", [*RUN, "tracking.wandb=disabled", f"run.out_dir={tmp_path}",
-                                                        "run.name=plain"])
+    cfg = load_pretrain_config(
+        "configs/default.yaml", [*RUN, "tracking.wandb=disabled", f"run.out_dir={tmp_path}", "run.name=plain"]
+    )
     plain = pretrain(cfg, show_progress=False)
     pictured, unpictured = load_checkpoint(run_dir)["model"], load_checkpoint(plain.run_dir)["model"]
     assert all(torch.equal(pictured[k], unpictured[k]) for k in pictured)

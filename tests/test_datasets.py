@@ -49,11 +49,15 @@ def test_processes_unpacking_fashion_mnist_at_once_all_get_it(tmp_path):
     own temporary file, so neither finds its file renamed away by the other (a shared name did, and one crashed)."""
     package = tmp_path / "package"
     _write_debian_package(package, train=20000, test=5, seed=2)
-    code = ("import sys; import ssl_emp.data.datasets as d; from pathlib import Path; "
-            f"d.DEBIAN_FASHION_MNIST = Path({str(package)!r}); "
-            f"print(len(d.load_bank('fashion-mnist', {str(tmp_path / 'root')!r}, 'train')))")
-    starts = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-              for _ in range(6)]
+    code = (
+        "import sys; import ssl_emp.data.datasets as d; from pathlib import Path; "
+        f"d.DEBIAN_FASHION_MNIST = Path({str(package)!r}); "
+        f"print(len(d.load_bank('fashion-mnist', {str(tmp_path / 'root')!r}, 'train')))"
+    )
+    starts = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
     outputs = [p.communicate(timeout=120) for p in starts]
     assert all(p.returncode == 0 for p in starts), [err[-500:] for _, err in outputs]
     assert [out.strip() for out, _ in outputs] == ["20000"] * 6
@@ -69,8 +73,10 @@ def test_digits_is_the_bundled_dataset_split_75_25():
 @pytest.mark.parametrize("gz", [True, False])
 def test_fashion_mnist_reads_idx_files(tmp_path, gz):
     rng = np.random.default_rng(0)
-    images = {"train": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
-              "t10k": rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)}
+    images = {
+        "train": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
+        "t10k": rng.integers(0, 256, (3, 28, 28), dtype=np.uint8),
+    }
     labels = {"train": np.array([0, 1, 2, 3, 9], np.uint8), "t10k": np.array([4, 5, 6], np.uint8)}
     folder = tmp_path if gz else tmp_path / "FashionMNIST" / "raw"  # gzipped files are unpacked from the root
     folder.mkdir(parents=True, exist_ok=True)
@@ -157,9 +163,16 @@ def test_an_imagefolder_without_images_says_so(tmp_path):
         load_bank("imagefolder", str(tmp_path), "train")
 
 
-@pytest.mark.parametrize("name,hint", [("fashion-mnist", "apt-get install dataset-fashion-mnist"),
-                                       ("cifar10", "cifar-10-python.tar.gz"), ("cifar100", "cifar-100-python.tar.gz"),
-                                       ("stl10", "stl10_binary.tar.gz"), ("imagefolder", "train/<class>")])
+@pytest.mark.parametrize(
+    "name,hint",
+    [
+        ("fashion-mnist", "apt-get install dataset-fashion-mnist"),
+        ("cifar10", "cifar-10-python.tar.gz"),
+        ("cifar100", "cifar-100-python.tar.gz"),
+        ("stl10", "stl10_binary.tar.gz"),
+        ("imagefolder", "train/<class>"),
+    ],
+)
 def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch, name, hint):
     # Hide the Debian package so the Fashion-MNIST case is missing even where it is installed.
     monkeypatch.setattr("ssl_emp.data.datasets.DEBIAN_FASHION_MNIST", tmp_path / "none")
@@ -208,12 +221,36 @@ def test_bank_rejects_float_images():
         ImageBank(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long), 2, "x")
 
 
-@pytest.mark.parametrize("name, layout", [
-    ("cifar10", {"cifar-10-batches-py": ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
-                                         "data_batch_5", "test_batch", "batches.meta"]}),
-    ("fashion-mnist", {"FashionMNIST/raw": ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                                            "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]}),
-])
+@pytest.mark.parametrize(
+    "name, layout",
+    [
+        (
+            "cifar10",
+            {
+                "cifar-10-batches-py": [
+                    "data_batch_1",
+                    "data_batch_2",
+                    "data_batch_3",
+                    "data_batch_4",
+                    "data_batch_5",
+                    "test_batch",
+                    "batches.meta",
+                ]
+            },
+        ),
+        (
+            "fashion-mnist",
+            {
+                "FashionMNIST/raw": [
+                    "train-images-idx3-ubyte",
+                    "train-labels-idx1-ubyte",
+                    "t10k-images-idx3-ubyte",
+                    "t10k-labels-idx1-ubyte",
+                ]
+            },
+        ),
+    ],
+)
 def test_dataset_in_the_wrong_format_is_explained(tmp_path, name, layout):
     for folder, files in layout.items():
         (tmp_path / folder).mkdir(parents=True)

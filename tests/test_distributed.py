@@ -13,15 +13,23 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from ssl_emp.build import pretrain
 from ssl_emp.config import load_pretrain_config
 from ssl_emp.data.bank import ImageBank
-from ssl_emp.build import pretrain
 from ssl_emp.engine import Pretrainer
 from ssl_emp.pruning import Pruner
 
-TINY = ["model.width=8", "model.proj_hidden_dim=32", "model.proj_output_dim=16", "train.batch_size=128",
-        "train.checkpoint_every=1", "tracking.wandb=disabled", "monitor.every=0", "train.device=cpu",
-        "pruning.anneal=0"]
+TINY = [
+    "model.width=8",
+    "model.proj_hidden_dim=32",
+    "model.proj_output_dim=16",
+    "train.batch_size=128",
+    "train.checkpoint_every=1",
+    "tracking.wandb=disabled",
+    "monitor.every=0",
+    "train.device=cpu",
+    "pruning.anneal=0",
+]
 
 
 def _free_port() -> int:
@@ -33,8 +41,9 @@ def _free_port() -> int:
 def _worker(rank, world_size, port, overrides, out_dir):
     """One rank: pretrain while recording which images it trained on (by reading the image bank) in which
     epoch, the plans it built, and its score table at the end."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     trained, plans, final = [], [], {}
     original_batches, original_plan, original_run = ImageBank.batches, Pruner.plan, Pretrainer.run
@@ -65,10 +74,19 @@ def _worker(rank, world_size, port, overrides, out_dir):
     finally:
         ImageBank.batches, Pruner.plan, Pretrainer.run = original_batches, original_plan, original_run
     per_epoch = [torch.cat([idx for e, idx in trained if e == epoch]) for epoch in range(len(plans))]
-    torch.save({"trained": per_epoch, "plans": plans, "table": final["table"], "queue": final.get("queue"),
-                "center": final.get("center"), "ddp_ignores": final.get("ddp_ignores"),
-                "achieved_rate": result.achieved_rate, "sample_forwards": result.sample_forwards},
-               os.path.join(out_dir, f"rank{rank}.pt"))
+    torch.save(
+        {
+            "trained": per_epoch,
+            "plans": plans,
+            "table": final["table"],
+            "queue": final.get("queue"),
+            "center": final.get("center"),
+            "ddp_ignores": final.get("ddp_ignores"),
+            "achieved_rate": result.achieved_rate,
+            "sample_forwards": result.sample_forwards,
+        },
+        os.path.join(out_dir, f"rank{rank}.pt"),
+    )
 
 
 def _run(world_size, overrides, tmp_path, name):
@@ -91,10 +109,21 @@ def _single_process_env(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["simclr", "moco", "dino"])
 def test_two_ranks_train_each_planned_index_once_and_keep_identical_score_tables(tmp_path, method):
-    r0, r1 = _run(2, [*TINY, "train.epochs=3", "pruning.scorer=emp", "pruning.selector=infobatch",
-                      "pruning.rate=0.5", f"method.name={method}",
-                      *(["method.queue_size=256"] if method == "moco" else []),
-                      *(["method.bottleneck_dim=16"] if method == "dino" else [])], tmp_path, "ddp")
+    r0, r1 = _run(
+        2,
+        [
+            *TINY,
+            "train.epochs=3",
+            "pruning.scorer=emp",
+            "pruning.selector=infobatch",
+            "pruning.rate=0.5",
+            f"method.name={method}",
+            *(["method.queue_size=256"] if method == "moco" else []),
+            *(["method.bottleneck_dim=16"] if method == "dino" else []),
+        ],
+        tmp_path,
+        "ddp",
+    )
     assert len(r0["plans"]) == len(r1["plans"]) == 3
     for epoch, plan in enumerate(r0["plans"]):
         assert torch.equal(plan, r1["plans"][epoch])  # every rank builds the same plan
@@ -120,8 +149,12 @@ def test_two_ranks_train_each_planned_index_once_and_keep_identical_score_tables
 def test_selectors_reading_embeddings_plan_alike_on_every_rank(tmp_path, selector):
     """Each rank embeds its share of the clean images and keeps it (a sharded memory): the ranks cluster across
     their shards and build the same plans (each checked by digest as it is made), refreshed every epoch here."""
-    r0, r1 = _run(2, [*TINY, "train.epochs=4", f"pruning.selector={selector}", "pruning.rate=0.5",
-                      "pruning.embed_every=1"], tmp_path, "ddp-embed")
+    r0, r1 = _run(
+        2,
+        [*TINY, "train.epochs=4", f"pruning.selector={selector}", "pruning.rate=0.5", "pruning.embed_every=1"],
+        tmp_path,
+        "ddp-embed",
+    )
     assert len(r0["plans"]) == len(r1["plans"]) == 4
     for epoch, plan in enumerate(r0["plans"]):
         assert torch.equal(plan, r1["plans"][epoch])
@@ -129,13 +162,14 @@ def test_selectors_reading_embeddings_plan_alike_on_every_rank(tmp_path, selecto
 
 
 @pytest.mark.slow
+@pytest.mark.kernels("gloo's all-reduce order against one process's sums")
 def test_two_process_and_one_process_runs_build_the_same_plans(tmp_path):
     """Same seed, same global batch: the plans match. The random selector is used because its plans depend on
     (seed, epoch) only; score-driven plans also depend on the scores, which differ slightly between the two
     runs (each rank augments with its own random stream), so there the guarantee is the one above: identical
     tables, hence identical plans, on every rank of one run."""
     overrides = [*TINY, "train.epochs=3", "pruning.selector=random", "pruning.rate=0.5"]
-    single, = _run(1, overrides, tmp_path, "one")
+    (single,) = _run(1, overrides, tmp_path, "one")
     double = _run(2, overrides, tmp_path, "two")
     for plan_single, plan_double in zip(single["plans"], double[0]["plans"], strict=True):
         assert torch.equal(plan_single, plan_double)
@@ -146,17 +180,37 @@ def test_two_process_and_one_process_runs_build_the_same_plans(tmp_path):
 def test_torchrun_launch_writes_once_from_rank_zero(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
-         "-m", "ssl_emp.pretrain", "--config", "configs/default.yaml", *TINY, "train.epochs=3", "pruning.scorer=emp",
-         "pruning.selector=infobatch", "pruning.rate=0.3",
-         f"run.out_dir={tmp_path}", "run.name=torchrun"],
-        capture_output=True, text=True, timeout=300, env={**env, "OMP_NUM_THREADS": "1"})
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port",
+            str(_free_port()),
+            "-m",
+            "ssl_emp.pretrain",
+            "--config",
+            "configs/default.yaml",
+            *TINY,
+            "train.epochs=3",
+            "pruning.scorer=emp",
+            "pruning.selector=infobatch",
+            "pruning.rate=0.3",
+            f"run.out_dir={tmp_path}",
+            "run.name=torchrun",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("Done: 3 epochs") == 1  # one summary, from rank 0
     assert "achieved 0.30" in done.stdout
     run_dir = tmp_path / "torchrun"
-    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-              if "train/epoch_loss" in line]
+    epochs = [
+        json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if "train/epoch_loss" in line
+    ]
     assert [r["epoch"] for r in epochs] == [1, 2, 3]  # written once, not once per rank
     assert (run_dir / "checkpoints" / "last.pt").is_file()
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []  # no temporary files left
@@ -165,8 +219,16 @@ def test_torchrun_launch_writes_once_from_rank_zero(tmp_path):
 # --------------------------------------------------------------------------- a rank killed under torchrun
 
 # Epochs of 21 steps (full data) and 8 (pruned: rate 0.5 over 6 epochs, 5 of them pruned, each keeps 539 samples).
-RESTARTABLE = [*TINY, "train.batch_size=64", "train.epochs=6", "train.log_every=1", "pruning.scorer=emp",
-               "pruning.selector=infobatch", "pruning.rate=0.5", "run.resume=auto"]
+RESTARTABLE = [
+    *TINY,
+    "train.batch_size=64",
+    "train.epochs=6",
+    "train.log_every=1",
+    "pruning.scorer=emp",
+    "pruning.selector=infobatch",
+    "pruning.rate=0.5",
+    "run.resume=auto",
+]
 
 
 def _logged_steps(run_dir) -> list[int]:
@@ -194,15 +256,33 @@ def _torchrun(out, name, kill_rank_1_after_step=None):
     """Run the restartable command under ``torchrun --max-restarts 1``; once rank 0 has logged the given step,
     SIGKILL rank 1. Returns the finished command's output and the steps rank 0 had logged when rank 1 died."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "--max-restarts", "1", "-m", "ssl_emp.pretrain", "--config", "configs/default.yaml", *RESTARTABLE,
-               f"run.out_dir={out}", f"run.name={name}"]
-    agent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**env, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "--max-restarts",
+        "1",
+        "-m",
+        "ssl_emp.pretrain",
+        "--config",
+        "configs/default.yaml",
+        *RESTARTABLE,
+        f"run.out_dir={out}",
+        f"run.name={name}",
+    ]
+    agent = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**env, "OMP_NUM_THREADS": "1"}
+    )
     if kill_rank_1_after_step is not None:
         deadline = time.time() + 400
-        while max(_logged_steps(out / name), default=0) < kill_rank_1_after_step and agent.poll() is None \
-                and time.time() < deadline:
+        while (
+            max(_logged_steps(out / name), default=0) < kill_rank_1_after_step
+            and agent.poll() is None
+            and time.time() < deadline
+        ):
             time.sleep(0.005)
         assert agent.poll() is None, "the run ended before a rank could be killed"
         os.kill(_worker_with_rank(agent.pid, 1), signal.SIGKILL)
@@ -243,7 +323,8 @@ def test_torchrun_restarts_a_group_after_a_rank_is_killed_and_it_ends_like_an_un
     first, second = load_checkpoint(tmp_path / "whole"), load_checkpoint(killed)
     assert second["global_step"] == first["global_step"]
     for key in ("scores", "visits", "last_epoch"):
-        torch.testing.assert_close(second["pruning"]["table"][key], first["pruning"]["table"][key],
-                                   rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(
+            second["pruning"]["table"][key], first["pruning"]["table"][key], rtol=1e-6, atol=1e-6
+        )
     for key, value in first["model"].items():
         torch.testing.assert_close(second["model"][key], value, rtol=1e-6, atol=1e-6, msg=key)

@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from eval.finetune import finetune
 from eval.finetune import main as finetune_main
 from eval.knn import knn_eval
-from ssl_emp.evaluation import knn_accuracy, knn_rankings
 from eval.knn import main as knn_main
 from eval.linear_probe import main as probe_main
-from ssl_emp.config import load_pretrain_config
 from ssl_emp.build import pretrain
+from ssl_emp.config import load_pretrain_config
+from ssl_emp.evaluation import knn_accuracy, knn_rankings
 from ssl_emp.pruning import Pruner, SampleStats
 from ssl_emp.pruning.scorers import supervised_emp_score
 
@@ -76,11 +76,16 @@ def test_supervised_output_makes_emp_the_papers_supervised_score():
 
 
 def test_online_monitor_logs_knn_and_does_not_change_training(tiny_overrides, tmp_path):
-    plain = pretrain(load_pretrain_config("configs/default.yaml", [*tiny_overrides, "monitor.every=0",
-                                                                   "run.name=plain"]), show_progress=False)
-    watched = pretrain(load_pretrain_config("configs/default.yaml", [*tiny_overrides, "monitor.every=1",
-                                                                     "monitor.k=20", "run.name=watched"]),
-                       show_progress=False)
+    plain = pretrain(
+        load_pretrain_config("configs/default.yaml", [*tiny_overrides, "monitor.every=0", "run.name=plain"]),
+        show_progress=False,
+    )
+    watched = pretrain(
+        load_pretrain_config(
+            "configs/default.yaml", [*tiny_overrides, "monitor.every=1", "monitor.k=20", "run.name=watched"]
+        ),
+        show_progress=False,
+    )
     assert [r["train/epoch_loss"] for r in watched.history] == [r["train/epoch_loss"] for r in plain.history]
     assert all(0.0 < r["monitor/knn_top1"] <= 1.0 for r in watched.history)
     assert all("monitor/knn_top1" not in r for r in plain.history)
@@ -114,8 +119,24 @@ def test_linear_probe_transfers_a_digits_backbone_to_another_dataset(tiny_run, t
     adapted to the backbone, the record says how, and the probe finds the digits."""
     _digits_as_cifar10(tmp_path / "cifar")
     output = tmp_path / "transfer.json"
-    assert probe_main(["--checkpoint", str(tiny_run), "--dataset", "cifar10", "--data-root", str(tmp_path / "cifar"),
-                       "--epochs", "30", "--no-wandb", "--output", str(output)]) == 0
+    assert (
+        probe_main(
+            [
+                "--checkpoint",
+                str(tiny_run),
+                "--dataset",
+                "cifar10",
+                "--data-root",
+                str(tmp_path / "cifar"),
+                "--epochs",
+                "30",
+                "--no-wandb",
+                "--output",
+                str(output),
+            ]
+        )
+        == 0
+    )
     assert "pretrained on digits" in capsys.readouterr().out
     result = json.loads(output.read_text())
     assert result["dataset"] == "cifar10" and result["pretrained_on"] == "digits"
@@ -126,7 +147,8 @@ def test_linear_probe_transfers_a_digits_backbone_to_another_dataset(tiny_run, t
 
 
 def test_each_evaluation_is_a_python_function_returning_its_record(tiny_run):
-    from eval import finetune as finetune_module, knn, linear_probe
+    from eval import finetune as finetune_module
+    from eval import knn, linear_probe
 
     probe = linear_probe.run(tiny_run, epochs=2, batch_size=64, show_progress=False)
     assert probe["probe"]["batch_size"] == 64 and probe["test_images"] == 450
@@ -135,8 +157,22 @@ def test_each_evaluation_is_a_python_function_returning_its_record(tiny_run):
 
 
 def test_finetune_shrinks_a_batch_larger_than_its_data_with_a_note(tiny_run, capsys, tmp_path):
-    assert finetune_main(["--checkpoint", str(tiny_run), "--no-wandb", "--epochs", "1", "--train-subset", "200",
-                          "--output", str(tmp_path / "out.json")]) == 0
+    assert (
+        finetune_main(
+            [
+                "--checkpoint",
+                str(tiny_run),
+                "--no-wandb",
+                "--epochs",
+                "1",
+                "--train-subset",
+                "200",
+                "--output",
+                str(tmp_path / "out.json"),
+            ]
+        )
+        == 0
+    )
     assert "--batch-size 256 is more than the 200 images there are; using 200" in capsys.readouterr().err
     assert json.loads((tmp_path / "out.json").read_text())["finetune"]["batch_size"] == 200
 
@@ -150,12 +186,18 @@ def test_a_file_that_is_not_a_checkpoint_gets_one_line(command, capsys):
 
 def test_evaluations_print_progress_lines_when_output_is_not_a_terminal(tiny_run, capsys, tmp_path):
     """The probe, kNN and fine-tuning say what they are doing in a log file, not only at the end."""
-    assert probe_main(["--checkpoint", str(tiny_run), "--no-wandb", "--epochs", "2",
-                       "--output", str(tmp_path / "p.json")]) == 0
+    assert (
+        probe_main(["--checkpoint", str(tiny_run), "--no-wandb", "--epochs", "2", "--output", str(tmp_path / "p.json")])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "train features: 1347 images  elapsed" in out and "test features: 450 images" in out
     assert "classifier: 2 epochs over 1347 features" in out
-    assert finetune_main(["--checkpoint", str(tiny_run), "--no-wandb", "--epochs", "2",
-                          "--output", str(tmp_path / "f.json")]) == 0
+    assert (
+        finetune_main(
+            ["--checkpoint", str(tiny_run), "--no-wandb", "--epochs", "2", "--output", str(tmp_path / "f.json")]
+        )
+        == 0
+    )
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("fine-tune epoch")]
     assert [line.split()[2] for line in lines] == ["1/2", "2/2"] and all("eta" in line for line in lines)

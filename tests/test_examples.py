@@ -14,10 +14,20 @@ EXAMPLES = REPO / "examples"
 
 
 def _run(script: str, *args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, str(EXAMPLES / script), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "disabled",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 @pytest.mark.slow
@@ -31,8 +41,9 @@ def test_pruning_example_runs_with_its_defaults_and_prunes_at_its_rate(script, t
     if "lightning" in script:  # the callback's line per epoch (Lightning's progress bar shares stdout)
         assert done.stdout.count("sample-forwards so far") == 6
     else:  # a full warm-up epoch, four pruned epochs, a full annealing epoch
-        trained = [line.split(": trained ")[1].split("/")[0] for line in done.stdout.splitlines()
-                   if line.startswith("epoch ")]
+        trained = [
+            line.split(": trained ")[1].split("/")[0] for line in done.stdout.splitlines() if line.startswith("epoch ")
+        ]
         assert trained[0] == trained[-1] == "1797" and all(int(n) in (449, 450) for n in trained[1:-1])
         assert len(trained) == 6
 
@@ -45,7 +56,8 @@ def test_an_unreachable_rate_ends_in_one_line_naming_what_works(script, tmp_path
     assert done.stderr.strip().splitlines()[-1] == (
         "error: rate=0.5 cannot be reached in 2 epochs: after 1 warm-up epoch on all the data, the other 1 would "
         "each have to skip 1.00 of it. The highest rate reachable in 2 epochs is 0.499; rate 0.5 needs at least 3 "
-        "epochs (or fewer warmup_epochs).")
+        "epochs (or fewer warmup_epochs)."
+    )
 
 
 def test_an_example_missing_its_argument_prints_its_usage(tmp_path):
@@ -59,9 +71,19 @@ def test_finetune_example_runs_with_its_defaults_on_a_pretrained_run(tmp_path):
     from ssl_emp.build import pretrain
     from ssl_emp.config import load_pretrain_config
 
-    run = pretrain(load_pretrain_config(REPO / "configs" / "default.yaml", [
-        "train.epochs=2", "monitor.every=0", "tracking.wandb=disabled", f"run.out_dir={tmp_path}", "run.name=tiny"]),
-        show_progress=False)
+    run = pretrain(
+        load_pretrain_config(
+            REPO / "configs" / "default.yaml",
+            [
+                "train.epochs=2",
+                "monitor.every=0",
+                "tracking.wandb=disabled",
+                f"run.out_dir={tmp_path}",
+                "run.name=tiny",
+            ],
+        ),
+        show_progress=False,
+    )
     done = _run("finetune_pretrained_backbone.py", str(run.run_dir), cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     top1 = float(done.stdout.split("fine-tuned top-1 on digits: ")[1])

@@ -6,8 +6,8 @@ import torchvision
 from torch import nn
 
 import ssl_emp
-from ssl_emp.config import load_pretrain_config
 from ssl_emp.build import pretrain
+from ssl_emp.config import load_pretrain_config
 from ssl_emp.engine import CheckpointError
 from ssl_emp.export import export_backbone
 from ssl_emp.export import main as export_main
@@ -20,11 +20,23 @@ def resnet_runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("resnet-runs")
     runs = {}
     for stem in (False, True):
-        cfg = load_pretrain_config("configs/default.yaml", [
-            "model.backbone=resnet18", f"model.cifar_stem={stem}", "model.proj_hidden_dim=32",
-            "model.proj_output_dim=16", "data.subset=64", "data.image_size=32", "train.batch_size=32",
-            "train.epochs=1", "tracking.wandb=disabled", "monitor.every=0", f"run.out_dir={out}",
-            f"run.name=stem-{stem}"])
+        cfg = load_pretrain_config(
+            "configs/default.yaml",
+            [
+                "model.backbone=resnet18",
+                f"model.cifar_stem={stem}",
+                "model.proj_hidden_dim=32",
+                "model.proj_output_dim=16",
+                "data.subset=64",
+                "data.image_size=32",
+                "train.batch_size=32",
+                "train.epochs=1",
+                "tracking.wandb=disabled",
+                "monitor.every=0",
+                f"run.out_dir={out}",
+                f"run.name=stem-{stem}",
+            ],
+        )
         runs[stem] = pretrain(cfg, show_progress=False).run_dir
     return runs
 
@@ -42,8 +54,9 @@ def test_safetensors_export_loads_strictly_into_the_torchvision_builder(resnet_r
 
     weights, meta = export_backbone(resnet_runs[cifar_stem], tmp_path / "backbone.safetensors")
     description = json.loads(meta.read_text())
-    assert description["torchvision"] == (f"ssl_emp.models.torchvision_resnet('resnet18', in_channels=1, "
-                                          f"cifar_stem={cifar_stem})")
+    assert description["torchvision"] == (
+        f"ssl_emp.models.torchvision_resnet('resnet18', in_channels=1, cifar_stem={cifar_stem})"
+    )
     model = torchvision_resnet("resnet18", in_channels=description["in_channels"], cifar_stem=cifar_stem)
     model.load_state_dict(load_file(weights), strict=True)
     x = torch.rand(3, 1, 32, 32)
@@ -57,8 +70,9 @@ def test_timm_loads_the_export_through_pretrained_cfg_overlay(resnet_runs, tmp_p
     weights, meta = export_backbone(resnet_runs[False], tmp_path / "backbone.safetensors")
     x = torch.rand(3, 1, 32, 32)
     source = _features(ssl_emp.load_backbone(resnet_runs[False]), x)
-    model = timm.create_model("resnet18", pretrained=True, num_classes=0, in_chans=1,
-                              pretrained_cfg_overlay=dict(file=str(weights)))
+    model = timm.create_model(
+        "resnet18", pretrained=True, num_classes=0, in_chans=1, pretrained_cfg_overlay=dict(file=str(weights))
+    )
     assert torch.allclose(_features(model, x), source, atol=1e-5)
     # The description's arguments (with the run's input size, mean and std for timm's data config) load it too.
     arguments = json.loads(meta.read_text())["timm"]
@@ -112,8 +126,9 @@ def test_load_backbone_explains_what_is_missing_or_wrong(resnet_runs, tmp_path):
         ssl_emp.load_backbone(tmp_path / "nothing.pt")
     # Weights from another architecture are refused with the mismatch named.
     other, _ = export_backbone(resnet_runs[True], tmp_path / "other.pt")
-    (tmp_path / "other.json").write_text((tmp_path / "other.json").read_text().replace('"cifar_stem": true',
-                                                                                       '"cifar_stem": false'))
+    (tmp_path / "other.json").write_text(
+        (tmp_path / "other.json").read_text().replace('"cifar_stem": true', '"cifar_stem": false')
+    )
     with pytest.raises(CheckpointError, match="do not fit"):
         ssl_emp.load_backbone(other)
 
@@ -122,8 +137,12 @@ def test_readme_reuse_script_runs_on_a_pretrained_run(tiny_run):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "examples/finetune_pretrained_backbone.py", str(tiny_run), "--epochs", "5"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "examples/finetune_pretrained_backbone.py", str(tiny_run), "--epochs", "5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     top1 = float(done.stdout.strip().rsplit(" ", 1)[-1])
     assert 0.3 < top1 <= 1.0  # chance is 0.1

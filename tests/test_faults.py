@@ -10,16 +10,27 @@ import time
 import pytest
 import torch
 
-from ssl_emp.config import load_pretrain_config
 from ssl_emp.build import pretrain
+from ssl_emp.checkpoint import atomic_save
+from ssl_emp.config import load_pretrain_config
 from ssl_emp.engine import CheckpointError, load_checkpoint
 from ssl_emp.plot import epoch_records
-from ssl_emp.checkpoint import atomic_save
 from ssl_emp.tracking import Tracker, rewind_metrics
 
-KILLABLE = ["model.width=32", "model.proj_hidden_dim=32", "model.proj_output_dim=16", "train.batch_size=64",
-            "train.epochs=8", "train.checkpoint_every=1", "tracking.wandb=disabled", "monitor.every=0",
-            "train.device=cpu", "pruning.scorer=emp", "pruning.selector=infobatch", "pruning.rate=0.5"]
+KILLABLE = [
+    "model.width=32",
+    "model.proj_hidden_dim=32",
+    "model.proj_output_dim=16",
+    "train.batch_size=64",
+    "train.epochs=8",
+    "train.checkpoint_every=1",
+    "tracking.wandb=disabled",
+    "monitor.every=0",
+    "train.device=cpu",
+    "pruning.scorer=emp",
+    "pruning.selector=infobatch",
+    "pruning.rate=0.5",
+]
 
 
 def _cli(*args):
@@ -36,8 +47,9 @@ def test_sigkilled_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
     common = ["--config", "configs/default.yaml", *KILLABLE, f"run.out_dir={tmp_path}"]
     subprocess.run(_cli(*common, "run.name=whole"), check=True, capture_output=True, env=env, timeout=300)
 
-    victim = subprocess.Popen(_cli(*common, "run.name=killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env=env)
+    victim = subprocess.Popen(
+        _cli(*common, "run.name=killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     second = tmp_path / "killed" / "checkpoints" / "epoch_0002.pt"
     deadline = time.time() + 120
     while not second.exists() and victim.poll() is None and time.time() < deadline:
@@ -47,8 +59,9 @@ def test_sigkilled_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
     killed_at = load_checkpoint(tmp_path / "killed")["epoch"]
     assert 2 <= killed_at < 8, killed_at
 
-    resumed = subprocess.run(_cli("--resume", str(tmp_path / "killed")), capture_output=True, text=True, env=env,
-                             timeout=300)
+    resumed = subprocess.run(
+        _cli("--resume", str(tmp_path / "killed")), capture_output=True, text=True, env=env, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"Resuming {tmp_path / 'killed'} at epoch {killed_at}" in resumed.stdout
     steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
@@ -109,14 +122,18 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint
     with pytest.raises(FloatingPointError, match=r"at step 15 \(epoch 2\)"):
         pretrain(cfg, show_progress=False)
     saved = load_checkpoint(cfg.run.out_dir + "/tiny")
-    assert saved["epoch"] == 1 and all(torch.isfinite(v).all() for v in saved["model"].values()
-                                       if isinstance(v, torch.Tensor) and v.is_floating_point())
+    assert saved["epoch"] == 1 and all(
+        torch.isfinite(v).all()
+        for v in saved["model"].values()
+        if isinstance(v, torch.Tensor) and v.is_floating_point()
+    )
 
 
 def test_nonfinite_step_can_be_skipped_and_counted(tiny_overrides, monkeypatch):
     _poison_step(monkeypatch, bad_call=15)
-    cfg = load_pretrain_config("configs/default.yaml", [*tiny_overrides, "train.epochs=3", "monitor.every=0",
-                                                        "train.nonfinite=skip"])
+    cfg = load_pretrain_config(
+        "configs/default.yaml", [*tiny_overrides, "train.epochs=3", "monitor.every=0", "train.nonfinite=skip"]
+    )
     result = pretrain(cfg, show_progress=False)
     assert result.history[-1]["train/skipped_steps"] == 1
     logged = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -156,8 +173,12 @@ def test_wandb_failing_mid_run_only_warns(tmp_path):
 
 def test_rewinding_metrics_keeps_what_came_up_to_the_checkpoint(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    lines = [{"step": 1, "train/loss": 3.0}, {"step": 2, "epoch": 1}, {"step": None, "note": "kept"},
-             {"step": 3, "train/loss": 2.0}]
+    lines = [
+        {"step": 1, "train/loss": 3.0},
+        {"step": 2, "epoch": 1},
+        {"step": None, "note": "kept"},
+        {"step": 3, "train/loss": 2.0},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"step": 4, "train/lo')  # a crash cut it short
     rewind_metrics(path, 2)
     assert [json.loads(line) for line in path.read_text().splitlines()] == lines[:3]
@@ -168,13 +189,19 @@ def test_rewinding_metrics_keeps_what_came_up_to_the_checkpoint(tmp_path):
 def test_a_resumed_run_rewinds_its_metrics_to_the_checkpoint(tiny_overrides):
     """What a stopped attempt logged past its last checkpoint (here a planted line far ahead) is gone once the run
     resumes: the resumed run writes those steps again."""
-    run = pretrain(load_pretrain_config("configs/default.yaml", [*tiny_overrides, "monitor.every=0"]),
-                   show_progress=False)
+    run = pretrain(
+        load_pretrain_config("configs/default.yaml", [*tiny_overrides, "monitor.every=0"]), show_progress=False
+    )
     metrics = run.run_dir / "metrics.jsonl"
     with open(metrics, "a") as f:
         f.write(json.dumps({"step": 10**6, "train/loss": 0.0}) + "\n")
-    pretrain(load_pretrain_config("configs/default.yaml", [*tiny_overrides, "monitor.every=0", "run.resume=true",
-                                                           "run.extend=true", "train.epochs=3"]), show_progress=False)
+    pretrain(
+        load_pretrain_config(
+            "configs/default.yaml",
+            [*tiny_overrides, "monitor.every=0", "run.resume=true", "run.extend=true", "train.epochs=3"],
+        ),
+        show_progress=False,
+    )
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     assert 10**6 not in steps and steps == sorted(steps) and max(steps) > run.global_step
 
@@ -193,9 +220,17 @@ def test_resume_with_an_incompatible_config_is_explained(tiny_overrides):
     from ssl_emp.engine import RunDirError
 
     pretrain(load_pretrain_config("configs/default.yaml", [*tiny_overrides, "monitor.every=0"]), show_progress=False)
-    changed = load_pretrain_config("configs/default.yaml", [*tiny_overrides, "monitor.every=0", "run.resume=true",
-                                                            "model.width=16", "method.name=moco",
-                                                            "method.queue_size=256"])
+    changed = load_pretrain_config(
+        "configs/default.yaml",
+        [
+            *tiny_overrides,
+            "monitor.every=0",
+            "run.resume=true",
+            "model.width=16",
+            "method.name=moco",
+            "method.queue_size=256",
+        ],
+    )
     with pytest.raises(RunDirError, match="fixed for the life of a run") as error:
         pretrain(changed, show_progress=False)
     assert "method.name: 'simclr' -> 'moco'" in str(error.value) and "model.width: 8 -> 16" in str(error.value)

@@ -80,9 +80,24 @@ def test_on_images_without_labels_the_online_monitor_is_off_with_a_note(my_image
 
 def test_the_command_line_takes_the_folder_with_the_same_rules(my_images, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "ssl_emp.pretrain", "--data", str(my_images), "train.epochs=4",
-                           "pruning.rate=0.5", f"run.out_dir={tmp_path}", "run.name=mine"],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ssl_emp.pretrain",
+            "--data",
+            str(my_images),
+            "train.epochs=4",
+            "pruning.rate=0.5",
+            f"run.out_dir={tmp_path}",
+            "run.name=mine",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Done: 4 epochs" in done.stdout and "achieved 0.50" in done.stdout
     assert "using 32" in done.stderr and "monitor.every=25 is off" in done.stderr
@@ -98,8 +113,17 @@ def test_data_names_a_dataset_or_a_folder_on_the_command_line(tmp_path, capsys):
 
 def test_a_batch_larger_than_what_the_rate_leaves_shrinks_to_it(tmp_path, capsys):
     """Digits (1,347 images) at rate 0.7 leave 404 per epoch."""
-    code = main([*FAST, "train.epochs=4", "train.batch_size=512", "pruning.rate=0.7", "monitor.every=0",
-                 f"run.out_dir={tmp_path}", "run.name=shrunk"])
+    code = main(
+        [
+            *FAST,
+            "train.epochs=4",
+            "train.batch_size=512",
+            "pruning.rate=0.7",
+            "monitor.every=0",
+            f"run.out_dir={tmp_path}",
+            "run.name=shrunk",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "note: train.batch_size 512 is more than the 404 samples pruning.rate=0.7 leaves per epoch" in captured.err
@@ -116,8 +140,14 @@ def test_a_batch_that_would_shrink_below_a_workable_size_is_refused_naming_the_r
     from ssl_emp.build import SMALLEST_FITTED_BATCH, build_trainer
     from ssl_emp.config import load_pretrain_config
 
-    small = [*FAST, "data.subset=200", "train.epochs=12", "pruning.rate=0.9", "monitor.every=0",
-             f"run.out_dir={tmp_path}"]
+    small = [
+        *FAST,
+        "data.subset=200",
+        "train.epochs=12",
+        "pruning.rate=0.9",
+        "monitor.every=0",
+        f"run.out_dir={tmp_path}",
+    ]
     assert main([*small, "run.name=small"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: train.batch_size=200: ") and err.count("\n") == 1 and "Traceback" not in err

@@ -11,17 +11,27 @@ import sys
 import time
 
 import pytest
-
-from ssl_emp.plot import epoch_records
 import torch
 
 from ssl_emp.engine import load_checkpoint
+from ssl_emp.plot import epoch_records
 
 # Epochs of 42 steps (full data) and 21 (pruned: rate 0.3 over 5 epochs, 3 of them pruned, each keeps half).
-STOPPABLE = ["model.width=16", "model.proj_hidden_dim=32", "model.proj_output_dim=16", "train.batch_size=32",
-             "train.epochs=5", "train.checkpoint_every=1", "train.log_every=1", "tracking.wandb=disabled",
-             "monitor.every=0", "train.device=cpu", "pruning.scorer=emp", "pruning.selector=infobatch",
-             "pruning.rate=0.3"]
+STOPPABLE = [
+    "model.width=16",
+    "model.proj_hidden_dim=32",
+    "model.proj_output_dim=16",
+    "train.batch_size=32",
+    "train.epochs=5",
+    "train.checkpoint_every=1",
+    "train.log_every=1",
+    "tracking.wandb=disabled",
+    "monitor.every=0",
+    "train.device=cpu",
+    "pruning.scorer=emp",
+    "pruning.selector=infobatch",
+    "pruning.rate=0.3",
+]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 FIRST_PRUNED_STEP = 43  # the first step of epoch 2
 
@@ -40,8 +50,13 @@ def _last_step(run_dir) -> int:
 
 def _start_and_signal(tmp_path, name, signals, at_step=FIRST_PRUNED_STEP + 2):
     """Start a run, send ``signals`` once it has logged step ``at_step`` (inside the first pruned epoch)."""
-    run = subprocess.Popen(_cli("--config", "configs/default.yaml", *STOPPABLE, f"run.out_dir={tmp_path}",
-                                f"run.name={name}"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    run = subprocess.Popen(
+        _cli("--config", "configs/default.yaml", *STOPPABLE, f"run.out_dir={tmp_path}", f"run.name={name}"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
     deadline = time.time() + 240
     while _last_step(tmp_path / name) < at_step and run.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -55,8 +70,13 @@ def _start_and_signal(tmp_path, name, signals, at_step=FIRST_PRUNED_STEP + 2):
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory):
     out = tmp_path_factory.mktemp("whole")
-    subprocess.run(_cli("--config", "configs/default.yaml", *STOPPABLE, f"run.out_dir={out}", "run.name=whole"),
-                   check=True, capture_output=True, env=ENV, timeout=400)
+    subprocess.run(
+        _cli("--config", "configs/default.yaml", *STOPPABLE, f"run.out_dir={out}", "run.name=whole"),
+        check=True,
+        capture_output=True,
+        env=ENV,
+        timeout=400,
+    )
     return out / "whole"
 
 
@@ -70,8 +90,11 @@ def test_a_signal_mid_epoch_saves_and_the_resumed_run_ends_like_an_uninterrupted
     code, out, err = _start_and_signal(tmp_path, "stopped", [sig])
     run_dir = tmp_path / "stopped"
     assert code == 128 + sig, err
-    said = re.search(r"interrupted at epoch (\d+), step (\d+); resume with: "
-                     r"python -m ssl_emp\.pretrain --resume (\S+)", err)
+    said = re.search(
+        r"interrupted at epoch (\d+), step (\d+); resume with: "
+        r"python -m ssl_emp\.pretrain --resume (\S+)",
+        err,
+    )
     assert said and said.group(3) == str(run_dir), err
     assert "Traceback" not in err
     # SLURM's warning before a time limit: the line and the exit code tell the job script to requeue.
@@ -96,8 +119,9 @@ def test_a_signal_mid_epoch_saves_and_the_resumed_run_ends_like_an_uninterrupted
     first, second = load_checkpoint(whole), load_checkpoint(run_dir)
     assert second["position"] is None and second["global_step"] == first["global_step"]
     for key in ("scores", "visits", "last_epoch"):
-        torch.testing.assert_close(second["pruning"]["table"][key], first["pruning"]["table"][key],
-                                   rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(
+            second["pruning"]["table"][key], first["pruning"]["table"][key], rtol=1e-6, atol=1e-6
+        )
     for key, value in first["model"].items():
         torch.testing.assert_close(second["model"][key], value, rtol=1e-6, atol=1e-6, msg=key)
 
@@ -115,17 +139,32 @@ def test_a_second_signal_exits_at_once_leaving_a_readable_checkpoint(tmp_path):
 def test_progress_prints_a_line_per_epoch_when_output_is_not_a_terminal(tmp_path):
     """Output captured (not a terminal): one plain line per epoch, with loss, images/s, kept count, elapsed and
     ETA, flushed as it goes; no progress bar's carriage returns."""
-    done = subprocess.run(_cli("model.width=8", "model.proj_hidden_dim=32", "model.proj_output_dim=16",
-                               "train.batch_size=128", "train.epochs=3", "train.checkpoint_every=50",
-                               "tracking.wandb=disabled", "monitor.every=0", "train.device=cpu",
-                               f"run.out_dir={tmp_path}", "run.name=watched"),
-                          capture_output=True, text=True, env=ENV, timeout=300)
+    done = subprocess.run(
+        _cli(
+            "model.width=8",
+            "model.proj_hidden_dim=32",
+            "model.proj_output_dim=16",
+            "train.batch_size=128",
+            "train.epochs=3",
+            "train.checkpoint_every=50",
+            "tracking.wandb=disabled",
+            "monitor.every=0",
+            "train.device=cpu",
+            f"run.out_dir={tmp_path}",
+            "run.name=watched",
+        ),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
     for line in lines:
-        assert re.search(r"loss \d+\.\d{4}  \d+ img/s  kept 1347/1347.*elapsed \d+:\d\d:\d\d  eta \d+:\d\d:\d\d$",
-                         line), line
+        assert re.search(
+            r"loss \d+\.\d{4}  \d+ img/s  kept 1347/1347.*elapsed \d+:\d\d:\d\d  eta \d+:\d\d:\d\d$", line
+        ), line
     assert "\r" not in done.stdout + done.stderr
 
 
@@ -135,8 +174,9 @@ def _ddp_worker(rank, world_size, port, overrides, out_dir, signal_at):
     from ssl_emp.config import load_pretrain_config
     from ssl_emp.engine import Pretrainer, RunInterrupted
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     original = Pretrainer.train_step
 
@@ -174,9 +214,18 @@ def _ddp(tmp_path, overrides, signal_at, name):
 def test_under_ddp_a_signal_to_one_rank_stops_every_rank_at_the_same_step_and_resumes(tmp_path, monkeypatch):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
-    overrides = ["model.width=8", "model.proj_hidden_dim=32", "model.proj_output_dim=16", "train.batch_size=128",
-                 "train.epochs=2", "tracking.wandb=disabled", "monitor.every=0", "train.device=cpu",
-                 f"run.out_dir={tmp_path}", "run.name=ddp"]
+    overrides = [
+        "model.width=8",
+        "model.proj_hidden_dim=32",
+        "model.proj_output_dim=16",
+        "train.batch_size=128",
+        "train.epochs=2",
+        "tracking.wandb=disabled",
+        "monitor.every=0",
+        "train.device=cpu",
+        f"run.out_dir={tmp_path}",
+        "run.name=ddp",
+    ]
     first, second = _ddp(tmp_path, overrides, signal_at=5, name="stopped")
     assert first == second == {"epoch": 1, "step": 5, "code": 143}  # rank 0 was never signalled
     saved = load_checkpoint(tmp_path / "ddp")

@@ -3,8 +3,10 @@ import torch
 import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 
-from ssl_emp.pruning import SampleStats
 from ssl_emp.methods.losses import per_sample_ntxent, view_agreement
+from ssl_emp.pruning import SampleStats
+
+pytestmark = pytest.mark.kernels("our per-sample losses against lightly's, within float tolerance")
 
 
 @pytest.mark.parametrize("batch,dim,temperature", [(2, 4, 0.5), (16, 32, 0.1), (64, 128, 0.2)])
@@ -58,17 +60,23 @@ def test_training_loss_applies_per_sample_weights():
 def test_losses_are_float32_under_bf16_autocast():
     """The backbone may run in bf16; similarities, logits and per-sample losses must not (at tau = 0.2 a bf16
     logit resolves about 0.04, the size of the differences pruning ranks by)."""
-    from ssl_emp.methods.losses import (per_sample_dino_with_entropy, per_sample_infonce_with_stats,
-                                        per_sample_negative_cosine, per_sample_ntxent_with_stats)
+    from ssl_emp.methods.losses import (
+        per_sample_dino_with_entropy,
+        per_sample_infonce_with_stats,
+        per_sample_negative_cosine,
+        per_sample_ntxent_with_stats,
+    )
 
     torch.manual_seed(0)
     z0, z1, k0, k1 = (torch.randn(64, 128) for _ in range(4))
     queue = torch.randn(512, 128)
     center = torch.randn(1, 1, 128)
-    losses = {"simclr": lambda: per_sample_ntxent_with_stats(z0, z1, 0.2)[0],
-              "moco": lambda: per_sample_infonce_with_stats(z0, z1, k0, k1, queue, 0.2)[0],
-              "byol": lambda: per_sample_negative_cosine(z0, z1, k0, k1),
-              "dino": lambda: per_sample_dino_with_entropy([k0, k1], [z0, z1], center, 0.04, 0.1)[0]}
+    losses = {
+        "simclr": lambda: per_sample_ntxent_with_stats(z0, z1, 0.2)[0],
+        "moco": lambda: per_sample_infonce_with_stats(z0, z1, k0, k1, queue, 0.2)[0],
+        "byol": lambda: per_sample_negative_cosine(z0, z1, k0, k1),
+        "dino": lambda: per_sample_dino_with_entropy([k0, k1], [z0, z1], center, 0.04, 0.1)[0],
+    }
     exact = {name: loss() for name, loss in losses.items()}
     with torch.autocast("cpu", dtype=torch.bfloat16):
         under_bf16 = {name: loss() for name, loss in losses.items()}

@@ -2,22 +2,29 @@ import pytest
 import torch
 from lightly.loss import NTXentLoss
 
-from ssl_emp.config import load_pretrain_config
 from ssl_emp.build import build_method
-from ssl_emp.methods import MoCo
+from ssl_emp.config import load_pretrain_config
 from ssl_emp.methods.losses import per_sample_infonce_with_stats
 from ssl_emp.pruning import Pruner
 from ssl_emp.pruning.scorers import MEMORY_FORMS
 
 
 def _moco(queue_size=64, momentum=0.9):
-    cfg = load_pretrain_config("configs/moco_digits.yaml", [
-        "model.width=8", "model.proj_hidden_dim=32", "model.proj_output_dim=16",
-        f"method.queue_size={queue_size}", f"method.momentum={momentum}"])
+    cfg = load_pretrain_config(
+        "configs/moco_digits.yaml",
+        [
+            "model.width=8",
+            "model.proj_hidden_dim=32",
+            "model.proj_output_dim=16",
+            f"method.queue_size={queue_size}",
+            f"method.momentum={momentum}",
+        ],
+    )
     torch.manual_seed(0)
     return build_method(cfg, in_channels=1), cfg
 
 
+@pytest.mark.kernels("our per-sample InfoNCE against lightly's, within float tolerance")
 def test_per_sample_infonce_mean_matches_lightly_with_a_memory_bank():
     torch.manual_seed(0)
     q0, q1, k0, k1 = (torch.randn(6, 8) for _ in range(4))
@@ -92,8 +99,10 @@ def test_every_emp_memory_form_scores_moco_outputs_on_a_revisit(memory):
     outputs = [model(torch.rand(n, 1, 8, 8), torch.rand(n, 1, 8, 8)) for n in (8, 4, 4)]
     # All 8 samples at epoch 0, one half again at epoch 1, the other at epoch 3 (so recency differs too).
     steps = [(indices, outputs[0], 0), (indices[:4], outputs[1], 1), (indices[4:], outputs[2], 3)]
-    pruners = {beta: Pruner(20, 4, scorer="emp", memory=memory, selector="eps_greedy", rate=0.3, beta=beta)
-               for beta in (0.0, 1.0)}
+    pruners = {
+        beta: Pruner(20, 4, scorer="emp", memory=memory, selector="eps_greedy", rate=0.3, beta=beta)
+        for beta in (0.0, 1.0)
+    }
     for pruner in pruners.values():
         for step_indices, stats, epoch in steps:
             pruner.observe(step_indices, stats, epoch=epoch)
@@ -132,8 +141,9 @@ def _shuffle_bn_worker(rank, world_size, port, shuffle_bn, out_dir):
         model(views[0][shard.local], views[1][shard.local], shard=shard)
     finally:
         Shard.shuffle = original
-    torch.save({"queue": model.queue.keys[:14].clone(), "permutations": permutations},
-               os.path.join(out_dir, f"rank{rank}.pt"))
+    torch.save(
+        {"queue": model.queue.keys[:14].clone(), "permutations": permutations}, os.path.join(out_dir, f"rank{rank}.pt")
+    )
     dist.destroy_process_group()
 
 

@@ -33,14 +33,19 @@ def _feature_map_sizes(net, images):
     return seen["stage1"], seen["pooled"]
 
 
-@pytest.mark.parametrize("name, in_channels, size, cifar_maps, imagenet_maps", [
-    ("resnet18", 3, 32, ((32, 32), (4, 4)), ((8, 8), (1, 1))),
-    ("resnet18", 1, 32, ((32, 32), (4, 4)), ((8, 8), (1, 1))),
-    ("resnet18", 1, 8, ((8, 8), (1, 1)), ((2, 2), (1, 1))),
-    ("resnet50", 3, 32, ((32, 32), (4, 4)), ((8, 8), (1, 1))),
-], ids=["resnet18-rgb-32px", "resnet18-grey-32px", "resnet18-grey-8px", "resnet50-rgb-32px"])
-def test_cifar_stem_keeps_resolution_where_the_imagenet_stem_divides_it_by_four(name, in_channels, size,
-                                                                                 cifar_maps, imagenet_maps):
+@pytest.mark.parametrize(
+    "name, in_channels, size, cifar_maps, imagenet_maps",
+    [
+        ("resnet18", 3, 32, ((32, 32), (4, 4)), ((8, 8), (1, 1))),
+        ("resnet18", 1, 32, ((32, 32), (4, 4)), ((8, 8), (1, 1))),
+        ("resnet18", 1, 8, ((8, 8), (1, 1)), ((2, 2), (1, 1))),
+        ("resnet50", 3, 32, ((32, 32), (4, 4)), ((8, 8), (1, 1))),
+    ],
+    ids=["resnet18-rgb-32px", "resnet18-grey-32px", "resnet18-grey-8px", "resnet50-rgb-32px"],
+)
+def test_cifar_stem_keeps_resolution_where_the_imagenet_stem_divides_it_by_four(
+    name, in_channels, size, cifar_maps, imagenet_maps
+):
     """The CIFAR stem hands the first stage maps of the input's size (only the three strided stages downsample,
     32x32 -> 4x4 before pooling); the ImageNet stem's stride-2 conv and max-pool divide them by four first."""
     images = torch.rand(2, in_channels, size, size)

@@ -19,8 +19,15 @@ def test_output_that_is_not_a_terminal_gets_lines_with_timing_inside_long_epochs
     lines = out.getvalue().splitlines()
     # Steps 1-3 of each epoch get a line; the last step's is the epoch's own line.
     assert [line.split("  ")[:2] for line in lines] == [
-        ["epoch 1/2", "step 1/4"], ["epoch 1/2", "step 2/4"], ["epoch 1/2", "step 3/4"], ["epoch 1/2", "loss 9.0000"],
-        ["epoch 2/2", "step 1/4"], ["epoch 2/2", "step 2/4"], ["epoch 2/2", "step 3/4"], ["epoch 2/2", "loss 9.0000"]]
+        ["epoch 1/2", "step 1/4"],
+        ["epoch 1/2", "step 2/4"],
+        ["epoch 1/2", "step 3/4"],
+        ["epoch 1/2", "loss 9.0000"],
+        ["epoch 2/2", "step 1/4"],
+        ["epoch 2/2", "step 2/4"],
+        ["epoch 2/2", "step 3/4"],
+        ["epoch 2/2", "loss 9.0000"],
+    ]
     assert "loss 2.0000" in lines[1] and all(" elapsed " in line and " eta " in line for line in lines)
     assert lines[-1].endswith("eta 0:00:00")  # all 40 items done
 

@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from ssl_emp.pruning import Pruner, PrunedBatchSampler, PrunedSampler, SampleStats, WithIndex, near_equal_batches
+from ssl_emp.pruning import PrunedBatchSampler, PrunedSampler, Pruner, SampleStats, WithIndex, near_equal_batches
 
 
 def test_keyword_construction_picks_the_documented_defaults_and_names_bad_settings():
@@ -124,12 +124,18 @@ def test_published_infobatch_weighs_exactly_the_kept_below_mean_samples_by_one_o
         torch.testing.assert_close(weights, torch.where(below[trained], 1 / (1 - r), 1.0))
 
 
-@pytest.mark.parametrize("settings", [
-    {"rate": 0.5, "selector": "random"}, {"rate": 0.5, "selector": "rs2"}, {"rate": 0.5, "selector": "topk"},
-    {"rate": 0.5, "scorer": "emp", "selector": "eps_greedy", "memory": "loss_change"},
-    {"rate": 0.5, "selector": "infobatch", "infobatch_rescale": False},
-    {"selector": "infobatch", "infobatch_r": 0.5, "infobatch_rescale": False},
-], ids=["random", "rs2", "topk", "eps_greedy", "infobatch-unscaled", "infobatch-published-unscaled"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"rate": 0.5, "selector": "random"},
+        {"rate": 0.5, "selector": "rs2"},
+        {"rate": 0.5, "selector": "topk"},
+        {"rate": 0.5, "scorer": "emp", "selector": "eps_greedy", "memory": "loss_change"},
+        {"rate": 0.5, "selector": "infobatch", "infobatch_rescale": False},
+        {"selector": "infobatch", "infobatch_r": 0.5, "infobatch_rescale": False},
+    ],
+    ids=["random", "rs2", "topk", "eps_greedy", "infobatch-unscaled", "infobatch-published-unscaled"],
+)
 def test_a_selector_that_does_not_reweight_steps_with_the_plain_mean(settings):
     torch.manual_seed(0)
     pruner = Pruner(120, 5, **settings)
@@ -213,8 +219,15 @@ def _ddp_worker(rank, world_size, port, out_dir):
         for indices, (x, y) in loader:
             pruner.step(indices, F.cross_entropy(model(x), y, reduction="none")).backward()
             trained.append((epoch, indices))
-    torch.save({"table": pruner.table.state_dict(), "trained": trained, "forwards": pruner.sample_forwards,
-                "rate": pruner.achieved_rate()}, os.path.join(out_dir, f"rank{rank}.pt"))
+    torch.save(
+        {
+            "table": pruner.table.state_dict(),
+            "trained": trained,
+            "forwards": pruner.sample_forwards,
+            "rate": pruner.achieved_rate(),
+        },
+        os.path.join(out_dir, f"rank{rank}.pt"),
+    )
     dist.destroy_process_group()
 
 
@@ -238,17 +251,30 @@ def test_two_rank_loop_keeps_identical_tables_and_trains_each_planned_sample_onc
 
 
 def test_importing_the_pruner_loads_nothing_else_of_the_project():
-    code = ("import sys, ssl_emp.pruning; print(sorted(m for m in sys.modules "
-            "if m.startswith(('ssl_emp', 'lightly', 'torchvision', 'eval', 'kornia', 'pydantic'))))")
+    code = (
+        "import sys, ssl_emp.pruning; print(sorted(m for m in sys.modules "
+        "if m.startswith(('ssl_emp', 'lightly', 'torchvision', 'eval', 'kornia', 'pydantic'))))"
+    )
     loaded = eval(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert loaded and all(m == "ssl_emp" or m.startswith("ssl_emp.pruning") for m in loaded), loaded
 
 
-@pytest.mark.parametrize("bad", [dict(beta=-1.0), dict(beta=float("nan")), dict(anneal=1.0), dict(eps=2.0),
-                                 dict(history=0), dict(warmup_epochs=-1), dict(infobatch_r=1.5), dict(rate=1.0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(beta=-1.0),
+        dict(beta=float("nan")),
+        dict(anneal=1.0),
+        dict(eps=2.0),
+        dict(history=0),
+        dict(warmup_epochs=-1),
+        dict(infobatch_r=1.5),
+        dict(rate=1.0),
+    ],
+)
 def test_the_engine_refuses_settings_outside_their_declared_bounds(bad):
     """The bounds PruningSettings declares hold for a user's own loop too, not only behind the config."""
-    (name, value), = bad.items()
+    ((name, value),) = bad.items()
     with pytest.raises(ValueError, match=f"^{name}={value}: must be"):
         Pruner(100, 8, **bad)
 

@@ -1,5 +1,6 @@
 """Every setting a user gives takes effect, or the run says why not (and what would use it)."""
 
+import itertools
 import math
 
 import pytest
@@ -8,16 +9,23 @@ from hypothesis import strategies as st
 
 from ssl_emp.build import pretrain
 from ssl_emp.config import ConfigError, load_pretrain_config, unused_settings
+from ssl_emp.pretrain import main
 from ssl_emp.pruning import RECOMMENDED as RECOMMENDED_PRUNING
 from ssl_emp.pruning import SCORE_SELECTOR
-from ssl_emp.pretrain import main
 
 RECIPE = "configs/default.yaml"
 
 
 def _tiny(tmp_path, name="run"):
-    return ["model.proj_hidden_dim=32", "model.proj_output_dim=16", "tracking.wandb=disabled", "monitor.every=0",
-            f"run.out_dir={tmp_path}", f"run.name={name}", "train.checkpoint_every=100"]
+    return [
+        "model.proj_hidden_dim=32",
+        "model.proj_output_dim=16",
+        "tracking.wandb=disabled",
+        "monitor.every=0",
+        f"run.out_dir={tmp_path}",
+        f"run.name={name}",
+        "train.checkpoint_every=100",
+    ]
 
 
 def test_a_rate_alone_prunes_with_the_recommended_method():
@@ -29,25 +37,38 @@ def test_a_rate_alone_prunes_with_the_recommended_method():
 
 def test_emp_with_a_rate_prunes_and_the_summary_reports_the_rate_asked_for(tmp_path, capsys):
     """Was: no pruning at all, and the summary said 'requested rate 0.000'."""
-    code = main(["--config", RECIPE, *_tiny(tmp_path), "model.width=8", "train.epochs=20", "train.batch_size=128",
-                 "pruning.scorer=emp", "pruning.rate=0.7"])
+    code = main(
+        [
+            "--config",
+            RECIPE,
+            *_tiny(tmp_path),
+            "model.width=8",
+            "train.epochs=20",
+            "train.batch_size=128",
+            "pruning.scorer=emp",
+            "pruning.rate=0.7",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "requested rate 0.700, achieved 0.70" in out
 
 
-@pytest.mark.parametrize("overrides, named", [
-    (["pruning.selector=full", "pruning.rate=0.5"], "pruning.selector=full"),
-    (["pruning.scorer=emp", "pruning.selector=random", "pruning.rate=0.5"], "pruning.scorer"),
-    (["pruning.scorer=loss", "pruning.beta=2", "pruning.selector=infobatch", "pruning.rate=0.5"], "pruning.beta"),
-    (["pruning.memory=recency", "pruning.selector=topk", "pruning.rate=0.5"], "pruning.memory"),
-    (["pruning.eps=0.3", "pruning.selector=topk", "pruning.rate=0.5"], "pruning.eps"),
-    (["pruning.infobatch_r=0.5", "pruning.selector=random"], "pruning.infobatch_r"),
-    (["pruning.selector=random"], "pruning.selector"),
-    (["pruning.scorer=emp"], "pruning.scorer"),
-    (["method.queue_size=512"], "method.queue_size"),
-    (["model.cifar_stem=true"], "model.cifar_stem"),
-])
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        (["pruning.selector=full", "pruning.rate=0.5"], "pruning.selector=full"),
+        (["pruning.scorer=emp", "pruning.selector=random", "pruning.rate=0.5"], "pruning.scorer"),
+        (["pruning.scorer=loss", "pruning.beta=2", "pruning.selector=infobatch", "pruning.rate=0.5"], "pruning.beta"),
+        (["pruning.memory=recency", "pruning.selector=topk", "pruning.rate=0.5"], "pruning.memory"),
+        (["pruning.eps=0.3", "pruning.selector=topk", "pruning.rate=0.5"], "pruning.eps"),
+        (["pruning.infobatch_r=0.5", "pruning.selector=random"], "pruning.infobatch_r"),
+        (["pruning.selector=random"], "pruning.selector"),
+        (["pruning.scorer=emp"], "pruning.scorer"),
+        (["method.queue_size=512"], "method.queue_size"),
+        (["model.cifar_stem=true"], "model.cifar_stem"),
+    ],
+)
 def test_a_command_line_setting_that_cannot_take_effect_is_refused(overrides, named, capsys):
     assert main(["--config", RECIPE, *overrides]) == 2
     err = capsys.readouterr().err
@@ -79,19 +100,21 @@ def test_moco_queue_as_large_as_the_dataset_is_refused(tmp_path, capsys):
 # --------------------------------------------------------------------------- property-based
 
 
-_ANY_CONFIG = st.fixed_dictionaries({
-    "method.name": st.sampled_from(["simclr", "moco"]),
-    "pruning.scorer": st.sampled_from(["loss", "emp", "ucb", None]),
-    "pruning.selector": st.sampled_from(["full", "random", "rs2", "infobatch", "topk", "eps_greedy", None]),
-    "pruning.rate": st.sampled_from([0.0, 0.1, 0.3, 0.5, 0.7, 0.85, 0.95, None]),
-    "pruning.infobatch_r": st.sampled_from([0.5, None, None, None]),
-    "pruning.beta": st.sampled_from([0.0, 0.5, 2.0, None]),
-    "pruning.memory": st.sampled_from(["drift", "loss_change", "recency", "agreement", "entropy", None]),
-    "pruning.warmup_epochs": st.sampled_from([0, 1, 2, None]),
-    "pruning.anneal": st.sampled_from([0.0, 0.125, 0.5, None]),
-    "train.epochs": st.integers(1, 6),
-    "train.batch_size": st.sampled_from([2, 16, 48, 100]),
-})
+_ANY_CONFIG = st.fixed_dictionaries(
+    {
+        "method.name": st.sampled_from(["simclr", "moco"]),
+        "pruning.scorer": st.sampled_from(["loss", "emp", "ucb", None]),
+        "pruning.selector": st.sampled_from(["full", "random", "rs2", "infobatch", "topk", "eps_greedy", None]),
+        "pruning.rate": st.sampled_from([0.0, 0.1, 0.3, 0.5, 0.7, 0.85, 0.95, None]),
+        "pruning.infobatch_r": st.sampled_from([0.5, None, None, None]),
+        "pruning.beta": st.sampled_from([0.0, 0.5, 2.0, None]),
+        "pruning.memory": st.sampled_from(["drift", "loss_change", "recency", "agreement", "entropy", None]),
+        "pruning.warmup_epochs": st.sampled_from([0, 1, 2, None]),
+        "pruning.anneal": st.sampled_from([0.0, 0.125, 0.5, None]),
+        "train.epochs": st.integers(1, 6),
+        "train.batch_size": st.sampled_from([2, 16, 48, 100]),
+    }
+)
 
 
 @st.composite
@@ -108,8 +131,11 @@ def _coherent_config(draw):
         "pruning.rate": None if published else draw(st.sampled_from([0.1, 0.3, 0.5, 0.7, 0.9])),
         "pruning.infobatch_r": draw(st.sampled_from([0.3, 0.5, 0.9])) if published else None,
         "pruning.beta": draw(st.sampled_from([0.0, 0.5, 2.0])) if scorer == "emp" else None,
-        "pruning.memory": draw(st.sampled_from(["drift", "loss_change", "recency", "agreement", "entropy",
-                                                "forgetting"])) if scorer == "emp" else None,
+        "pruning.memory": draw(
+            st.sampled_from(["drift", "loss_change", "recency", "agreement", "entropy", "forgetting"])
+        )
+        if scorer == "emp"
+        else None,
         "pruning.warmup_epochs": draw(st.sampled_from([1, 2, None])),
         "pruning.anneal": draw(st.sampled_from([0.0, 0.125, None])),
         "train.epochs": draw(st.integers(3, 12)),
@@ -117,17 +143,23 @@ def _coherent_config(draw):
     }
 
 
+_RUN_NUMBERS = itertools.count(1)  # hypothesis reuses tmp_path across examples: each run gets its own folder
 _CONFIGS = st.one_of(_coherent_config(), _ANY_CONFIG)
 
 
-def _check_config(tmp_path, drawn: dict, counter=[0]):
+def _check_config(tmp_path, drawn: dict):
     """Either the settings load (each one given is read by the run) and it trains, with a finite final loss and an
     achieved rate within 0.005 of the requested one; or the config or the run refuses it with a one-line
     ValueError (ConfigError is one), which the command line prints as ``error:`` and exits 2."""
-    counter[0] += 1
+    name = f"p{next(_RUN_NUMBERS)}"
     overrides = [f"{k}={v}" for k, v in drawn.items() if v is not None]
-    given = [*_tiny(tmp_path, f"p{counter[0]}"), "data.subset=96", "model.width=8",
-            *(["method.queue_size=32"] if drawn["method.name"] == "moco" else []), *overrides]
+    given = [
+        *_tiny(tmp_path, name),
+        "data.subset=96",
+        "model.width=8",
+        *(["method.queue_size=32"] if drawn["method.name"] == "moco" else []),
+        *overrides,
+    ]
     try:
         cfg = load_pretrain_config(RECIPE, given)
         assert not set(unused_settings(cfg)) & {o.split("=")[0] for o in given}

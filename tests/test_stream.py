@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
+from ssl_emp.build import pretrain
 from ssl_emp.config import load_pretrain_config
 from ssl_emp.data import UnreadableImageError
 from ssl_emp.data.stream import ImageFolderStream
-from ssl_emp.build import pretrain
 from ssl_emp.engine import load_checkpoint
 
 
@@ -31,11 +31,26 @@ def folder(tmp_path_factory):
 
 
 def _cfg(folder, tmp_path, name, *extra, pruning=("pruning.rate=0.3", "pruning.anneal=0")):
-    return load_pretrain_config("configs/default.yaml", [
-        "data.name=imagefolder", f"data.root={folder}", "data.image_size=16", "model.width=8",
-        "model.proj_hidden_dim=32", "model.proj_output_dim=16", "train.batch_size=100", "train.epochs=3",
-        "train.checkpoint_every=1", "tracking.wandb=disabled", "monitor.every=0", *pruning,
-        f"run.out_dir={tmp_path}", f"run.name={name}", *extra])
+    return load_pretrain_config(
+        "configs/default.yaml",
+        [
+            "data.name=imagefolder",
+            f"data.root={folder}",
+            "data.image_size=16",
+            "model.width=8",
+            "model.proj_hidden_dim=32",
+            "model.proj_output_dim=16",
+            "train.batch_size=100",
+            "train.epochs=3",
+            "train.checkpoint_every=1",
+            "tracking.wandb=disabled",
+            "monitor.every=0",
+            *pruning,
+            f"run.out_dir={tmp_path}",
+            f"run.name={name}",
+            *extra,
+        ],
+    )
 
 
 def test_stream_reads_what_the_in_memory_loader_reads(folder):
@@ -51,11 +66,13 @@ def test_stream_reads_what_the_in_memory_loader_reads(folder):
 
 
 @pytest.mark.slow
+@pytest.mark.kernels("two input paths give bit-equal batches and so the same float ops")
 def test_streamed_run_trains_as_the_same_run_from_memory(folder, tmp_path):
     """Same plans, same images, same augmentation stream: the epoch losses agree, and so does the pruning."""
     memory = pretrain(_cfg(folder, tmp_path, "memory"), show_progress=False)
-    streamed = pretrain(_cfg(folder, tmp_path, "streamed", "data.in_memory=false", "data.workers=2"),
-                        show_progress=False)
+    streamed = pretrain(
+        _cfg(folder, tmp_path, "streamed", "data.in_memory=false", "data.workers=2"), show_progress=False
+    )
     for a, b in zip(memory.history, streamed.history, strict=True):
         assert b["train/epoch_loss"] == pytest.approx(a["train/epoch_loss"], rel=1e-4)
         assert b["pruning/epoch_kept"] == a["pruning/epoch_kept"]
@@ -74,8 +91,10 @@ def test_an_unreadable_file_stops_the_run_naming_it_and_the_checkpoint_survives(
     broken = next((copy / "train" / "3").glob("*.jpg"))
     broken.write_bytes(b"this is not a JPEG")  # the same files, one of them now unreadable
     with pytest.raises(UnreadableImageError) as error:
-        pretrain(_cfg(copy, tmp_path, "run", *overrides[:2], "train.epochs=4", "run.resume=true", "run.extend=true"),
-                 show_progress=False)
+        pretrain(
+            _cfg(copy, tmp_path, "run", *overrides[:2], "train.epochs=4", "run.resume=true", "run.extend=true"),
+            show_progress=False,
+        )
     message = str(error.value)
     assert str(broken) in message and "is intact" in message
     assert "data.skip_unreadable=true" in message and "Traceback" not in message
@@ -91,8 +110,10 @@ def test_skipping_unreadable_files_counts_them_and_trains_the_rest(folder, tmp_p
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
     next((copy / "train" / "5").glob("*.png")).write_bytes(b"")
-    result = pretrain(_cfg(copy, tmp_path, "skip", "data.in_memory=false", "data.workers=1",
-                           "data.skip_unreadable=true", pruning=()), show_progress=False)
+    result = pretrain(
+        _cfg(copy, tmp_path, "skip", "data.in_memory=false", "data.workers=1", "data.skip_unreadable=true", pruning=()),
+        show_progress=False,
+    )
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     counts = [r["data/unreadable_files"] for r in records if "data/unreadable_files" in r]
     assert counts and counts[-1] == 1
@@ -105,8 +126,19 @@ def test_skipping_unreadable_files_counts_them_and_trains_the_rest(folder, tmp_p
     # The learning-rate schedule still ends where it should (cosine to 0): the skipped forwards count as spent...
     assert [r["train/lr"] for r in records if "train/samples_seen" in r][-1] == pytest.approx(0.0, abs=1e-12)
     # ... and so does a compute budget: it ends inside epoch 2, having spent exactly what it was given.
-    budget = pretrain(_cfg(copy, tmp_path, "budget", "data.in_memory=false", "data.workers=1",
-                           "data.skip_unreadable=true", "train.max_forwards=1000", pruning=()), show_progress=False)
+    budget = pretrain(
+        _cfg(
+            copy,
+            tmp_path,
+            "budget",
+            "data.in_memory=false",
+            "data.workers=1",
+            "data.skip_unreadable=true",
+            "train.max_forwards=1000",
+            pruning=(),
+        ),
+        show_progress=False,
+    )
     assert budget.epochs_done == 2 and budget.sample_forwards + budget.unreadable_skips == 1000
 
 
@@ -124,8 +156,9 @@ def _ddp_stream_worker(rank, world_size, port, folder, out_dir):
 
     from ssl_emp.engine.trainer import Pretrainer
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     read = []  # the files this rank decoded for training (data.workers=0: in this process), in order
     original_getitem, original_run = ImageFolderStream.__getitem__, Pretrainer.run
@@ -143,13 +176,21 @@ def _ddp_stream_worker(rank, world_size, port, folder, out_dir):
 
     ImageFolderStream.__getitem__, Pretrainer.run = recording_getitem, recording_run
     try:
-        result = pretrain(_cfg(folder, out_dir, "ddp", "data.in_memory=false", "data.workers=0", "train.device=cpu"),
-                          show_progress=False)
+        result = pretrain(
+            _cfg(folder, out_dir, "ddp", "data.in_memory=false", "data.workers=0", "train.device=cpu"),
+            show_progress=False,
+        )
     finally:
         ImageFolderStream.__getitem__, Pretrainer.run = original_getitem, original_run
-    torch.save({"table": final["table"], "forwards": result.sample_forwards, "rate": result.achieved_rate,
-                "read": torch.tensor(read)},
-               os.path.join(out_dir, f"rank{rank}.pt"))
+    torch.save(
+        {
+            "table": final["table"],
+            "forwards": result.sample_forwards,
+            "rate": result.achieved_rate,
+            "read": torch.tensor(read),
+        },
+        os.path.join(out_dir, f"rank{rank}.pt"),
+    )
 
 
 @pytest.mark.slow
@@ -161,8 +202,7 @@ def test_two_ranks_stream_their_shards_and_keep_identical_tables(folder, tmp_pat
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.start_processes(_ddp_stream_worker, args=(2, port, str(folder), str(tmp_path)), nprocs=2,
-                       start_method="spawn")
+    mp.start_processes(_ddp_stream_worker, args=(2, port, str(folder), str(tmp_path)), nprocs=2, start_method="spawn")
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     for key, value in r0["table"].items():
         torch.testing.assert_close(value, r1["table"][key], rtol=0, atol=0, equal_nan=True, msg=key)
@@ -207,8 +247,17 @@ def test_after_pretraining_on_an_unlabelled_folder_the_next_step_is_a_labelled_p
     assert next_step(tmp_path / "l", 10) == f"python -m eval.linear_probe --checkpoint {tmp_path / 'l'}"
     lines = next_step(tmp_path / "u", 0).splitlines()  # the reason, then one command a line, to paste as it is
     assert "no labels" in lines[0] and len(lines) == 3
-    assert lines[1].split() == ["python", "-m", "eval.linear_probe", "--checkpoint", str(tmp_path / "u"),
-                                "--dataset", "imagefolder", "--data-root", "LABELLED_FOLDER"]
+    assert lines[1].split() == [
+        "python",
+        "-m",
+        "eval.linear_probe",
+        "--checkpoint",
+        str(tmp_path / "u"),
+        "--dataset",
+        "imagefolder",
+        "--data-root",
+        "LABELLED_FOLDER",
+    ]
     assert lines[2].split()[:3] == ["python", "-m", "ssl_emp.export"]
 
 
@@ -233,7 +282,18 @@ def test_pretraining_on_an_unlabelled_folder_runs_and_evaluation_says_it_needs_l
     # The online monitor has nothing to classify there: it is off, with a note, and the run trains.
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        monitored = pretrain(_cfg(root, tmp_path, "monitored", "train.batch_size=32", "monitor.every=1", *extra,
-                                  "monitor.train_subset=50", "monitor.test_subset=50"), show_progress=False)
+        monitored = pretrain(
+            _cfg(
+                root,
+                tmp_path,
+                "monitored",
+                "train.batch_size=32",
+                "monitor.every=1",
+                *extra,
+                "monitor.train_subset=50",
+                "monitor.test_subset=50",
+            ),
+            show_progress=False,
+        )
     assert monitored.epochs_done == 3 and not any("monitor/knn_top1" in r for r in monitored.history)
     assert "note: monitor.every=1 is off" in err.getvalue() and "no labels" in err.getvalue()

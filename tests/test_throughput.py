@@ -36,8 +36,14 @@ def test_common_names_devices_phases_and_the_failing_call():
 @pytest.mark.slow
 def test_device_check_tiny_runs_the_throughput_benchmark_and_reports_every_figure(tmp_path):
     # (No 'gpu' or 'cuda' in this name: the check selects the GPU-only tests by those words.)
-    done = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--tiny", "--results", str(tmp_path)], cwd=ROOT,
-                          env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", "--tiny", "--results", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     printed = done.stdout
     assert done.returncode == 0, printed[-4000:] + done.stderr[-4000:]
     assert "all present: nothing to install" in printed  # the venv has every package the GPU image may lack

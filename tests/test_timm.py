@@ -23,11 +23,14 @@ def _features(model, x):
         return model.eval()(x)
 
 
-@pytest.mark.parametrize("name, kwargs, size, dim", [
-    ("timm/resnet18", {}, 8, 512),
-    ("timm/test_vit", {"patch_size": 4}, 16, 64),
-    ("timm/test_convnext", {}, 32, 64),
-])
+@pytest.mark.parametrize(
+    "name, kwargs, size, dim",
+    [
+        ("timm/resnet18", {}, 8, 512),
+        ("timm/test_vit", {"patch_size": 4}, 16, 64),
+        ("timm/test_convnext", {}, 32, 64),
+    ],
+)
 def test_a_timm_model_is_a_feature_extractor_at_the_datas_size_and_channels(name, kwargs, size, dim):
     model, feature_dim = build_backbone(name, 1, image_size=size, timm_kwargs=kwargs)
     assert feature_dim == dim == model.num_features and model.training
@@ -50,8 +53,15 @@ def test_unknown_timm_names_get_one_line_naming_the_closest(capsys):
 
 def test_a_model_timm_cannot_run_at_the_datas_size_is_one_line(tmp_path, capsys):
     """A ViT-Ti/16 on 8 px digits: timm builds it, but its 16 px patches do not fit the image."""
-    code = main(["model.backbone=timm/vit_tiny_patch16_224", "tracking.wandb=disabled", "monitor.every=0",
-                 f"run.out_dir={tmp_path}", "run.name=too-small"])
+    code = main(
+        [
+            "model.backbone=timm/vit_tiny_patch16_224",
+            "tracking.wandb=disabled",
+            "monitor.every=0",
+            f"run.out_dir={tmp_path}",
+            "run.name=too-small",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len([line for line in err if line.startswith("error:")]) == 1
     line = next(line for line in err if line.startswith("error:"))
@@ -85,10 +95,21 @@ def timm_runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("timm-runs")
     runs = {}
     for name, model in (("vit", TINY_VIT), ("resnet18", ["model.backbone=timm/resnet18"])):
-        cfg = load_pretrain_config("configs/default.yaml", [
-            *model, "model.proj_hidden_dim=32", "model.proj_output_dim=16", "data.subset=64",
-            "train.batch_size=32", "train.epochs=2", "tracking.wandb=disabled", "monitor.every=0",
-            f"run.out_dir={out}", f"run.name={name}"])
+        cfg = load_pretrain_config(
+            "configs/default.yaml",
+            [
+                *model,
+                "model.proj_hidden_dim=32",
+                "model.proj_output_dim=16",
+                "data.subset=64",
+                "train.batch_size=32",
+                "train.epochs=2",
+                "tracking.wandb=disabled",
+                "monitor.every=0",
+                f"run.out_dir={out}",
+                f"run.name={name}",
+            ],
+        )
         runs[name] = pretrain(cfg, show_progress=False)
     return runs
 
@@ -100,7 +121,7 @@ def test_a_tiny_timm_vit_trains_simclr_steps_on_the_cpu(timm_runs):
     assert all(torch.isfinite(torch.tensor(losses)))
     ckpt = torch.load(result.checkpoint, weights_only=True)
     fresh, _ = build_backbone("timm/test_vit", 1, image_size=16, timm_kwargs={"patch_size": 4})
-    trained = {k[len("backbone."):]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
+    trained = {k[len("backbone.") :]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
     assert trained.keys() == fresh.state_dict().keys()  # timm's own keys
     torch.manual_seed(0)  # the seed the run used for its initial weights
     initial, _ = build_backbone("timm/test_vit", 1, image_size=16, timm_kwargs={"patch_size": 4})
@@ -108,6 +129,7 @@ def test_a_tiny_timm_vit_trains_simclr_steps_on_the_cpu(timm_runs):
 
 
 @pytest.mark.parametrize("name, size", [("resnet18", 8), ("vit", 16)])
+@pytest.mark.kernels("features of two loads of one backbone, within float tolerance")
 def test_an_exported_timm_backbone_loads_back_into_timm_with_the_same_features(timm_runs, tmp_path, name, size):
     weights, meta = export_backbone(timm_runs[name].run_dir, tmp_path / "backbone.safetensors")
     arguments = json.loads(meta.read_text())["timm"]
@@ -138,13 +160,23 @@ def test_the_eval_commands_take_a_timm_run_and_its_export(timm_runs, tmp_path):
 def test_the_cpu_vit_recipe_runs_a_few_steps(tmp_path):
     """configs/dino_vit_tiny_digits.yaml, the GPU ViT recipe at CPU size: DINO, AdamW, weight decay on a cosine,
     gradient clipping, on a ViT-Ti with 4 px patches."""
-    cfg = load_pretrain_config("configs/dino_vit_tiny_digits.yaml", [
-        "data.subset=32", "train.batch_size=16", "train.epochs=2", "monitor.every=0", "tracking.wandb=disabled",
-        f"run.out_dir={tmp_path}", "run.name=vit"])
+    cfg = load_pretrain_config(
+        "configs/dino_vit_tiny_digits.yaml",
+        [
+            "data.subset=32",
+            "train.batch_size=16",
+            "train.epochs=2",
+            "monitor.every=0",
+            "tracking.wandb=disabled",
+            f"run.out_dir={tmp_path}",
+            "run.name=vit",
+        ],
+    )
     assert cfg.optim.clip_grad and cfg.optim.weight_decay_end and cfg.model.backbone.startswith("timm/vit_")
     result = pretrain(cfg, show_progress=False)
-    assert result.global_step == 4 and all(torch.isfinite(torch.tensor([h["train/epoch_loss"]
-                                                                        for h in result.history])))
+    assert result.global_step == 4 and all(
+        torch.isfinite(torch.tensor([h["train/epoch_loss"] for h in result.history]))
+    )
     ckpt = torch.load(result.checkpoint, weights_only=True)
     decays = [g["weight_decay"] for g in ckpt["optimizer"]["param_groups"]]
     assert 0.04 < decays[0] < 0.4 and decays[1] == 0.0  # the last step's weight decay, on its way up

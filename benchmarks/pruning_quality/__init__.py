@@ -16,6 +16,25 @@ from pruning_quality.regimes import ALL_REGIMES, Regime, RegimeData, load_regime
 from pruning_quality.runs import COMMON, FAIR, ORACLE, accuracy, current_commit, machine, rerun, with_oracle_file
 from pruning_quality.stats import fieller, holm, min_detectable_effect, paired
 
-__all__ = ["ALL_REGIMES", "COMMON", "EMBED_COST", "FAIR", "ORACLE", "Regime", "RegimeData", "accuracy",
-           "current_commit", "equal_compute", "fieller", "holm", "load_regime", "machine", "metric",
-           "min_detectable_effect", "oracle_weights", "paired", "rerun", "with_oracle_file"]
+__all__ = [
+    "ALL_REGIMES",
+    "COMMON",
+    "EMBED_COST",
+    "FAIR",
+    "ORACLE",
+    "Regime",
+    "RegimeData",
+    "accuracy",
+    "current_commit",
+    "equal_compute",
+    "fieller",
+    "holm",
+    "load_regime",
+    "machine",
+    "metric",
+    "min_detectable_effect",
+    "oracle_weights",
+    "paired",
+    "rerun",
+    "with_oracle_file",
+]

@@ -21,12 +21,17 @@ from pruning_quality.workers import key_of, merge_worker_files, work  # noqa: E4
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=pruning_quality.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=pruning_quality.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--probe-epochs", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (recorded; a rerun uses the same)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="processes sharing the plan (each with --threads threads): one per free core")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the plan (each with --threads threads): one per free core",
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "v4"))
     parser.add_argument("--max-hours", type=float, default=None, help="stop starting runs after this long")
     parser.add_argument("--summarise-only", action="store_true")
@@ -37,8 +42,11 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     commit = current_commit()
     if not args.summarise_only and commit.endswith("+dirty"):
-        print(f"refusing to run: the checkout has uncommitted changes to code the runs depend on ({commit}); "
-              "run from a clean worktree pinned at one commit", file=sys.stderr)
+        print(
+            f"refusing to run: the checkout has uncommitted changes to code the runs depend on ({commit}); "
+            "run from a clean worktree pinned at one commit",
+            file=sys.stderr,
+        )
         return 2
     deadline = None if args.max_hours is None else time.time() + args.max_hours * 3600
     cache = {}
@@ -52,13 +60,15 @@ def main(argv=None) -> int:
         protocol.check_warmup_share()
         protocol.check_batches_fit(data_for)
     with tempfile.TemporaryDirectory() as workdir:
+
         def plan(records):
             return protocol.planned_runs(records, data_for)
 
         def run(key, overrides):
             if key["stage"] == "floor":
-                return floor_record(key["regime"], key["seed"], data_for(key["regime"]), workdir, args.probe_epochs,
-                                    commit)
+                return floor_record(
+                    key["regime"], key["seed"], data_for(key["regime"]), workdir, args.probe_epochs, commit
+                )
             return run_one(key, overrides, data_for(key["regime"]), workdir, args.probe_epochs, commit)
 
         if args.worker is not None:
@@ -69,8 +79,10 @@ def main(argv=None) -> int:
             work(0, out_dir, plan, run, deadline)
         elif not args.summarise_only:
             passed = list(argv if argv is not None else sys.argv[1:])
-            workers = [subprocess.Popen([sys.executable, str(Path(__file__).parent), *passed, "--worker", str(k)])
-                       for k in range(args.workers)]
+            workers = [
+                subprocess.Popen([sys.executable, str(Path(__file__).parent), *passed, "--worker", str(k)])
+                for k in range(args.workers)
+            ]
             for process in workers:
                 process.wait()
         records = merge_worker_files(out_dir)

@@ -35,10 +35,9 @@ import math
 import statistics
 from typing import Optional
 
-from ssl_emp.pruning import Pruner
-
 from pruning_quality.regimes import ALL_REGIMES, TRANSFER, TUNE, metric
 from pruning_quality.runs import ORACLE, floor_key
+from ssl_emp.pruning import Pruner
 
 REPORT_SEEDS, FLOOR_SEEDS, FULL_SEEDS = 10, 5, 3
 TUNE_SEEDS = (2000, 2001, 2002)
@@ -48,21 +47,32 @@ NO_LOSS = 0.005  # a tuned candidate may lose at most this much (mean, validatio
 EMBED_COST = 1 / 6  # a clean no-grad forward of one image, in training sample-forwards (two views, fwd + bwd)
 MAX_WARMUP_SHARE = 0.25
 EPOCHS = {**{name: 60 for name in TUNE}, **{name: 200 for name in TRANSFER}}
-CELLS = [*((name, rate) for name in TRANSFER for rate in (0.7, 0.9)),
-         *((name, 0.9) for name in ("longtail", "dups90", "junk90-noise"))]
+CELLS = [
+    *((name, rate) for name in TRANSFER for rate in (0.7, 0.9)),
+    *((name, 0.9) for name in ("longtail", "dups90", "junk90-noise")),
+]
 
 _CLUSTER = ["pruning.selector=coverage", "pruning.coverage_density=cluster"]
 CANDIDATES = {
     "cov[b0,g,f.25]": [*_CLUSTER, "pruning.coverage_balance=0", "pruning.coverage_guard=true", "pruning.floor=0.25"],
-    "cov[b.5,g,f.25]": [*_CLUSTER, "pruning.coverage_balance=0.5", "pruning.coverage_guard=true",
-                        "pruning.floor=0.25"],
+    "cov[b.5,g,f.25]": [*_CLUSTER, "pruning.coverage_balance=0.5", "pruning.coverage_guard=true", "pruning.floor=0.25"],
     "cov[b0,g,f0]": [*_CLUSTER, "pruning.coverage_balance=0", "pruning.coverage_guard=true", "pruning.floor=0"],
     "cov[b0,f.25]": [*_CLUSTER, "pruning.coverage_balance=0", "pruning.coverage_guard=false", "pruning.floor=0.25"],
     "cov[b0,g,f.5]": [*_CLUSTER, "pruning.coverage_balance=0", "pruning.coverage_guard=true", "pruning.floor=0.5"],
-    "cov[b0,g,f.25,every10]": [*_CLUSTER, "pruning.coverage_balance=0", "pruning.coverage_guard=true",
-                               "pruning.floor=0.25", "pruning.embed_every=10"],
-    "cov[v3,g,f.25]": ["pruning.selector=coverage", "pruning.coverage_density=threshold",
-                       "pruning.coverage_power=3", "pruning.coverage_guard=true", "pruning.floor=0.25"],
+    "cov[b0,g,f.25,every10]": [
+        *_CLUSTER,
+        "pruning.coverage_balance=0",
+        "pruning.coverage_guard=true",
+        "pruning.floor=0.25",
+        "pruning.embed_every=10",
+    ],
+    "cov[v3,g,f.25]": [
+        "pruning.selector=coverage",
+        "pruning.coverage_density=threshold",
+        "pruning.coverage_power=3",
+        "pruning.coverage_guard=true",
+        "pruning.floor=0.25",
+    ],
 }
 V3 = ["pruning.selector=coverage", "pruning.coverage_density=threshold", "pruning.coverage_power=3"]
 RANDOM = ["pruning.selector=random"]
@@ -108,14 +118,15 @@ def check_warmup_share(cells=None) -> None:
 
 def check_batches_fit(data_for) -> None:
     """Refuse before any run where a regime's batch does not fit what its pruned epochs keep."""
-    from ssl_emp.config import load_pretrain_config
     from pruning_quality.regimes import DATA_ROOT, ROOT
+    from ssl_emp.config import load_pretrain_config
 
     for regime, rate in [*CELLS, *((name, TUNE_RATE) for name in TUNE)]:
         spec = ALL_REGIMES[regime]
         cfg = load_pretrain_config(ROOT / spec.recipe, [*spec.overrides, f"data.root={DATA_ROOT}"])
-        pruner = Pruner(len(data_for(regime).pool), EPOCHS[regime], rate=rate, selector="random", warmup_epochs=1,
-                        anneal=0.0)
+        pruner = Pruner(
+            len(data_for(regime).pool), EPOCHS[regime], rate=rate, selector="random", warmup_epochs=1, anneal=0.0
+        )
         try:
             pruner.check_batch_size(cfg.train.batch_size)
         except ValueError as exc:
@@ -123,8 +134,14 @@ def check_batches_fit(data_for) -> None:
 
 
 def _key(regime, stage, method, rate, seed) -> dict:
-    return {"regime": regime, "stage": stage, "method": method, "requested_rate": rate, "seed": seed,
-            "epochs": EPOCHS[regime]}
+    return {
+        "regime": regime,
+        "stage": stage,
+        "method": method,
+        "requested_rate": rate,
+        "seed": seed,
+        "epochs": EPOCHS[regime],
+    }
 
 
 def _matching(records, **match):
@@ -138,17 +155,29 @@ def tuned(records: list[dict]) -> Optional[dict]:
         gains = {}
         for regime in TUNE:
             runs = _matching(records, regime=regime, stage="tune", method=name)
-            refs = {r["seed"]: metric(r, "validation") for r in _matching(records, regime=regime, stage="tune",
-                                                                           method="random")}
+            refs = {
+                r["seed"]: metric(r, "validation")
+                for r in _matching(records, regime=regime, stage="tune", method="random")
+            }
             if len(runs) < len(TUNE_SEEDS) or len(refs) < len(TUNE_SEEDS):
                 return None
             gains[regime] = statistics.mean(metric(r, "validation") - refs[r["seed"]] for r in runs)
-        scored.append({"method": name, "mean_gain": statistics.mean(gains.values()), "gains": gains,
-                       "dropped": min(gains.values()) < -NO_LOSS})
+        scored.append(
+            {
+                "method": name,
+                "mean_gain": statistics.mean(gains.values()),
+                "gains": gains,
+                "dropped": min(gains.values()) < -NO_LOSS,
+            }
+        )
     kept = [s for s in scored if not s["dropped"]] or scored
     best = max(kept, key=lambda s: s["mean_gain"])
-    return {**best, "overrides": CANDIDATES[best["method"]], "all_dropped": all(s["dropped"] for s in scored),
-            "candidates": scored}
+    return {
+        **best,
+        "overrides": CANDIDATES[best["method"]],
+        "all_dropped": all(s["dropped"] for s in scored),
+        "candidates": scored,
+    }
 
 
 def planned_runs(records: list[dict], data_for) -> list[tuple[dict, list[str]]]:

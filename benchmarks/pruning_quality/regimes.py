@@ -44,46 +44,124 @@ _FASHION = "configs/simclr_fashion_mnist.yaml"
 # Digits at 8 px: the default recipe's CNN at width 8; batches of 32 fit what rate 0.9 keeps of the smallest pool.
 _DIGITS = ["model.width=8", "train.batch_size=32"]
 REGIMES = {
-    "digits": Regime("digits", "configs/default.yaml", ["model.width=8", "train.batch_size=128"], (12, 60),
-                     probe_per_class=100, val_per_class=30),
+    "digits": Regime(
+        "digits",
+        "configs/default.yaml",
+        ["model.width=8", "train.batch_size=128"],
+        (12, 60),
+        probe_per_class=100,
+        val_per_class=30,
+    ),
     "fashion-mnist": Regime("fashion-mnist", _FASHION, _SMALL, (12, 60), size=10000),
-    "longtail": Regime("fashion-mnist", _FASHION, _SMALL, (12, 60), variant="longtail",
-                       variant_args={"imbalance": 100, "max_per_class": 6000}, metric="balanced_acc"),
-    "redundant": Regime("fashion-mnist", _FASHION, _SMALL, (20, 60), variant="duplicates",
-                        variant_args={"unique": 2000, "bases": 100, "copies": 39, "max_shift": 2, "noise": 8.0}),
+    "longtail": Regime(
+        "fashion-mnist",
+        _FASHION,
+        _SMALL,
+        (12, 60),
+        variant="longtail",
+        variant_args={"imbalance": 100, "max_per_class": 6000},
+        metric="balanced_acc",
+    ),
+    "redundant": Regime(
+        "fashion-mnist",
+        _FASHION,
+        _SMALL,
+        (20, 60),
+        variant="duplicates",
+        variant_args={"unique": 2000, "bases": 100, "copies": 39, "max_shift": 2, "noise": 8.0},
+    ),
 }
 _DUPS90 = {"unique": 1000, "bases": 10, "copies": 900, "max_shift": 0, "noise": 0.0}  # 9,000 of 10,010: 90% copies
 CANDIDATES = {  # v3's search
     "dups90": Regime("fashion-mnist", _FASHION, _SMALL, (30, 60, 120), variant="duplicates", variant_args=_DUPS90),
-    "junk90-flat": Regime("fashion-mnist", _FASHION, _SMALL, (30, 60, 120), variant="junk",
-                          variant_args={"real": 1000, "junk": 9000, "kind": "flat"}),
-    "junk90-noise": Regime("fashion-mnist", _FASHION, _SMALL, (30, 60, 120), variant="junk",
-                           variant_args={"real": 1000, "junk": 9000, "kind": "noise"}),
-    "junk50-blur": Regime("fashion-mnist", _FASHION, _SMALL, (30, 60, 120), variant="junk",
-                          variant_args={"real": 5000, "junk": 5000, "kind": "blur"}),
-    "junk50-digits": Regime("fashion-mnist", _FASHION, _SMALL, (60, 120), variant="junk",
-                            variant_args={"real": 1300, "junk": 1300, "kind": "other"}),
+    "junk90-flat": Regime(
+        "fashion-mnist",
+        _FASHION,
+        _SMALL,
+        (30, 60, 120),
+        variant="junk",
+        variant_args={"real": 1000, "junk": 9000, "kind": "flat"},
+    ),
+    "junk90-noise": Regime(
+        "fashion-mnist",
+        _FASHION,
+        _SMALL,
+        (30, 60, 120),
+        variant="junk",
+        variant_args={"real": 1000, "junk": 9000, "kind": "noise"},
+    ),
+    "junk50-blur": Regime(
+        "fashion-mnist",
+        _FASHION,
+        _SMALL,
+        (30, 60, 120),
+        variant="junk",
+        variant_args={"real": 5000, "junk": 5000, "kind": "blur"},
+    ),
+    "junk50-digits": Regime(
+        "fashion-mnist",
+        _FASHION,
+        _SMALL,
+        (60, 120),
+        variant="junk",
+        variant_args={"real": 1300, "junk": 1300, "kind": "other"},
+    ),
     "small2k": Regime("fashion-mnist", _FASHION, _SMALL_POOL, (100, 200), size=2000),
-    "small2k-junk50-noise": Regime("fashion-mnist", _FASHION, _SMALL_POOL, (100, 200), variant="junk",
-                                   variant_args={"real": 1000, "junk": 1000, "kind": "noise"}),
+    "small2k-junk50-noise": Regime(
+        "fashion-mnist",
+        _FASHION,
+        _SMALL_POOL,
+        (100, 200),
+        variant="junk",
+        variant_args={"real": 1000, "junk": 1000, "kind": "noise"},
+    ),
     "wide-fashion-mnist": Regime("fashion-mnist", _FASHION, _WIDE, (30, 60), size=10000),
     "wide-dups90": Regime("fashion-mnist", _FASHION, _WIDE, (30, 60), variant="duplicates", variant_args=_DUPS90),
-    "wide-junk90-noise": Regime("fashion-mnist", _FASHION, _WIDE, (30, 60), variant="junk",
-                                variant_args={"real": 1000, "junk": 9000, "kind": "noise"}),
+    "wide-junk90-noise": Regime(
+        "fashion-mnist",
+        _FASHION,
+        _WIDE,
+        (30, 60),
+        variant="junk",
+        variant_args={"real": 1000, "junk": 9000, "kind": "noise"},
+    ),
 }
 _DIGITS_PROBE = {"probe_per_class": 100, "val_per_class": 30}
 TRANSFER = {
-    **{f"digits-lt{imbalance}": Regime("digits", "configs/default.yaml", _DIGITS, (200,), variant="longtail",
-                                       variant_args={"imbalance": imbalance}, metric="balanced_acc", **_DIGITS_PROBE)
-       for imbalance in (10, 20, 50)},
+    **{
+        f"digits-lt{imbalance}": Regime(
+            "digits",
+            "configs/default.yaml",
+            _DIGITS,
+            (200,),
+            variant="longtail",
+            variant_args={"imbalance": imbalance},
+            metric="balanced_acc",
+            **_DIGITS_PROBE,
+        )
+        for imbalance in (10, 20, 50)
+    },
     # 800 unique digits beside 20 bases with 24 near-copies each (shifted a pixel, pixel noise): 37% copies.
-    "digits-bursts": Regime("digits", "configs/default.yaml", _DIGITS, (200,), variant="duplicates",
-                            variant_args={"unique": 800, "bases": 20, "copies": 24, "max_shift": 1, "noise": 8.0},
-                            **_DIGITS_PROBE),
+    "digits-bursts": Regime(
+        "digits",
+        "configs/default.yaml",
+        _DIGITS,
+        (200,),
+        variant="duplicates",
+        variant_args={"unique": 800, "bases": 20, "copies": 24, "max_shift": 1, "noise": 8.0},
+        **_DIGITS_PROBE,
+    ),
     # A long tail (imbalance 20), then 10 of its images copied 15 times each, then noise junk at 30% of the pool.
-    "digits-mix": Regime("digits", "configs/default.yaml", _DIGITS, (200,), variant="mix",
-                         variant_args={"imbalance": 20, "bases": 10, "copies": 15, "junk_share": 0.3},
-                         metric="balanced_acc", **_DIGITS_PROBE),
+    "digits-mix": Regime(
+        "digits",
+        "configs/default.yaml",
+        _DIGITS,
+        (200,),
+        variant="mix",
+        variant_args={"imbalance": 20, "bases": 10, "copies": 15, "junk_share": 0.3},
+        metric="balanced_acc",
+        **_DIGITS_PROBE,
+    ),
 }
 TUNE = ("longtail", "dups90", "junk90-noise", "fashion-mnist")
 ALL_REGIMES = {**REGIMES, **CANDIDATES, **TRANSFER}
@@ -108,7 +186,7 @@ def _per_class(labels: torch.Tensor, counts: list[int], generator) -> list[torch
         members = members[torch.randperm(len(members), generator=generator)]
         start = 0
         for part, count in zip(parts, counts):
-            part.append(members[start:start + count])
+            part.append(members[start : start + count])
             start += count
     return [torch.cat(p).sort().values for p in parts]
 
@@ -116,8 +194,9 @@ def _per_class(labels: torch.Tensor, counts: list[int], generator) -> list[torch
 def _mix(train: ImageBank, imbalance: float, bases: int, copies: int, junk_share: float):
     """A long tail, then ``bases`` of its images copied ``copies`` times, then noise junk at ``junk_share``."""
     tail = long_tailed(train, imbalance=imbalance, seed=0)
-    copied = with_near_duplicates(tail.bank, unique=len(tail.bank) - bases, bases=bases, copies=copies,
-                                  max_shift=1, noise=8.0, seed=0)
+    copied = with_near_duplicates(
+        tail.bank, unique=len(tail.bank) - bases, bases=bases, copies=copies, max_shift=1, noise=8.0, seed=0
+    )
     junk = round(junk_share / (1 - junk_share) * len(copied.bank))
     made = with_junk(copied.bank, real=len(copied.bank), junk=junk, kind="noise", seed=0)
     is_copy = torch.zeros(len(made.bank), dtype=torch.bool)
@@ -136,7 +215,7 @@ def load_regime(name: str) -> RegimeData:
     validation, probe_train = _per_class(train.labels, [regime.val_per_class, regime.probe_per_class], generator)
     pool, rarest, is_copy, is_junk = train, [], None, None
     if regime.size:
-        pool = train.subset(torch.randperm(len(train), generator=generator)[:regime.size])
+        pool = train.subset(torch.randperm(len(train), generator=generator)[: regime.size])
     args = regime.variant_args
     if regime.variant == "longtail":
         made = long_tailed(train, seed=0, **args)
@@ -158,8 +237,9 @@ def oracle_weights(data: RegimeData) -> torch.Tensor:
     1 / (the size of the sample's class) otherwise, so every class gets an equal share where it can."""
     labels = data.pool.labels.cpu()
     sizes = torch.bincount(labels[labels >= 0], minlength=data.pool.num_classes).double()
-    weights = torch.where(labels >= 0, 1.0 / sizes[labels.clamp_min(0)].clamp_min(1.0),
-                          torch.zeros(len(labels), dtype=torch.float64))
+    weights = torch.where(
+        labels >= 0, 1.0 / sizes[labels.clamp_min(0)].clamp_min(1.0), torch.zeros(len(labels), dtype=torch.float64)
+    )
     for excluded in (data.is_copy, data.is_junk):
         if excluded is not None:
             weights[excluded] = 0.0

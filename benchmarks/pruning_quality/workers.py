@@ -86,11 +86,12 @@ def work(worker: int, out_dir: Path, plan, run, deadline: Optional[float] = None
         _append(own, record)
         made += 1
         key = picked[0]
-        ran = (f"achieved {record['achieved_rate']:.3f}, " if "achieved_rate" in record else "")
-        print(f"[worker {worker}, {len(todo) - 1} planned] {key['regime']:20s} {key['stage']:7s} "
-              f"{key['method']:18s} rate {key['requested_rate']} seed {key['seed']} ({key.get('epochs')} ep): {ran}"
-              f"val {metric(record, 'validation'):.4f}, test {metric(record, 'test'):.4f}"
-              + (f", {record['train_seconds']:.0f} s" if "train_seconds" in record else ""), flush=True)
+        ran = f"achieved {record['achieved_rate']:.3f}, " if "achieved_rate" in record else ""
+        print(
+            f"[worker {worker}, {len(todo) - 1} planned] {key['regime']:20s} {key['stage']:7s} "
+            f"{key['method']:18s} rate {key['requested_rate']} seed {key['seed']} ({key.get('epochs')} ep): {ran}"
+            f"val {metric(record, 'validation'):.4f}, test {metric(record, 'test'):.4f}"
+            + (f", {record['train_seconds']:.0f} s" if "train_seconds" in record else ""),
+            flush=True,
+        )
     return made
-
-

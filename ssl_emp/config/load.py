@@ -33,13 +33,17 @@ def _section_at(model: type[BaseModel], path: tuple[Union[str, int], ...]) -> Op
 def _origin(key: str, overrides: dict[str, str], source: str) -> str:
     """Where a bad setting came from: the override(s) that set it (or something inside or above it), else the
     recipe."""
-    given = [item for dotted, item in overrides.items()
-             if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + ".")]
+    given = [
+        item
+        for dotted, item in overrides.items()
+        if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + ".")
+    ]
     return "override " + ", ".join(given) if given else source
 
 
-def _explain(exc: ValidationError, model: type[BaseModel], source: str,
-             overrides: Optional[dict[str, str]] = None) -> ConfigError:
+def _explain(
+    exc: ValidationError, model: type[BaseModel], source: str, overrides: Optional[dict[str, str]] = None
+) -> ConfigError:
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
@@ -97,7 +101,9 @@ def _deep_merge(base: dict, update: dict) -> dict:
 def read_yaml(path: Union[str, Path]) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"Config file '{path}' does not exist. Recipes live in configs/ (for example configs/default.yaml).")
+        raise ConfigError(
+            f"Config file '{path}' does not exist. Recipes live in configs/ (for example configs/default.yaml)."
+        )
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -136,11 +142,12 @@ def load_run_config(run_dir: Union[str, Path], overrides: list[str] = ()) -> Pre
     run_dir = Path(run_dir)
     saved = run_dir / "config.yaml"
     if not saved.is_file():
-        raise ConfigError(f"Cannot resume '{run_dir}': it has no config.yaml; is it a run folder? (run.resume=auto "
-                          "with its run.name resumes a run where there is one and starts it otherwise)")
+        raise ConfigError(
+            f"Cannot resume '{run_dir}': it has no config.yaml; is it a run folder? (run.resume=auto "
+            "with its run.name resumes a run where there is one and starts it otherwise)"
+        )
     located = [f"run.out_dir={json.dumps(str(run_dir.parent))}", f"run.name={json.dumps(run_dir.name)}"]
-    cfg = build_config(PretrainConfig, read_yaml(saved), [*overrides, *located, "run.resume=true"],
-                       source=str(saved))
+    cfg = build_config(PretrainConfig, read_yaml(saved), [*overrides, *located, "run.resume=true"], source=str(saved))
     check_settings_used(cfg, parse_overrides(list(overrides)), {})
     return cfg
 
@@ -153,5 +160,3 @@ def load_pretrain_config(path: Optional[Union[str, Path]] = None, overrides: lis
     cfg = build_config(PretrainConfig, tree, overrides, source=str(path))
     check_settings_used(cfg, parse_overrides(list(overrides)), tree, recipe=str(path))
     return cfg
-
-

@@ -11,28 +11,24 @@ from pydantic import BaseModel
 
 from ssl_emp import pruning
 from ssl_emp.config.schema import ConfigError, PretrainConfig, PruningConfig
+from ssl_emp.methods import settings as method_settings
 
-# Settings read only for some values of another setting (pruning's are declared by each scorer and selector).
-# A value ending in "*" stands for every value that starts with what precedes it.
+# Settings read only for some values of another setting (pruning's are declared by each scorer and selector,
+# the method section's by each method's settings, ``_method_rows``). A value ending in "*" stands for every value
+# that starts with what precedes it.
+LOCAL_CROPS = ("local_crops", "local_crop_size", "local_crop_scale_min", "local_crop_scale_max")
+
+
+def _method_rows() -> dict:
+    """Each method setting is read when a method that declares it is chosen; the local-crop settings when the
+    chosen method takes local crops."""
+    rows = {f"method.{name}": ("method.name", tuple(methods)) for name, methods in method_settings.readers().items()}
+    takers = tuple(method_settings.inputs_readers("local_crops"))
+    return {**rows, **{f"augment.{name}": ("method.name", takers) for name in LOCAL_CROPS}}
+
+
 READ_ONLY_WHEN = {
-    "method.temperature": ("method.name", ("simclr", "moco")),
-    "method.momentum": ("method.name", ("moco", "byol", "dino")),
-    "method.momentum_end": ("method.name", ("byol", "dino")),
-    "method.queue_size": ("method.name", ("moco",)),
-    "method.shuffle_bn": ("method.name", ("moco",)),
-    "method.gather_negatives": ("method.name", ("simclr",)),
-    "method.student_temp": ("method.name", ("dino",)),
-    "method.teacher_temp": ("method.name", ("dino",)),
-    "method.warmup_teacher_temp": ("method.name", ("dino",)),
-    "method.teacher_temp_warmup_epochs": ("method.name", ("dino",)),
-    "method.center_momentum": ("method.name", ("dino",)),
-    "method.bottleneck_dim": ("method.name", ("dino",)),
-    "method.head_batchnorm": ("method.name", ("dino",)),
-    "method.freeze_last_layer_epochs": ("method.name", ("dino",)),
-    "augment.local_crops": ("method.name", ("dino",)),
-    "augment.local_crop_size": ("method.name", ("dino",)),
-    "augment.local_crop_scale_min": ("method.name", ("dino",)),
-    "augment.local_crop_scale_max": ("method.name", ("dino",)),
+    **_method_rows(),
     "model.width": ("model.backbone", ("small_cnn",)),
     "model.cifar_stem": ("model.backbone", ("resnet18", "resnet34", "resnet50")),
     "model.timm_kwargs": ("model.backbone", ("timm/*",)),
@@ -53,8 +49,7 @@ def _get(cfg: BaseModel, dotted: str):
 
 
 def _matches(value, values: tuple) -> bool:
-    return any(value == v or (isinstance(v, str) and v.endswith("*") and str(value).startswith(v[:-1]))
-               for v in values)
+    return any(value == v or (isinstance(v, str) and v.endswith("*") and str(value).startswith(v[:-1])) for v in values)
 
 
 def pruning_readers() -> dict[str, list[str]]:
@@ -78,8 +73,9 @@ def unused_settings(cfg: PretrainConfig) -> dict[str, str]:
     unused = {}
     for key, (decider, values) in READ_ONLY_WHEN.items():
         if not _matches(_get(cfg, decider), values):
-            unused[key] = (f"read only when {decider} is {' or '.join(map(str, values))}, and here it is "
-                           f"{_get(cfg, decider)}")
+            unused[key] = (
+                f"read only when {decider} is {' or '.join(map(str, values))}, and here it is {_get(cfg, decider)}"
+            )
     p = cfg.pruning
     selector = pruning.SELECTORS[p.selector]
     prunes = pruning.prunes(p)
@@ -95,7 +91,9 @@ def unused_settings(cfg: PretrainConfig) -> dict[str, str]:
     for name in PruningConfig.model_fields:
         if name not in read:
             who = ", ".join(readers[name]) or "nothing"
-            unused[f"pruning.{name}"] = f"read by {who}; {here}" if prunes else f"read by {who}; this run does not prune"
+            unused[f"pruning.{name}"] = (
+                f"read by {who}; {here}" if prunes else f"read by {who}; this run does not prune"
+            )
     return unused
 
 
@@ -118,11 +116,13 @@ def check_settings_used(cfg: PretrainConfig, command_line: dict, recipe_tree: di
     if refused:
         raise ConfigError("These settings would have no effect on this run: " + "; ".join(refused) + ".")
     in_recipe = _flat_keys(recipe_tree)
-    from_recipe = sorted(key for key in unused
-                         if key in in_recipe or any(k.startswith(key + ".") for k in in_recipe))
+    from_recipe = sorted(key for key in unused if key in in_recipe or any(k.startswith(key + ".") for k in in_recipe))
     if from_recipe:
-        print(f"warning: {recipe} sets {', '.join(from_recipe)}, which this run does not read "
-              f"({unused[from_recipe[0]]}{'; ...' if len(from_recipe) > 1 else ''})", file=sys.stderr)
+        print(
+            f"warning: {recipe} sets {', '.join(from_recipe)}, which this run does not read "
+            f"({unused[from_recipe[0]]}{'; ...' if len(from_recipe) > 1 else ''})",
+            file=sys.stderr,
+        )
 
 
 # describe_options()' text, read by `python -m ssl_emp.pretrain --help` without importing this package (and so
@@ -146,8 +146,10 @@ def describe_options(model: type[BaseModel] = PretrainConfig) -> str:
             if choices:
                 annotation = "one of " + " | ".join(map(str, choices))
             elif get_origin(field.annotation) is Union:
-                annotation = " or ".join(" | ".join(map(str, get_args(a))) if get_origin(a) is Literal
-                                         else getattr(a, "__name__", str(a)) for a in get_args(field.annotation))
+                annotation = " or ".join(
+                    " | ".join(map(str, get_args(a))) if get_origin(a) is Literal else getattr(a, "__name__", str(a))
+                    for a in get_args(field.annotation)
+                )
             else:
                 annotation = getattr(field.annotation, "__name__", str(field.annotation))
             doc = f"  {field.description}" if field.description else ""

@@ -19,10 +19,20 @@ def _blur_kernel(image_size: int) -> int:
     return kernel if kernel % 2 == 1 else kernel + 1
 
 
-def build_view_pipeline(image_size: int, channels: int, mean: list[float], std: list[float], *,
-                        crop_scale_min: float = 0.08, hflip_p: float = 0.5, jitter_strength: float = 0.5,
-                        jitter_p: float = 0.8, grayscale_p: float = 0.2, blur_p: Optional[float] = None,
-                        crop_scale_max: float = 1.0) -> nn.Sequential:
+def build_view_pipeline(
+    image_size: int,
+    channels: int,
+    mean: list[float],
+    std: list[float],
+    *,
+    crop_scale_min: float = 0.08,
+    hflip_p: float = 0.5,
+    jitter_strength: float = 0.5,
+    jitter_p: float = 0.8,
+    grayscale_p: float = 0.2,
+    blur_p: Optional[float] = None,
+    crop_scale_max: float = 1.0,
+) -> nn.Sequential:
     """One random view of ``image_size`` px: crop, flip, colour jitter, grayscale, blur, then normalisation.
     ``blur_p`` None: 0.5 for views of 64 px or more, else no blur."""
     s = jitter_strength
@@ -59,9 +69,19 @@ class TwoViews(nn.Module):
     (``local_crop_size`` px, default :func:`default_local_size`) of crops covering ``local_crop_scale_min`` to
     ``local_crop_scale_max`` of the image, with the same colour recipe."""
 
-    def __init__(self, image_size: int, channels: int, mean: list[float], std: list[float], *, local_crops: int = 0,
-                 local_crop_size: Optional[int] = None, local_crop_scale_min: float = 0.05,
-                 local_crop_scale_max: float = 0.4, **view_settings):
+    def __init__(
+        self,
+        image_size: int,
+        channels: int,
+        mean: list[float],
+        std: list[float],
+        *,
+        local_crops: int = 0,
+        local_crop_size: Optional[int] = None,
+        local_crop_scale_min: float = 0.05,
+        local_crop_scale_max: float = 0.4,
+        **view_settings,
+    ):
         super().__init__()
         self.view = build_view_pipeline(image_size, channels, mean, std, **view_settings)
         self.local_crops = local_crops
@@ -91,8 +111,9 @@ class Normalize(nn.Module):
         return (images - self.mean) / self.std
 
 
-def build_finetune_pipeline(image_size: int, mean: list[float], std: list[float], crop_scale_min: float = 0.5,
-                            hflip_p: float = 0.5) -> nn.Sequential:
+def build_finetune_pipeline(
+    image_size: int, mean: list[float], std: list[float], crop_scale_min: float = 0.5, hflip_p: float = 0.5
+) -> nn.Sequential:
     """Supervised fine-tuning's lighter augmentation, on the device: crop, flip, normalisation."""
     ops: list[nn.Module] = [K.RandomResizedCrop((image_size, image_size), scale=(crop_scale_min, 1.0))]
     if hflip_p > 0:

@@ -27,7 +27,9 @@ class ImageBank:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"ImageBank needs uint8 [N, C, H, W] images, got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(
+                f"ImageBank needs uint8 [N, C, H, W] images, got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"ImageBank: {self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}")
 
@@ -68,7 +70,7 @@ class ImageBank:
         total = torch.zeros(self.channels, dtype=torch.float64)
         total_sq = torch.zeros(self.channels, dtype=torch.float64)
         for start in range(0, len(self), 4096):
-            chunk = self.images[start:start + 4096].to(torch.float64).div_(255.0)
+            chunk = self.images[start : start + 4096].to(torch.float64).div_(255.0)
             total += chunk.sum(dim=(0, 2, 3)).cpu()
             total_sq += chunk.pow(2).sum(dim=(0, 2, 3)).cpu()
         count = len(self) * self.image_size * self.images.shape[-2]

@@ -42,15 +42,16 @@ HOW_TO_GET = {
     "fashion-mnist": (
         "Install the Debian package (`apt-get install dataset-fashion-mnist`, files land in "
         f"{DEBIAN_FASHION_MNIST}) and ssl_emp unpacks it into <root>/FashionMNIST/raw on first use; "
-        "or put the four IDX files (train-images-idx3-ubyte, ...; gzipped or not) in <root>/FashionMNIST/raw."),
+        "or put the four IDX files (train-images-idx3-ubyte, ...; gzipped or not) in <root>/FashionMNIST/raw."
+    ),
     "cifar10": "Download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it into <root> "
-               "(giving <root>/cifar-10-batches-py/data_batch_1 ...).",
+    "(giving <root>/cifar-10-batches-py/data_batch_1 ...).",
     "cifar100": "Download https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz and extract it into <root> "
-                "(giving <root>/cifar-100-python/train, test, meta).",
+    "(giving <root>/cifar-100-python/train, test, meta).",
     "stl10": "Download http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz and extract it into <root> "
-             "(giving <root>/stl10_binary/train_X.bin ...).",
+    "(giving <root>/stl10_binary/train_X.bin ...).",
     "imagefolder": "Point data.root at a folder of images (flat or nested; labelled when laid out as "
-                   "train/<class>/<image>, with val/ or test/ alike for evaluation).",
+    "train/<class>/<image>, with val/ or test/ alike for evaluation).",
 }
 
 
@@ -66,6 +67,7 @@ def _require_root(name: str, root: Optional[str]) -> Path:
 
 # --------------------------------------------------------------------------- digits
 
+
 def load_digits(root: Optional[str], split: str, image_size: Optional[int] = None) -> ImageBank:
     """scikit-learn's bundled 8x8 digits (1,797 real images), split 75/25 stratified with a fixed seed."""
     from sklearn.datasets import load_digits as sk_load_digits
@@ -74,14 +76,20 @@ def load_digits(root: Optional[str], split: str, image_size: Optional[int] = Non
     digits = sk_load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
     train_idx, test_idx = train_test_split(
-        np.arange(len(images)), test_size=0.25, random_state=0, stratify=digits.target)
+        np.arange(len(images)), test_size=0.25, random_state=0, stratify=digits.target
+    )
     idx = train_idx if split == "train" else test_idx
     return ImageBank(torch.from_numpy(images[idx]), torch.from_numpy(digits.target[idx]).long(), 10, "digits")
 
 
 # --------------------------------------------------------------------------- fashion-mnist
 
-FASHION_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+FASHION_FILES = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+]
 
 
 def _unpack_idx_files(raw: Path, sources: list[Path]) -> None:
@@ -112,12 +120,15 @@ def load_fashion_mnist(root: Optional[str], split: str, image_size: Optional[int
     try:
         ds = torchvision.datasets.FashionMNIST(str(root_path), train=(split == "train"), download=False)
     except (AssertionError, ValueError, RuntimeError, EOFError, OSError) as exc:
-        raise ValueError(f"Dataset 'fashion-mnist' in '{raw}' is not in the IDX format "
-                         f"({type(exc).__name__}: {exc}). {HOW_TO_GET['fashion-mnist']}") from None
+        raise ValueError(
+            f"Dataset 'fashion-mnist' in '{raw}' is not in the IDX format "
+            f"({type(exc).__name__}: {exc}). {HOW_TO_GET['fashion-mnist']}"
+        ) from None
     return ImageBank(ds.data[:, None].contiguous(), ds.targets.long(), 10, "fashion-mnist")
 
 
 # --------------------------------------------------------------------------- CIFAR
+
 
 class _CIFAR10Files(torchvision.datasets.CIFAR10):
     def _check_integrity(self) -> bool:
@@ -140,7 +151,9 @@ def _load_cifar(cls, name: str, num_classes: int, root: Optional[str], split: st
     except RuntimeError as exc:
         raise _missing(name, root, f"expected {root_path / cls.base_folder}") from exc
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as exc:
-        raise ValueError(f"Dataset '{name}' at '{root}' is not in the CIFAR python format ({exc!r}). {HOW_TO_GET[name]}") from None
+        raise ValueError(
+            f"Dataset '{name}' at '{root}' is not in the CIFAR python format ({exc!r}). {HOW_TO_GET[name]}"
+        ) from None
     images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
     return ImageBank(images, torch.as_tensor(ds.targets).long(), num_classes, name)
 
@@ -154,6 +167,7 @@ def load_cifar100(root, split, image_size=None) -> ImageBank:
 
 
 # --------------------------------------------------------------------------- STL-10
+
 
 class _STL10Files(torchvision.datasets.STL10):
     def _check_integrity(self) -> bool:
@@ -177,6 +191,7 @@ def load_stl10(root: Optional[str], split: str, image_size: Optional[int] = None
 
 
 # --------------------------------------------------------------------------- image folders
+
 
 class UnreadableImageError(RuntimeError):
     """An image file that cannot be decoded; the message names it."""
@@ -215,8 +230,11 @@ def _images_under(folder: Path) -> list[str]:
     found = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [os.path.join(dirpath, f) for f in sorted(filenames)
-                  if not f.startswith(".") and f.lower().endswith(IMG_EXTENSIONS)]
+        found += [
+            os.path.join(dirpath, f)
+            for f in sorted(filenames)
+            if not f.startswith(".") and f.lower().endswith(IMG_EXTENSIONS)
+        ]
     return found
 
 
@@ -282,7 +300,7 @@ def default_image_size(listing: FolderListing, sample: int = 2048) -> tuple[int,
     total = len(listing.paths)
     read = f"all {total}" if len(shapes) == total else f"{len(shapes)} sampled of {total}"
     if len(set(shapes)) == 1:
-        (w, h), = set(shapes)
+        ((w, h),) = set(shapes)
         why, rule = f"the images are {w}x{h} ({read} read)", "their side" if w == h else "their shorter side"
     else:
         why, rule = f"the images' shorter sides run from {sides[0]} to {sides[-1]} px ({read} read)", "the median"
@@ -291,8 +309,9 @@ def default_image_size(listing: FolderListing, sample: int = 2048) -> tuple[int,
     return side, why if rule == "their side" else f"{why}; {rule}"
 
 
-def load_imagefolder(root: Optional[str], split: str, image_size: Optional[int] = None,
-                     subset: Optional[int] = None) -> ImageBank:
+def load_imagefolder(
+    root: Optional[str], split: str, image_size: Optional[int] = None, subset: Optional[int] = None
+) -> ImageBank:
     """``root/train/<class>/*`` (and ``root/val`` or ``root/test``), or an unlabelled folder of images (labels -1;
     see :func:`image_folder`), resized (shorter side) and centre-cropped at load, to ``image_size`` or by default
     to :func:`default_image_size`. Only the ``subset`` is decoded. For folders that do not fit in memory:
@@ -319,8 +338,9 @@ LOADERS: dict[str, Callable[..., ImageBank]] = {
 }
 
 
-def load_bank(name: str, root: Optional[str], split: str, image_size: Optional[int] = None,
-              subset: Optional[int] = None) -> ImageBank:
+def load_bank(
+    name: str, root: Optional[str], split: str, image_size: Optional[int] = None, subset: Optional[int] = None
+) -> ImageBank:
     """Load one split as an image bank, optionally resized and cut to a fixed random subset."""
     if name not in LOADERS:
         raise ValueError(f"Unknown dataset '{name}'. Known: {', '.join(LOADERS)}.")

@@ -27,8 +27,16 @@ class ImageFolderStream(Dataset):
     name = "imagefolder"
     device = torch.device("cpu")
 
-    def __init__(self, root: Optional[str], image_size: Optional[int], subset: Optional[int] = None,
-                 skip_unreadable: bool = False, split: str = "train", workers: int = 4, pin_memory: bool = False):
+    def __init__(
+        self,
+        root: Optional[str],
+        image_size: Optional[int],
+        subset: Optional[int] = None,
+        skip_unreadable: bool = False,
+        split: str = "train",
+        workers: int = 4,
+        pin_memory: bool = False,
+    ):
         folder = image_folder(root, split)
         keep = subset_indices(len(folder.paths), subset).tolist()
         self.root = folder.root
@@ -104,9 +112,15 @@ class ImageFolderStream(Dataset):
         """Each of ``batches`` (lists of indices, in order) as ``(indices, images, unreadable indices)``."""
         # Its own generator: the workers' seeds then come from it, not from the global RNG, which the views draw
         # from; so a streamed run augments exactly as the same run from memory does.
-        return DataLoader(self, batch_sampler=batches, num_workers=workers, pin_memory=pin_memory,
-                          collate_fn=collate_readable, prefetch_factor=4 if workers else None,
-                          generator=torch.Generator().manual_seed(0))
+        return DataLoader(
+            self,
+            batch_sampler=batches,
+            num_workers=workers,
+            pin_memory=pin_memory,
+            collate_fn=collate_readable,
+            prefetch_factor=4 if workers else None,
+            generator=torch.Generator().manual_seed(0),
+        )
 
 
 def collate_readable(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -25,8 +25,9 @@ class LongTailed:
     rarest: list[int]  # class labels, rarest first
 
 
-def long_tailed(bank: ImageBank, imbalance: float = 100.0, max_per_class: int | None = None,
-                seed: int = 0) -> LongTailed:
+def long_tailed(
+    bank: ImageBank, imbalance: float = 100.0, max_per_class: int | None = None, seed: int = 0
+) -> LongTailed:
     """Keep ``max_per_class * imbalance ** (-k / (C - 1))`` images of the class ranked ``k`` (the ranking of
     classes and the images kept are drawn from ``seed``); ``max_per_class`` defaults to the smallest class."""
     if imbalance < 1:
@@ -57,15 +58,16 @@ class NearDuplicates:
     base_of: torch.Tensor  # int64 [N]: the index (in the new bank) of the image each sample copies, itself if none
 
 
-def with_near_duplicates(bank: ImageBank, unique: int, bases: int, copies: int, max_shift: int = 2,
-                         noise: float = 8.0, seed: int = 0) -> NearDuplicates:
+def with_near_duplicates(
+    bank: ImageBank, unique: int, bases: int, copies: int, max_shift: int = 2, noise: float = 8.0, seed: int = 0
+) -> NearDuplicates:
     """``unique`` images drawn from ``bank`` plus ``bases`` more, each followed by ``copies`` near-duplicates:
     shifted by up to ``max_shift`` pixels each way (edge pixels repeated) and with Gaussian pixel noise of std
     ``noise`` (in 0-255 units). The pool holds ``unique + bases * (1 + copies)`` images, in a seeded order."""
     if unique + bases > len(bank):
         raise ValueError(f"unique + bases = {unique + bases} but the bank has {len(bank)} images")
     generator = torch.Generator().manual_seed(seed)
-    chosen = torch.randperm(len(bank), generator=generator)[:unique + bases]
+    chosen = torch.randperm(len(bank), generator=generator)[: unique + bases]
     source = bank.images.cpu()[chosen]
     labels = bank.labels.cpu()[chosen]
     base_images = source[unique:].repeat_interleave(copies, dim=0)
@@ -73,21 +75,31 @@ def with_near_duplicates(bank: ImageBank, unique: int, bases: int, copies: int, 
     pad = max_shift
     padded = torch.nn.functional.pad(base_images.float(), (pad, pad, pad, pad), mode="replicate")
     side_h, side_w = source.shape[-2:]
-    moved = torch.stack([padded[i, :, pad + dy:pad + dy + side_h, pad + dx:pad + dx + side_w]
-                         for i, (dy, dx) in enumerate(shifts.tolist())])
+    moved = torch.stack(
+        [
+            padded[i, :, pad + dy : pad + dy + side_h, pad + dx : pad + dx + side_w]
+            for i, (dy, dx) in enumerate(shifts.tolist())
+        ]
+    )
     moved = moved + noise * torch.randn(moved.shape, generator=generator)
     copies_u8 = moved.round().clamp(0, 255).to(torch.uint8)
     images = torch.cat([source, copies_u8])
     all_labels = torch.cat([labels, labels[unique:].repeat_interleave(copies)])
-    base_of = torch.cat([torch.arange(unique + bases),
-                         (unique + torch.arange(bases)).repeat_interleave(copies)])
+    base_of = torch.cat([torch.arange(unique + bases), (unique + torch.arange(bases)).repeat_interleave(copies)])
     is_copy = torch.cat([torch.zeros(unique + bases, dtype=torch.bool), torch.ones(bases * copies, dtype=torch.bool)])
     order = torch.randperm(len(images), generator=generator)
     position = torch.empty_like(order)
     position[order] = torch.arange(len(order))  # where each pre-shuffle image lands
-    return NearDuplicates(ImageBank(images[order].to(bank.device), all_labels[order].to(bank.labels.device),
-                                    bank.num_classes, f"{bank.name}-near-duplicates"),
-                          is_copy[order], position[base_of[order]])
+    return NearDuplicates(
+        ImageBank(
+            images[order].to(bank.device),
+            all_labels[order].to(bank.labels.device),
+            bank.num_classes,
+            f"{bank.name}-near-duplicates",
+        ),
+        is_copy[order],
+        position[base_of[order]],
+    )
 
 
 @dataclass
@@ -100,8 +112,9 @@ class WithJunk:
 JUNK_KINDS = ("flat", "noise", "blur", "other")
 
 
-def junk_images(kind: str, count: int, like: torch.Tensor, generator: torch.Generator,
-                other: ImageBank | None = None) -> torch.Tensor:
+def junk_images(
+    kind: str, count: int, like: torch.Tensor, generator: torch.Generator, other: ImageBank | None = None
+) -> torch.Tensor:
     """``count`` uint8 images shaped like ``like`` [C, H, W]:
 
     - ``flat``: near-uniform patches (one grey level each, pixel noise of std 4): nothing to learn, easy to tell;
@@ -120,8 +133,9 @@ def junk_images(kind: str, count: int, like: torch.Tensor, generator: torch.Gene
         if other is None or len(other) < count:
             raise ValueError(f"junk kind '{kind}' needs at least {count} other images")
         picked = other.images.cpu()[torch.randperm(len(other), generator=generator)[:count]].float()
-        picked = torch.nn.functional.interpolate(picked, size=(side, side), mode="bilinear", antialias=True,
-                                                 align_corners=False)
+        picked = torch.nn.functional.interpolate(
+            picked, size=(side, side), mode="bilinear", antialias=True, align_corners=False
+        )
         if picked.shape[1] != channels:
             picked = picked.mean(dim=1, keepdim=True).expand(-1, channels, -1, -1)
         if kind == "blur":
@@ -130,8 +144,9 @@ def junk_images(kind: str, count: int, like: torch.Tensor, generator: torch.Gene
             taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1).float() / sigma) ** 2)
             taps = (taps / taps.sum()).to(picked)
             flat = picked.reshape(-1, 1, side, side)
-            flat = torch.nn.functional.conv2d(torch.nn.functional.pad(flat, (radius,) * 4, mode="replicate"),
-                                              taps.view(1, 1, 1, -1))
+            flat = torch.nn.functional.conv2d(
+                torch.nn.functional.pad(flat, (radius,) * 4, mode="replicate"), taps.view(1, 1, 1, -1)
+            )
             flat = torch.nn.functional.conv2d(flat, taps.view(1, 1, -1, 1))
             picked = flat.reshape(count, channels, side, side)
         images = picked
@@ -140,8 +155,9 @@ def junk_images(kind: str, count: int, like: torch.Tensor, generator: torch.Gene
     return images.round().clamp(0, 255).to(torch.uint8)
 
 
-def with_junk(bank: ImageBank, real: int, junk: int, kind: str, seed: int = 0,
-              other: ImageBank | None = None) -> WithJunk:
+def with_junk(
+    bank: ImageBank, real: int, junk: int, kind: str, seed: int = 0, other: ImageBank | None = None
+) -> WithJunk:
     """``real`` images drawn from ``bank`` beside ``junk`` images of ``kind`` (:func:`junk_images`; ``blur`` blurs
     other images of ``bank`` unless ``other`` is given), in a seeded order; junk is labelled -1 (no class)."""
     if real > len(bank):
@@ -157,5 +173,13 @@ def with_junk(bank: ImageBank, real: int, junk: int, kind: str, seed: int = 0,
     is_junk = torch.cat([torch.zeros(real, dtype=torch.bool), torch.ones(junk, dtype=torch.bool)])
     source = torch.cat([chosen, torch.full((junk,), -1, dtype=torch.long)])
     shuffle = torch.randperm(len(images), generator=generator)
-    return WithJunk(ImageBank(images[shuffle].to(bank.device), labels[shuffle].to(bank.labels.device),
-                              bank.num_classes, f"{bank.name}-with-{kind}-junk"), is_junk[shuffle], source[shuffle])
+    return WithJunk(
+        ImageBank(
+            images[shuffle].to(bank.device),
+            labels[shuffle].to(bank.labels.device),
+            bank.num_classes,
+            f"{bank.name}-with-{kind}-junk",
+        ),
+        is_junk[shuffle],
+        source[shuffle],
+    )

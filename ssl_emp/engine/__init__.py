@@ -10,5 +10,12 @@ from ssl_emp.engine.run_report import PretrainResult
 from ssl_emp.engine.trainer import Pretrainer
 from ssl_emp.pruning import PlanMismatchError  # what a run stops with when its ranks planned differently
 
-__all__ = ["CheckpointError", "load_checkpoint", "PlanMismatchError", "PretrainResult", "Pretrainer", "RunDirError",
-           "RunInterrupted"]
+__all__ = [
+    "CheckpointError",
+    "load_checkpoint",
+    "PlanMismatchError",
+    "PretrainResult",
+    "Pretrainer",
+    "RunDirError",
+    "RunInterrupted",
+]

@@ -52,8 +52,9 @@ def _to_uint8_hwc(image: torch.Tensor) -> torch.Tensor:
     return image.expand(3, -1, -1).clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
 
 
-def view_pairs(source, views, mean: list[float], std: list[float], device: torch.device,
-               count: int = 8) -> tuple[torch.Tensor, str]:
+def view_pairs(
+    source, views, mean: list[float], std: list[float], device: torch.device, count: int = 8
+) -> tuple[torch.Tensor, str]:
     """A grid of ``count`` samples spread over the dataset: each row the image and two augmented views."""
     indices, images = _images(source, torch.linspace(0, len(source) - 1, count).long().unique().tolist())
     images = images.to(device).float().div_(255.0)
@@ -83,8 +84,16 @@ def pruner_samples(source, table, per_group: int = 8) -> list[dict]:
     for group, indices in groups.items():
         read, images = _images(source, indices)
         for i, image in zip(read, _enlarge(images.float().div(255.0))):
-            rows.append({"group": group, "index": i, "score": float(scores[i]), "visits": int(visits[i]),
-                         "last_epoch": int(last_epoch[i]), "image": _to_uint8_hwc(image)})
+            rows.append(
+                {
+                    "group": group,
+                    "index": i,
+                    "score": float(scores[i]),
+                    "visits": int(visits[i]),
+                    "last_epoch": int(last_epoch[i]),
+                    "image": _to_uint8_hwc(image),
+                }
+            )
     return rows
 
 

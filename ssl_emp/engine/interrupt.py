@@ -33,10 +33,15 @@ class RunInterrupted(Exception):
         self.signum, self.epoch, self.step, self.run_dir, self.is_main = signum, epoch, step, run_dir, is_main
         self.exit_code = 128 + signum
         # SIGUSR1 is a scheduler's warning that the job's time is up: its script requeues the job on this exit code.
-        requeue = (f" (exit code {self.exit_code}: requeue the job; the same command with run.resume=auto goes on)"
-                   if signum == signal.SIGUSR1 else "")
-        super().__init__(f"interrupted at epoch {epoch}, step {step}; resume with: "
-                         f"python -m ssl_emp.pretrain --resume {run_dir}{requeue}")
+        requeue = (
+            f" (exit code {self.exit_code}: requeue the job; the same command with run.resume=auto goes on)"
+            if signum == signal.SIGUSR1
+            else ""
+        )
+        super().__init__(
+            f"interrupted at epoch {epoch}, step {step}; resume with: "
+            f"python -m ssl_emp.pretrain --resume {run_dir}{requeue}"
+        )
 
 
 class StopSignals:
@@ -54,8 +59,11 @@ class StopSignals:
         if self.signum:
             raise SystemExit(128 + signum)
         self.signum = signum
-        print(f"\n{signal.Signals(signum).name}: stopping after this step and saving (send it again to exit at once)",
-              file=sys.stderr, flush=True)
+        print(
+            f"\n{signal.Signals(signum).name}: stopping after this step and saving (send it again to exit at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
@@ -95,9 +103,14 @@ class EpochPosition:
         return self.steps_done < self.steps
 
     def state_dict(self) -> dict:
-        return {"steps_done": self.steps_done, "indices": self.plan.indices.cpu(),
-                "weights": None if self.plan.weights is None else self.plan.weights.cpu(),
-                "info": dict(self.plan.info), "loss_sum": self.loss_sum.detach().cpu(), "trained": self.trained}
+        return {
+            "steps_done": self.steps_done,
+            "indices": self.plan.indices.cpu(),
+            "weights": None if self.plan.weights is None else self.plan.weights.cpu(),
+            "info": dict(self.plan.info),
+            "loss_sum": self.loss_sum.detach().cpu(),
+            "trained": self.trained,
+        }
 
     @classmethod
     def from_state(cls, state: Optional[dict], device: torch.device) -> Optional["EpochPosition"]:

@@ -20,8 +20,17 @@ class KNNMonitor:
     """kNN top-1 of the backbone's features, ``test_bank`` classified against ``train_bank``, every ``every``
     epochs and at the last one."""
 
-    def __init__(self, train_bank: ImageBank, test_bank: ImageBank, normalize: Normalize, device: torch.device, *,
-                 every: int, k: int = 200, temperature: float = 0.1):
+    def __init__(
+        self,
+        train_bank: ImageBank,
+        test_bank: ImageBank,
+        normalize: Normalize,
+        device: torch.device,
+        *,
+        every: int,
+        k: int = 200,
+        temperature: float = 0.1,
+    ):
         self.device, self.every, self.k, self.temperature = device, every, k, temperature
         self.normalize = normalize.to(device)
         self.train_bank, self.test_bank = train_bank.to(device), test_bank.to(device)
@@ -37,5 +46,7 @@ class KNNMonitor:
         test_x, test_y = extract_features(backbone, self.normalize, self.test_bank, self.device, desc="monitor")
         backbone.train(was_training)
         accuracy = knn_accuracy(train_x, train_y, test_x, test_y, self.train_bank.num_classes, self.k, self.temperature)
-        return {**{f"monitor/knn_{k}": v for k, v in accuracy.items()},
-                "monitor/seconds": time.perf_counter() - started}
+        return {
+            **{f"monitor/knn_{k}": v for k, v in accuracy.items()},
+            "monitor/seconds": time.perf_counter() - started,
+        }

@@ -19,7 +19,8 @@ def _decayed(param: torch.Tensor) -> bool:
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Biases and normalisation parameters get no weight decay (lightly's LARS also skips its trust ratio where weight decay is 0)."""
+    """Biases and normalisation parameters get no weight decay (lightly's LARS also skips its trust ratio where
+    weight decay is 0)."""
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
@@ -37,8 +38,9 @@ def set_weight_decay(optimizer: torch.optim.Optimizer, weight_decay: float) -> N
             group["weight_decay"] = weight_decay
 
 
-def build_optimizer(model: nn.Module, name: str = "sgd", *, lr: float, momentum: float = 0.9,
-                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, name: str = "sgd", *, lr: float, momentum: float = 0.9, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
     groups = param_groups(model, weight_decay)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
@@ -49,8 +51,9 @@ def build_optimizer(model: nn.Module, name: str = "sgd", *, lr: float, momentum:
     raise ValueError(f"Unknown optimizer '{name}'. Known: {', '.join(OPTIMIZERS)}.")
 
 
-def compute_progress(epochs: int, forwards_done: int, planned_forwards: Optional[int],
-                     max_forwards: Optional[int] = None) -> Optional[float]:
+def compute_progress(
+    epochs: int, forwards_done: int, planned_forwards: Optional[int], max_forwards: Optional[int] = None
+) -> Optional[float]:
     """Where a run stands on its schedule, in epochs: the fraction of its planned sample-forwards done, times
     ``epochs``. Schedules follow the compute, not the epoch count, so runs at different pruning rates, and a
     full-data run cut to the same compute (``max_forwards``), walk the same curve per unit of compute and end it

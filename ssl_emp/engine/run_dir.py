@@ -18,23 +18,30 @@ class RunDirError(RuntimeError):
     """The run directory clashes with what was asked (exists without resume, or missing with it)."""
 
 
-def prepare_run_dir(out_dir: str, name: Optional[str], resume: Union[bool, str], recipe: str,
-                    ctx: DistContext = DistContext()) -> tuple[Path, bool]:
+def prepare_run_dir(
+    out_dir: str, name: Optional[str], resume: Union[bool, str], recipe: str, ctx: DistContext = DistContext()
+) -> tuple[Path, bool]:
     """The run directory and whether the run resumes in it: ``resume`` true, or ``"auto"`` where the directory has a
     checkpoint. Checked on every rank (so all fail, or all resume, alike); rank 0 creates it."""
     if ctx.enabled and not name:
         raise RunDirError("Under torchrun set run.name: ranks would otherwise each pick a timestamped directory.")
     if resume == "auto" and not name:
-        raise RunDirError("run.resume=auto resumes the run named by run.name when it has a checkpoint; set "
-                          "run.name (a timestamped directory is new each time).")
+        raise RunDirError(
+            "run.resume=auto resumes the run named by run.name when it has a checkpoint; set "
+            "run.name (a timestamped directory is new each time)."
+        )
     run_dir = Path(out_dir) / (name or f"{recipe}-{datetime.now():%Y%m%d-%H%M%S}")
     has_checkpoint = (run_dir / "checkpoints" / "last.pt").is_file()
     if resume is True and not has_checkpoint:
-        raise RunDirError(f"run.resume=true but '{run_dir}' has no checkpoints/last.pt to resume from "
-                          "(run.resume=auto starts a run where there is none).")
+        raise RunDirError(
+            f"run.resume=true but '{run_dir}' has no checkpoints/last.pt to resume from "
+            "(run.resume=auto starts a run where there is none)."
+        )
     if not resume and has_checkpoint:
-        raise RunDirError(f"Run directory '{run_dir}' already holds a run. Resume it with run.resume=true (or "
-                          "run.resume=auto: resume where there is a checkpoint, else start), or pick another run.name.")
+        raise RunDirError(
+            f"Run directory '{run_dir}' already holds a run. Resume it with run.resume=true (or "
+            "run.resume=auto: resume where there is a checkpoint, else start), or pick another run.name."
+        )
     ctx.barrier()  # every rank has looked before rank 0 writes anything
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -43,8 +50,16 @@ def prepare_run_dir(out_dir: str, name: Optional[str], resume: Union[bool, str],
 
 
 # Settings a run cannot change when it resumes: they fix the shapes of the saved state or the dataset it indexes.
-RESUME_FIXED = ("data.name", "data.subset", "data.image_size", "model", "method.name", "method.queue_size",
-                "method.bottleneck_dim", "method.head_batchnorm")
+RESUME_FIXED = (
+    "data.name",
+    "data.subset",
+    "data.image_size",
+    "model",
+    "method.name",
+    "method.queue_size",
+    "method.bottleneck_dim",
+    "method.head_batchnorm",
+)
 
 
 def _flat(tree: dict, prefix: str = ""):
@@ -57,12 +72,17 @@ def _flat(tree: dict, prefix: str = ""):
 
 def check_resume_compatible(saved: dict, current: dict, run_dir: Path) -> None:
     before, now = dict(_flat(saved)), dict(_flat(current))
-    changed = [f"{key}: {before.get(key)!r} -> {now.get(key)!r}" for key in sorted(now)
-               if any(key == fixed or key.startswith(fixed + ".") for fixed in RESUME_FIXED)
-               and before.get(key) != now.get(key)]
+    changed = [
+        f"{key}: {before.get(key)!r} -> {now.get(key)!r}"
+        for key in sorted(now)
+        if any(key == fixed or key.startswith(fixed + ".") for fixed in RESUME_FIXED)
+        and before.get(key) != now.get(key)
+    ]
     if changed:
-        raise RunDirError(f"Cannot resume '{run_dir}' with this config: it changes settings fixed for the life of a "
-                          f"run ({'; '.join(changed)}). Resume with the run's own config.yaml, or start a new run.")
+        raise RunDirError(
+            f"Cannot resume '{run_dir}' with this config: it changes settings fixed for the life of a "
+            f"run ({'; '.join(changed)}). Resume with the run's own config.yaml, or start a new run."
+        )
 
 
 def lr_at(settings: dict, pruner: Pruner, epoch: int, forwards_done: int) -> float:
@@ -82,8 +102,10 @@ def schedule_shift(saved: dict, current: dict, epoch: int, num_samples: int, for
         warnings.simplefilter("ignore")
         old = Pruner(num_samples, before, seed=seed, **saved["pruning"])
         new = Pruner(num_samples, after, seed=seed, **current["pruning"])
-    shifts = [f"the learning rate at epoch {epoch} goes from {lr_at(saved, old, epoch, forwards_done):.4g} to "
-              f"{lr_at(current, new, epoch, forwards_done):.4g} (cosine over {after} epochs, not {before})"]
+    shifts = [
+        f"the learning rate at epoch {epoch} goes from {lr_at(saved, old, epoch, forwards_done):.4g} to "
+        f"{lr_at(current, new, epoch, forwards_done):.4g} (cosine over {after} epochs, not {before})"
+    ]
 
     def window(pruner: Pruner, epochs: int) -> str:
         first = pruner.first_annealed_epoch + 1
@@ -92,23 +114,29 @@ def schedule_shift(saved: dict, current: dict, epoch: int, num_samples: int, for
     if old.active and window(old, before) != window(new, after):
         shifts.append(f"the full-data annealing epochs move from {window(old, before)} to {window(new, after)}")
     if old.active and not old.published_rule:
-        shifts.append(f"each pruned epoch skips {new.epoch_rate:.3f} of the data, not {old.epoch_rate:.3f}, so "
-                      f"that the whole run skips pruning.rate={current['pruning']['rate']}")
+        shifts.append(
+            f"each pruned epoch skips {new.epoch_rate:.3f} of the data, not {old.epoch_rate:.3f}, so "
+            f"that the whole run skips pruning.rate={current['pruning']['rate']}"
+        )
     return shifts
 
 
-def check_resume_epochs(saved: dict, current: dict, run_dir: Path, epoch: int, num_samples: int,
-                        forwards_done: int) -> list[str]:
+def check_resume_epochs(
+    saved: dict, current: dict, run_dir: Path, epoch: int, num_samples: int, forwards_done: int
+) -> list[str]:
     """Refuse a new ``train.epochs`` on resume unless ``run.extend=true``; returns what it shifts (to print)."""
     saved_epochs = saved["train"]["epochs"]
     if saved_epochs == current["train"]["epochs"]:
         return []
     # This run's settings but the old epoch count: the shift the epoch count alone makes.
-    shifts = schedule_shift({**current, "train": {**current["train"], "epochs": saved_epochs}}, current, epoch,
-                            num_samples, forwards_done)
+    shifts = schedule_shift(
+        {**current, "train": {**current["train"], "epochs": saved_epochs}}, current, epoch, num_samples, forwards_done
+    )
     if not current["run"]["extend"]:
         raise RunDirError(
             f"Cannot resume '{run_dir}' with train.epochs={current['train']['epochs']}: it was started with "
-            f"train.epochs={saved_epochs}, and the schedules depend on it: " + "; ".join(shifts)
-            + f". Pass run.extend=true to accept that, or resume with train.epochs={saved_epochs}.")
+            f"train.epochs={saved_epochs}, and the schedules depend on it: "
+            + "; ".join(shifts)
+            + f". Pass run.extend=true to accept that, or resume with train.epochs={saved_epochs}."
+        )
     return shifts

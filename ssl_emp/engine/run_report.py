@@ -31,14 +31,19 @@ class PretrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-def epoch_record(trainer, plan: EpochPlan, epoch_loss: float, epoch_seconds: float, trained: int,
-                 finished: bool) -> dict[str, Any]:
+def epoch_record(
+    trainer, plan: EpochPlan, epoch_loss: float, epoch_seconds: float, trained: int, finished: bool
+) -> dict[str, Any]:
     """The metrics of the epoch the trainer has just finished (``trained`` samples in ``epoch_seconds``)."""
     record: dict[str, Any] = {
-        "epoch": trainer.epoch, "train/epoch_loss": epoch_loss, "train/epoch_seconds": epoch_seconds,
-        "train/images_per_second": trained / epoch_seconds, "train/samples_seen": trainer.samples_seen,
+        "epoch": trainer.epoch,
+        "train/epoch_loss": epoch_loss,
+        "train/epoch_seconds": epoch_seconds,
+        "train/images_per_second": trained / epoch_seconds,
+        "train/samples_seen": trainer.samples_seen,
         "train/lr": trainer.schedule(trainer.progress()),
-        **trainer.pruner.epoch_metrics(plan, trainer.epoch, trainer.samples_seen, trainer.unreadable_skips)}
+        **trainer.pruner.epoch_metrics(plan, trainer.epoch, trainer.samples_seen, trainer.unreadable_skips),
+    }
     if trainer.monitor is not None and trainer.monitor.due(trainer.epoch, finished) and math.isfinite(epoch_loss):
         record.update(trainer.monitor(trainer.model.backbone))
     if trainer.pruner.embeddings is not None:  # the clean forwards' time, beside the forwards the pruner counts
@@ -54,20 +59,32 @@ def epoch_record(trainer, plan: EpochPlan, epoch_loss: float, epoch_seconds: flo
 def epoch_line(trainer, record: dict[str, Any], kept: int, checkpoint: Optional[Path]) -> str:
     """The line printed after an epoch; ``checkpoint`` where one was saved."""
     knn = f"  kNN top-1 {record['monitor/knn_top1']:.4f}" if "monitor/knn_top1" in record else ""
-    return (f"epoch {trainer.epoch}/{trainer.epochs}  loss {record['train/epoch_loss']:.4f}{knn}  "
-            f"{record['train/images_per_second']:.0f} img/s  kept {kept}/{len(trainer.source)}"
-            + (f"  checkpoint {checkpoint}" if checkpoint is not None else ""))
+    return (
+        f"epoch {trainer.epoch}/{trainer.epochs}  loss {record['train/epoch_loss']:.4f}{knn}  "
+        f"{record['train/images_per_second']:.0f} img/s  kept {kept}/{len(trainer.source)}"
+        + (f"  checkpoint {checkpoint}" if checkpoint is not None else "")
+    )
 
 
-def run_result(trainer, checkpoint: Path, final_loss: float, seconds: float, images_trained: int,
-               history: list[dict]) -> PretrainResult:
+def run_result(
+    trainer, checkpoint: Path, final_loss: float, seconds: float, images_trained: int, history: list[dict]
+) -> PretrainResult:
     full_data_forwards = trainer.epoch * len(trainer.source)
     return PretrainResult(
-        run_dir=trainer.run_dir, checkpoint=checkpoint, epochs_done=trainer.epoch, global_step=trainer.global_step,
-        final_loss=final_loss, seconds=seconds,
+        run_dir=trainer.run_dir,
+        checkpoint=checkpoint,
+        epochs_done=trainer.epoch,
+        global_step=trainer.global_step,
+        final_loss=final_loss,
+        seconds=seconds,
         images_per_second=images_trained / seconds if seconds > 0 else float("nan"),
         requested_rate=trainer.pruner.requested_rate,
         achieved_rate=achieved_rate(trainer.forwards_spent, full_data_forwards),
-        sample_forwards=trainer.samples_seen, full_data_forwards=full_data_forwards,
-        skipped_steps=trainer.skipped_steps, unreadable_skips=trainer.unreadable_skips, is_main=trainer.ctx.is_main,
-        num_classes=trainer.source.num_classes, history=history)
+        sample_forwards=trainer.samples_seen,
+        full_data_forwards=full_data_forwards,
+        skipped_steps=trainer.skipped_steps,
+        unreadable_skips=trainer.unreadable_skips,
+        is_main=trainer.ctx.is_main,
+        num_classes=trainer.source.num_classes,
+        history=history,
+    )

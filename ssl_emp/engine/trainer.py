@@ -23,15 +23,14 @@ from torch.profiler import record_function
 from ssl_emp.checkpoint import FORMAT, CheckpointError, atomic_save
 from ssl_emp.data import UnreadableImageError
 from ssl_emp.device import autocast
-from ssl_emp.distributed import (DistContext, Shard, agreed_shard, all_finite, restore_rng, rng_states,
-                                 step_shard)
+from ssl_emp.distributed import DistContext, Shard, agreed_shard, all_finite, restore_rng, rng_states, step_shard
 from ssl_emp.engine.dashboard import epoch_pictures
 from ssl_emp.engine.failures import nonfinite_stop, unreadable_stop
 from ssl_emp.engine.interrupt import EpochPosition, RunInterrupted, StopSignals
 from ssl_emp.engine.optim import compute_progress, set_weight_decay
 from ssl_emp.engine.run_report import PretrainResult, epoch_line, epoch_record, run_result
+from ssl_emp.methods import SelfSupervisedMethod
 from ssl_emp.progress import Progress, mode_for
-from ssl_emp.methods import ContrastiveMethod
 from ssl_emp.pruning import EpochPlan, Pruner, SampleStats, near_equal_batches
 
 
@@ -44,14 +43,35 @@ class Pretrainer:
     gives the decayed parameters' weight decay the same way; ``clip_grad`` (optional) caps the gradients' global
     norm. ``run_config`` and ``data_info`` are saved in each checkpoint, so evaluation can rebuild the backbone."""
 
-    def __init__(self, source, views: nn.Module, method: ContrastiveMethod, optimizer: torch.optim.Optimizer,
-                 pruner: Pruner, schedule: Callable[[float], float], *, run_dir: Path, epochs: int,
-                 batch_size: int, device: torch.device, forward: Optional[nn.Module] = None,
-                 ctx: DistContext = DistContext(), seed: int = 0, amp: bool = True, channels_last: bool = True,
-                 nonfinite: str = "stop", checkpoint_every: int = 10, log_every: int = 10, monitor=None,
-                 max_forwards: Optional[int] = None, run_config: Optional[dict] = None,
-                 data_info: Optional[dict] = None, normalize: Optional[nn.Module] = None,
-                 weight_decay_schedule: Optional[Callable[[float], float]] = None, clip_grad: Optional[float] = None):
+    def __init__(
+        self,
+        source,
+        views: nn.Module,
+        method: SelfSupervisedMethod,
+        optimizer: torch.optim.Optimizer,
+        pruner: Pruner,
+        schedule: Callable[[float], float],
+        *,
+        run_dir: Path,
+        epochs: int,
+        batch_size: int,
+        device: torch.device,
+        forward: Optional[nn.Module] = None,
+        ctx: DistContext = DistContext(),
+        seed: int = 0,
+        amp: bool = True,
+        channels_last: bool = True,
+        nonfinite: str = "stop",
+        checkpoint_every: int = 10,
+        log_every: int = 10,
+        monitor=None,
+        max_forwards: Optional[int] = None,
+        run_config: Optional[dict] = None,
+        data_info: Optional[dict] = None,
+        normalize: Optional[nn.Module] = None,
+        weight_decay_schedule: Optional[Callable[[float], float]] = None,
+        clip_grad: Optional[float] = None,
+    ):
         self.source, self.views, self.model, self.optimizer = source, views, method, optimizer
         self.pruner, self.schedule, self.forward = pruner, schedule, forward or method
         self.weight_decay_schedule, self.clip_grad = weight_decay_schedule, clip_grad
@@ -71,24 +91,37 @@ class Pretrainer:
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict:
-        return {"format": FORMAT, "epoch": self.epoch, "global_step": self.global_step,
-                "samples_seen": self.samples_seen, "skipped_steps": self.skipped_steps,
-                "unreadable_skips": self.unreadable_skips, "config": self.run_config,
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "pruning": self.pruner.state_dict(), "rng": rng_states(self.ctx, self.device),
-                "world_size": self.ctx.world_size, "data": self.data_info,
-                "position": self.position.state_dict() if self.position is not None else None}
+        return {
+            "format": FORMAT,
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "samples_seen": self.samples_seen,
+            "skipped_steps": self.skipped_steps,
+            "unreadable_skips": self.unreadable_skips,
+            "config": self.run_config,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "pruning": self.pruner.state_dict(),
+            "rng": rng_states(self.ctx, self.device),
+            "world_size": self.ctx.world_size,
+            "data": self.data_info,
+            "position": self.position.state_dict() if self.position is not None else None,
+        }
 
     def load_state_dict(self, ckpt: dict) -> None:
         try:
             self.model.load_state_dict(ckpt["model"])
         except RuntimeError as exc:
             model = self.run_config.get("model", {}).get("backbone", type(self.model).__name__)
-            raise CheckpointError(f"The checkpoint's weights do not fit this run's model "
-                                  f"({model}, {type(self.model).__name__.lower()}): {str(exc)[:600]}") from None
+            raise CheckpointError(
+                f"The checkpoint's weights do not fit this run's model "
+                f"({model}, {type(self.model).__name__.lower()}): {str(exc)[:600]}"
+            ) from None
         if ckpt["pruning"]["table"]["scores"].numel() != self.pruner.num_samples:
-            raise CheckpointError(f"The checkpoint's score table covers {ckpt['pruning']['table']['scores'].numel()} "
-                                  f"samples but this run's dataset has {self.pruner.num_samples}.")
+            raise CheckpointError(
+                f"The checkpoint's score table covers {ckpt['pruning']['table']['scores'].numel()} "
+                f"samples but this run's dataset has {self.pruner.num_samples}."
+            )
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.pruner.load_state_dict(ckpt["pruning"])
         self.epoch, self.global_step, self.samples_seen = ckpt["epoch"], ckpt["global_step"], ckpt["samples_seen"]
@@ -108,8 +141,14 @@ class Pretrainer:
 
     # ------------------------------------------------------------------ training
 
-    def train_step(self, indices: torch.Tensor, images: torch.Tensor, shard: Optional[Shard],
-                   global_indices: torch.Tensor, lr: float) -> Optional[SampleStats]:
+    def train_step(
+        self,
+        indices: torch.Tensor,
+        images: torch.Tensor,
+        shard: Optional[Shard],
+        global_indices: torch.Tensor,
+        lr: float,
+    ) -> Optional[SampleStats]:
         """One optimizer step: this rank trains ``images`` (uint8, the samples at ``indices``), its ``shard`` of the
         global batch at ``global_indices``; the pruner then observes the whole global batch, its statistics
         gathered under DDP so every rank's score table stays identical. Returns those statistics, or None for a
@@ -126,12 +165,15 @@ class Pretrainer:
             view0, view1 = (v.contiguous(memory_format=self.memory_format) for v in self.views(images))
             extra = {} if shard is None else {"shard": shard}
             if getattr(self.views, "local_crops", 0):  # multi-crop: the smaller views only DINO's student sees
-                extra["local_views"] = [v.contiguous(memory_format=self.memory_format)
-                                        for v in self.views.local_views(images)]
+                extra["local_views"] = [
+                    v.contiguous(memory_format=self.memory_format) for v in self.views.local_views(images)
+                ]
         with record_function("ssl_emp.forward_backward"):
             with autocast(self.device, self.amp):
                 stats = self.forward(view0, view1, **extra)
-            loss = stats.training_loss(weights, len(global_indices) / self.ctx.world_size if shard is not None else None)
+            loss = stats.training_loss(
+                weights, len(global_indices) / self.ctx.world_size if shard is not None else None
+            )
             if self.nonfinite == "skip" and not all_finite(loss, self.ctx):  # one sync per step: the price of skip
                 self.skipped_steps += 1
                 if self.ctx.enabled:
@@ -159,8 +201,10 @@ class Pretrainer:
         across the ranks. A file that could not be read gets a zero vector. Costs one forward per sample, which the
         pruner counts."""
         if self.normalize is None:
-            raise ValueError(f"selector {self.pruner.cfg.selector} needs clean-image embeddings: give the trainer "
-                             "normalize= (the evaluation transform)")
+            raise ValueError(
+                f"selector {self.pruner.cfg.selector} needs clean-image embeddings: give the trainer "
+                "normalize= (the evaluation transform)"
+            )
         started = time.perf_counter()
         share = torch.arange(len(self.source)).tensor_split(self.ctx.world_size)[self.ctx.rank]
         backbone = self.model.backbone
@@ -195,8 +239,14 @@ class Pretrainer:
         by_compute = compute_progress(self.epochs, self.forwards_spent, self.planned_forwards, self.max_forwards)
         return self.epoch + epoch_fraction if by_compute is None else by_compute
 
-    def train_epoch(self, plan: EpochPlan, progress: Optional[Progress] = None, tracker=None,
-                    stop: Optional[StopSignals] = None, position: Optional[EpochPosition] = None) -> EpochPosition:
+    def train_epoch(
+        self,
+        plan: EpochPlan,
+        progress: Optional[Progress] = None,
+        tracker=None,
+        stop: Optional[StopSignals] = None,
+        position: Optional[EpochPosition] = None,
+    ) -> EpochPosition:
         """Train on one epoch's plan, from ``position`` (a run resumed inside the epoch) on; returns how far it
         got (all its steps, unless ``stop`` asked to stop) with the summed per-sample loss (on the device) and
         the samples it sums."""
@@ -244,8 +294,9 @@ class Pretrainer:
         """Save where the run stopped (inside an epoch: ``reached``) and say how to go on."""
         self.position = reached
         self.save_checkpoint()
-        return RunInterrupted(signum, self.epoch + (reached is not None), self.global_step, self.run_dir,
-                              self.ctx.is_main)
+        return RunInterrupted(
+            signum, self.epoch + (reached is not None), self.global_step, self.run_dir, self.ctx.is_main
+        )
 
     def run(self, tracker, show_progress: Optional[bool] = None) -> PretrainResult:
         """Train to the end; SIGINT, SIGTERM or SIGUSR1 stop it after the current step, saved, with
@@ -258,9 +309,16 @@ class Pretrainer:
         history: list[dict] = []
         started, images_trained, last_epoch_loss = time.perf_counter(), 0, float("nan")
         checkpoint = self.run_dir / "checkpoints" / "last.pt"
-        expected_forwards = min(self.planned_forwards or epochs * num_samples, self.max_forwards or epochs * num_samples)
-        progress = Progress("epoch", epochs, expected_forwards, self.samples_seen,
-                            mode=mode_for(show_progress) if self.ctx.is_main else "off")
+        expected_forwards = min(
+            self.planned_forwards or epochs * num_samples, self.max_forwards or epochs * num_samples
+        )
+        progress = Progress(
+            "epoch",
+            epochs,
+            expected_forwards,
+            self.samples_seen,
+            mode=mode_for(show_progress) if self.ctx.is_main else "off",
+        )
         position, self.position = self.position, None
         self.model.train()
         while self.epoch < epochs:
@@ -301,8 +359,10 @@ class Pretrainer:
             saving = self.epoch % self.checkpoint_every == 0 or finished
             if saving:
                 checkpoint = self.save_checkpoint()
-            progress.line(epoch_line(self, record, len(plan), checkpoint if saving else None),
-                          always=saving or "monitor/knn_top1" in record)
+            progress.line(
+                epoch_line(self, record, len(plan), checkpoint if saving else None),
+                always=saving or "monitor/knn_top1" in record,
+            )
             if finished:
                 break
             if reached.signum:  # asked at the epoch's last step: the epoch is done, and saved here

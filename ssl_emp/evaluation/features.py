@@ -14,9 +14,15 @@ from ssl_emp.progress import Progress
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, normalize: nn.Module, bank: ImageBank, device: torch.device,
-                     batch_size: int = 512, desc: str = "features",
-                     progress: str = "off") -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(
+    backbone: nn.Module,
+    normalize: nn.Module,
+    bank: ImageBank,
+    device: torch.device,
+    batch_size: int = 512,
+    desc: str = "features",
+    progress: str = "off",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(features [N, D] float32, labels [N])`` on ``device``, backbone in eval mode; ``progress`` is a
     :class:`~ssl_emp.progress.Progress` mode (off, auto, bar, lines)."""
     backbone.eval()
@@ -50,9 +56,14 @@ def adapt_bank(bank: ImageBank, channels: int, image_size: int) -> tuple[ImageBa
     return ImageBank(images, bank.labels, bank.num_classes, bank.name), notes
 
 
-def load_eval_banks(pretraining_data: dict, data_info: dict, root: Optional[str] = None,
-                    train_subset: Optional[int] = None, test_subset: Optional[int] = None,
-                    dataset: Optional[str] = None) -> tuple[ImageBank, ImageBank, dict]:
+def load_eval_banks(
+    pretraining_data: dict,
+    data_info: dict,
+    root: Optional[str] = None,
+    train_subset: Optional[int] = None,
+    test_subset: Optional[int] = None,
+    dataset: Optional[str] = None,
+) -> tuple[ImageBank, ImageBank, dict]:
     """The labelled train and test splits of ``dataset`` (default: the one the backbone was pretrained on,
     described by ``pretraining_data``, the run config's ``data`` section), in the backbone's channels and image
     size (``data_info``: what its checkpoint records); and how they were adapted (empty when nothing was)."""
@@ -62,9 +73,11 @@ def load_eval_banks(pretraining_data: dict, data_info: dict, root: Optional[str]
     # A transfer target has no root in the pretraining config: look where the recipes keep datasets.
     root = root or (pretraining_data.get("root") if not transfer or pretraining_data.get("root") else DEFAULT_ROOT)
     size = None if transfer else (data_info["image_size"] if pretraining_data.get("image_size") is not None else None)
-    unlabelled = (f"Evaluation needs labelled images, and the {name} images at '{root}' have no labels (an image "
-                  "folder is labelled when laid out as train/<class>/ and val/<class>/); evaluate on a labelled "
-                  "dataset with --dataset, or pretrain with monitor.every=0.")
+    unlabelled = (
+        f"Evaluation needs labelled images, and the {name} images at '{root}' have no labels (an image "
+        "folder is labelled when laid out as train/<class>/ and val/<class>/); evaluate on a labelled "
+        "dataset with --dataset, or pretrain with monitor.every=0."
+    )
     if not transfer and data_info.get("num_classes") == 0:  # known from the checkpoint: refuse before decoding
         raise ValueError(unlabelled)
     train = load_bank(name, root, "train", size, train_subset)

@@ -12,16 +12,27 @@ from lightly.utils.benchmarking import knn_predict
 
 
 @torch.no_grad()
-def knn_rankings(train_x: torch.Tensor, train_y: torch.Tensor, query_x: torch.Tensor, num_classes: int,
-                 k: int = 200, temperature: float = 0.1, chunk: int = 1024) -> torch.Tensor:
+def knn_rankings(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    query_x: torch.Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+    chunk: int = 1024,
+) -> torch.Tensor:
     """Class indices per query, most voted first: ``[Q, num_classes]``."""
     if k < 1 or temperature <= 0:
         raise ValueError(f"kNN needs k >= 1 and temperature > 0 (got k={k}, temperature={temperature}).")
     bank = F.normalize(train_x.float(), dim=1).T.contiguous()
     query = F.normalize(query_x.float(), dim=1)
     k = min(k, len(train_x))
-    return torch.cat([knn_predict(query[s:s + chunk], bank, train_y, num_classes, k, temperature)
-                      for s in range(0, len(query), chunk)])
+    return torch.cat(
+        [
+            knn_predict(query[s : s + chunk], bank, train_y, num_classes, k, temperature)
+            for s in range(0, len(query), chunk)
+        ]
+    )
 
 
 def knn_accuracy(train_x, train_y, query_x, query_y, num_classes, k=200, temperature=0.1) -> dict:

@@ -25,9 +25,17 @@ def logit_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     return result
 
 
-def train_linear_classifier(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, epochs: int = 100,
-                            lr: float = 0.01, weight_decay: float = 1e-4, batch_size: int = 256,
-                            seed: int = 0, progress: str = "off") -> nn.Module:
+def train_linear_classifier(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    num_classes: int,
+    epochs: int = 100,
+    lr: float = 0.01,
+    weight_decay: float = 1e-4,
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: str = "off",
+) -> nn.Module:
     """AdamW with cosine decay on standardised features; the returned module standardises its input itself.
     ``progress``: a :class:`~ssl_emp.progress.Progress` mode (off, auto, bar, lines)."""
     generator = torch.Generator().manual_seed(seed)
@@ -37,14 +45,15 @@ def train_linear_classifier(train_x: torch.Tensor, train_y: torch.Tensor, num_cl
     steps = epochs * math.ceil(len(train_x) / batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     x = (train_x - mean) / std
-    shown = Progress("classifier epoch", epochs, epochs * len(x), mode=progress, every_seconds=30,
-                     item="sample", unit_lines=False)
+    shown = Progress(
+        "classifier epoch", epochs, epochs * len(x), mode=progress, every_seconds=30, item="sample", unit_lines=False
+    )
     for epoch in range(epochs):
         order = torch.randperm(len(x), generator=generator).to(x.device)
         starts = range(0, len(x), batch_size)
         shown.start(epoch + 1, len(starts))
         for step, start in enumerate(starts, 1):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             loss = F.cross_entropy(linear(x[idx]), train_y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

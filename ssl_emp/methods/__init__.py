@@ -1,4 +1,6 @@
-"""Self-supervised methods, found by name. A new method is one file plus one line in METHODS.
+"""Self-supervised methods, found by name. A new method is one file plus one line in ``settings.METHODS``, which
+names its settings and its class; the classes load on first use, so reading the settings (the config does)
+loads no model library.
 
 Each takes plain keyword arguments, so it can be built by hand::
 
@@ -8,17 +10,22 @@ Each takes plain keyword arguments, so it can be built by hand::
 
 from __future__ import annotations
 
-from ssl_emp.methods.base import ContrastiveMethod
-from ssl_emp.methods.byol import BYOL
-from ssl_emp.methods.dino import DINO
-from ssl_emp.methods.moco import MoCo
-from ssl_emp.methods.simclr import SimCLR
+from ssl_emp.methods.settings import METHODS as REGISTERED
+from ssl_emp.methods.settings import method_class
 
-METHODS: dict[str, type[ContrastiveMethod]] = {
-    "simclr": SimCLR,
-    "moco": MoCo,
-    "byol": BYOL,
-    "dino": DINO,
-}
 
-__all__ = ["BYOL", "DINO", "METHODS", "ContrastiveMethod", "MoCo", "SimCLR"]
+def __getattr__(name: str):
+    # METHODS ({name: class}), SelfSupervisedMethod and each method's class, imported when first asked for.
+    if name == "METHODS":
+        return {key: method_class(key) for key in REGISTERED}
+    if name in ("SelfSupervisedMethod", "ContrastiveMethod"):  # ContrastiveMethod: its name before BYOL and DINO
+        from ssl_emp.methods.base import SelfSupervisedMethod
+
+        return SelfSupervisedMethod
+    for key, method in REGISTERED.items():
+        if method.implementation.endswith(f":{name}"):
+            return method_class(key)
+    raise AttributeError(f"module 'ssl_emp.methods' has no attribute '{name}'")
+
+
+__all__ = ["BYOL", "DINO", "METHODS", "REGISTERED", "MoCo", "SelfSupervisedMethod", "SimCLR"]

@@ -12,7 +12,7 @@ from ssl_emp.distributed import Shard
 from ssl_emp.pruning import SampleStats
 
 
-class ContrastiveMethod(nn.Module):
+class SelfSupervisedMethod(nn.Module):
     """A backbone plus whatever the method trains on top of it.
 
     ``forward`` returns the pruning engine's :class:`~ssl_emp.pruning.SampleStats` for this rank's samples:
@@ -45,5 +45,11 @@ def ddp_ignored_buffer_names(model: nn.Module) -> list[str]:
     """The fully qualified names of the buffers in ``model`` that every rank keeps identical by construction (a
     module lists its own in ``ddp_identical_buffers``: MoCo's queue, DINO's center), so that DDP need not
     broadcast them from rank 0 at each step."""
-    return [f"{name}.{buffer}" if name else buffer for name, module in model.named_modules()
-            for buffer in getattr(module, "ddp_identical_buffers", ())]
+    return [
+        f"{name}.{buffer}" if name else buffer
+        for name, module in model.named_modules()
+        for buffer in getattr(module, "ddp_identical_buffers", ())
+    ]
+
+
+ContrastiveMethod = SelfSupervisedMethod  # its name before BYOL and DINO (not contrastive) joined; kept for imports

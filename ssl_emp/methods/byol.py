@@ -26,8 +26,16 @@ class BYOL(MomentumTeacherMethod):
     (:meth:`set_progress` says where the run stands). No negatives, so no dependence on the batch's size beyond
     BatchNorm's."""
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, *, proj_hidden_dim: int = 4096, proj_dim: int = 256,
-                 momentum: float = 0.99, momentum_end: float = 1.0):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int,
+        *,
+        proj_hidden_dim: int = 4096,
+        proj_dim: int = 256,
+        momentum: float = 0.99,
+        momentum_end: float = 1.0,
+    ):
         super().__init__(momentum, momentum_end)
         self.backbone = backbone
         self.projection_head = BYOLProjectionHead(feature_dim, proj_hidden_dim, proj_dim)
@@ -43,5 +51,9 @@ class BYOL(MomentumTeacherMethod):
             t0, t1 = self.projection_head_momentum(self.backbone_momentum(torch.cat([view0, view1]))).chunk(2)
         loss = per_sample_negative_cosine(p0, p1, t0, t1)
         # A prediction orthogonal to its target scores 0 whatever the batch: the loss needs no chance correction.
-        return SampleStats(loss, view_agreement(z0, z1), embedding=sample_embedding(z0, z1),
-                           chance_loss=torch.zeros_like(loss, dtype=torch.float32).detach())
+        return SampleStats(
+            loss,
+            view_agreement(z0, z1),
+            embedding=sample_embedding(z0, z1),
+            chance_loss=torch.zeros_like(loss, dtype=torch.float32).detach(),
+        )

@@ -37,15 +37,33 @@ class DINO(MomentumTeacherMethod):
     # Every rank updates the center with the same all-reduced batch center: DDP need not broadcast it.
     ddp_identical_buffers = ("criterion.center",)
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, *, proj_hidden_dim: int = 2048,
-                 bottleneck_dim: int = 256, proj_dim: int = 65536, head_batchnorm: bool = False,
-                 student_temp: float = 0.1, teacher_temp: float = 0.04, warmup_teacher_temp: float = 0.04,
-                 teacher_temp_warmup: float = 0.0, center_momentum: float = 0.9, momentum: float = 0.996,
-                 momentum_end: float = 1.0, freeze_last_layer: float = 0.0):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int,
+        *,
+        proj_hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        proj_dim: int = 65536,
+        head_batchnorm: bool = False,
+        student_temp: float = 0.1,
+        teacher_temp: float = 0.04,
+        warmup_teacher_temp: float = 0.04,
+        teacher_temp_warmup: float = 0.0,
+        center_momentum: float = 0.9,
+        momentum: float = 0.996,
+        momentum_end: float = 1.0,
+        freeze_last_layer: float = 0.0,
+    ):
         super().__init__(momentum, momentum_end)
         self.backbone = backbone
-        head = dict(input_dim=feature_dim, hidden_dim=proj_hidden_dim, bottleneck_dim=bottleneck_dim,
-                    output_dim=proj_dim, batch_norm=head_batchnorm)
+        head = dict(
+            input_dim=feature_dim,
+            hidden_dim=proj_hidden_dim,
+            bottleneck_dim=bottleneck_dim,
+            output_dim=proj_dim,
+            batch_norm=head_batchnorm,
+        )
         with warnings.catch_warnings():  # lightly's head uses torch's deprecated weight_norm: nothing to act on here
             warnings.simplefilter("ignore", FutureWarning)
             self.projection_head = DINOProjectionHead(**head)
@@ -55,8 +73,9 @@ class DINO(MomentumTeacherMethod):
         self.projection_head_momentum.load_state_dict(self.projection_head.state_dict())
         deactivate_requires_grad(self.projection_head_momentum)
         # lightly's loss holds the center and updates it (all-reduced across ranks); its temperatures are ours.
-        self.criterion = DINOLoss(proj_dim, teacher_temp=teacher_temp, student_temp=student_temp,
-                                  center_momentum=center_momentum)
+        self.criterion = DINOLoss(
+            proj_dim, teacher_temp=teacher_temp, student_temp=student_temp, center_momentum=center_momentum
+        )
         self.warmup_teacher_temp, self.teacher_temp_warmup = warmup_teacher_temp, teacher_temp_warmup
         self.freeze_last_layer = freeze_last_layer
 
@@ -83,8 +102,13 @@ class DINO(MomentumTeacherMethod):
         bottleneck = F.normalize(head.layers(features), dim=-1, p=2)
         return head.last_layer(bottleneck), bottleneck
 
-    def forward(self, view0: torch.Tensor, view1: torch.Tensor, shard: Optional[Shard] = None,
-                local_views: Sequence[torch.Tensor] = ()) -> SampleStats:
+    def forward(
+        self,
+        view0: torch.Tensor,
+        view1: torch.Tensor,
+        shard: Optional[Shard] = None,
+        local_views: Sequence[torch.Tensor] = (),
+    ) -> SampleStats:
         batch = view0.shape[0]
         out, bottleneck = self._head(self.projection_head, self.backbone(torch.cat([view0, view1])))
         student = list(out.chunk(2))
@@ -92,10 +116,16 @@ class DINO(MomentumTeacherMethod):
             student += list(self.projection_head(self.backbone(torch.cat(list(local_views)))).split(batch))
         with torch.no_grad():
             teacher = list(self.projection_head_momentum(self.backbone_momentum(torch.cat([view0, view1]))).chunk(2))
-        loss, entropy = per_sample_dino_with_entropy(teacher, student, self.criterion.center,
-                                                     self.current_teacher_temp(), self.criterion.student_temp)
+        loss, entropy = per_sample_dino_with_entropy(
+            teacher, student, self.criterion.center, self.current_teacher_temp(), self.criterion.student_temp
+        )
         if self.training:  # once per step, after the loss has read the center (as in DINOLoss.forward)
             self.criterion.update_center(torch.stack(teacher).float())
         b0, b1 = bottleneck.chunk(2)
-        return SampleStats(loss, view_agreement(b0, b1), entropy, embedding=sample_embedding(b0, b1),
-                           chance_loss=chance_loss(loss, self.criterion.center.shape[-1]))
+        return SampleStats(
+            loss,
+            view_agreement(b0, b1),
+            entropy,
+            embedding=sample_embedding(b0, b1),
+            chance_loss=chance_loss(loss, self.criterion.center.shape[-1]),
+        )

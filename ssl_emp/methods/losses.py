@@ -74,8 +74,9 @@ def view_agreement(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(z0.detach().float(), z1.detach().float(), dim=1)
 
 
-def per_sample_infonce_with_stats(q0: torch.Tensor, q1: torch.Tensor, k0: torch.Tensor, k1: torch.Tensor,
-                                  negatives: torch.Tensor, temperature: float):
+def per_sample_infonce_with_stats(
+    q0: torch.Tensor, q1: torch.Tensor, k0: torch.Tensor, k1: torch.Tensor, negatives: torch.Tensor, temperature: float
+):
     """Symmetric MoCo InfoNCE per sample: ``(loss [B], entropy [B], positive_prob [B])``.
 
     Query ``q0_i`` has its positive in key ``k1_i`` and the ``negatives`` [K, D] (the queue) as negatives;
@@ -104,9 +105,13 @@ def per_sample_negative_cosine(p0: torch.Tensor, p1: torch.Tensor, t0: torch.Ten
     return -0.5 * (forward + backward)
 
 
-def per_sample_dino_with_entropy(teacher_out: list[torch.Tensor], student_out: list[torch.Tensor],
-                                 center: torch.Tensor, teacher_temp: float,
-                                 student_temp: float) -> tuple[torch.Tensor, torch.Tensor]:
+def per_sample_dino_with_entropy(
+    teacher_out: list[torch.Tensor],
+    student_out: list[torch.Tensor],
+    center: torch.Tensor,
+    teacher_temp: float,
+    student_temp: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """DINO's cross-entropy per sample, ``(loss [B], entropy [B])``: each of the sample's student views against
     each teacher view but its own (teacher views are the first student views), averaged over those pairs. The
     batch mean is ``lightly.loss.DINOLoss`` with this ``center``; the center is not updated here. ``entropy``
@@ -119,6 +124,5 @@ def per_sample_dino_with_entropy(teacher_out: list[torch.Tensor], student_out: l
     teachers, students = pairs.shape[:2]
     own = torch.eye(teachers, students, dtype=torch.bool, device=pairs.device)
     loss = pairs.masked_fill(own[..., None], 0.0).sum(dim=(0, 1)) / (teachers * students - min(teachers, students))
-    entropy = reduce(prediction_entropy(logits.flatten(0, 1)), "(views batch) -> batch", "mean",
-                     views=len(student_out))
+    entropy = reduce(prediction_entropy(logits.flatten(0, 1)), "(views batch) -> batch", "mean", views=len(student_out))
     return loss, entropy

@@ -8,40 +8,49 @@ sample, which lightly's ``NTXentLoss`` averages away.
 
 from __future__ import annotations
 
-import copy
 from typing import Optional
 
 import torch
 from einops import rearrange
 from lightly.models.modules.heads import MoCoProjectionHead
-from lightly.models.utils import deactivate_requires_grad, update_momentum
 from torch import nn
 
 from ssl_emp.distributed import Shard
-from ssl_emp.methods.base import ContrastiveMethod
 from ssl_emp.methods.losses import chance_loss, per_sample_infonce_with_stats, sample_embedding, view_agreement
 from ssl_emp.methods.queue import KeyQueue
+from ssl_emp.methods.teacher import MomentumTeacherMethod, frozen_copy
 from ssl_emp.pruning import SampleStats
 
 
-class MoCo(ContrastiveMethod):
+class MoCo(MomentumTeacherMethod):
     """``MoCo(backbone, feature_dim)``: the query encoder is ``backbone`` plus lightly's projection head to
-    ``proj_dim``; the key encoder is its exponential moving average (weight ``momentum``); ``queue_size``
+    ``proj_dim``; the key encoder is its exponential moving average, the momentum teacher of
+    :class:`~ssl_emp.methods.teacher.MomentumTeacherMethod` at a constant weight ``momentum``; ``queue_size``
     negative keys are kept. ``shuffle_bn`` (DDP): keys are encoded on a random draw of the global batch."""
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, *, proj_hidden_dim: int = 512, proj_dim: int = 128,
-                 temperature: float = 0.5, momentum: float = 0.99, queue_size: int = 4096, shuffle_bn: bool = True):
-        super().__init__()
+    # A constant schedule has no position to save: MoCo's state stays what it was (old checkpoints load).
+    get_extra_state = nn.Module.get_extra_state
+    set_extra_state = nn.Module.set_extra_state
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int,
+        *,
+        proj_hidden_dim: int = 512,
+        proj_dim: int = 128,
+        temperature: float = 0.5,
+        momentum: float = 0.99,
+        queue_size: int = 4096,
+        shuffle_bn: bool = True,
+    ):
+        super().__init__(momentum, momentum)  # constant: from momentum to momentum
         self.backbone = backbone
         self.projection_head = MoCoProjectionHead(feature_dim, proj_hidden_dim, proj_dim)
-        # The key encoder: same architecture, no gradients, an exponential moving average of the query encoder.
-        self.backbone_momentum = copy.deepcopy(backbone)
-        self.projection_head_momentum = copy.deepcopy(self.projection_head)
-        deactivate_requires_grad(self.backbone_momentum)
-        deactivate_requires_grad(self.projection_head_momentum)
+        self.backbone_momentum = frozen_copy(backbone)
+        self.projection_head_momentum = frozen_copy(self.projection_head)
         self.queue = KeyQueue(queue_size, proj_dim)
         self.temperature = temperature
-        self.momentum = momentum
         self.shuffle_bn = shuffle_bn
 
     def forward(self, view0: torch.Tensor, view1: torch.Tensor, shard: Optional[Shard] = None) -> SampleStats:
@@ -56,14 +65,21 @@ class MoCo(ContrastiveMethod):
             if self.training:
                 self.queue.push(rearrange(everyone, "batch views dim -> (views batch) dim"))
         loss, entropy, positive_prob = per_sample_infonce_with_stats(q0, q1, k0, k1, negatives, self.temperature)
-        return SampleStats(loss, view_agreement(q0, q1), entropy, positive_prob, sample_embedding(q0, q1),
-                           chance_loss(loss, 1 + negatives.shape[0]))
+        return SampleStats(
+            loss,
+            view_agreement(q0, q1),
+            entropy,
+            positive_prob,
+            sample_embedding(q0, q1),
+            chance_loss(loss, 1 + negatives.shape[0]),
+        )
 
     def _key_encoder(self, images: torch.Tensor) -> torch.Tensor:
         return self.projection_head_momentum(self.backbone_momentum(images)).float()
 
-    def _keys(self, view0: torch.Tensor, view1: torch.Tensor,
-              shard: Optional[Shard]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _keys(
+        self, view0: torch.Tensor, view1: torch.Tensor, shard: Optional[Shard]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The key encoder's embeddings of both views, [n, 2, d], both views in one BatchNorm batch: this rank's
         samples', and the global batch's (one all-gather under DDP, which the queue needs anyway).
 
@@ -73,6 +89,7 @@ class MoCo(ContrastiveMethod):
         learning features. On one process the BN batch is the whole batch whatever its order, so there is
         nothing to shuffle.
         """
+
         def encode(v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
             return rearrange(self._key_encoder(torch.cat([v0, v1])), "(views batch) dim -> batch views dim", views=2)
 
@@ -85,8 +102,3 @@ class MoCo(ContrastiveMethod):
         drawn, permutation = shard.shuffle(torch.stack([view0, view1], dim=1))  # [n, 2, C, H, W]
         everyone = shard.unshuffle(encode(drawn[:, 0], drawn[:, 1]), permutation)
         return everyone[shard.local], everyone
-
-    @torch.no_grad()
-    def on_step_end(self) -> None:
-        update_momentum(self.backbone, self.backbone_momentum, self.momentum)
-        update_momentum(self.projection_head, self.projection_head_momentum, self.momentum)

@@ -25,7 +25,7 @@ class KeyQueue(nn.Module):
     @torch.no_grad()
     def push(self, new_keys: torch.Tensor) -> None:
         """Write ``new_keys`` [n, dim] over the oldest entries (the last ``size`` of them if n > size)."""
-        new_keys = new_keys[-self.size:]
+        new_keys = new_keys[-self.size :]
         slots = (self.pointer + torch.arange(new_keys.shape[0], device=self.keys.device)) % self.size
         self.keys[slots] = new_keys.detach().to(self.keys.dtype)
         self.pointer.copy_((self.pointer + new_keys.shape[0]) % self.size)

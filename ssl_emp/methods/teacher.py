@@ -1,4 +1,5 @@
-"""A momentum teacher on a cosine schedule: the base of the self-distilling methods (BYOL, DINO).
+"""A momentum teacher on a cosine schedule: the base of the self-distilling methods (BYOL, DINO) and of MoCo's key
+encoder (a constant schedule).
 
 The teacher is an exponential moving average of the student's modules (lightly's ``update_momentum``) whose
 weight rises on a cosine from ``momentum`` to ``momentum_end`` (lightly's ``cosine_schedule``) over the run.
@@ -15,7 +16,7 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
-from ssl_emp.methods.base import ContrastiveMethod
+from ssl_emp.methods.base import SelfSupervisedMethod
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
@@ -25,7 +26,7 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return teacher
 
 
-class MomentumTeacherMethod(ContrastiveMethod):
+class MomentumTeacherMethod(SelfSupervisedMethod):
     """A student (``backbone`` and ``projection_head``, set by the subclass) trained against its moving average
     (``backbone_momentum`` and ``projection_head_momentum``: MoCo's names for its key encoder)."""
 

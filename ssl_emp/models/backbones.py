@@ -25,8 +25,9 @@ RESNETS: dict[str, Callable[..., torchvision.models.ResNet]] = {
 }
 
 
-def torchvision_resnet(name: str, in_channels: int = 3, cifar_stem: bool = False, num_classes: int = 0,
-                       **kwargs) -> torchvision.models.ResNet:
+def torchvision_resnet(
+    name: str, in_channels: int = 3, cifar_stem: bool = False, num_classes: int = 0, **kwargs
+) -> torchvision.models.ResNet:
     """A torchvision ResNet shaped as ssl_emp builds it, so an exported backbone loads with ``strict=True``::
 
         model = torchvision_resnet("resnet18", in_channels=1, cifar_stem=True)  # backbone.json has the values
@@ -54,6 +55,7 @@ FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}  # each ResN
 def _resnet(name: str):
     def build(in_channels: int = 3, cifar_stem: bool = False, **_: object) -> tuple[nn.Module, int]:
         return torchvision_resnet(name, in_channels, cifar_stem), FEATURE_DIMS[name]
+
     return build
 
 
@@ -102,18 +104,26 @@ def check_backbone_name(name: str) -> None:
     if name in BACKBONES:
         return
     if not name.startswith(TIMM_PREFIX):
-        raise ValueError(f"unknown backbone '{name}'; known: {', '.join(BACKBONES)}, or timm/<any timm model name> "
-                         f"(e.g. timm/resnet50, timm/vit_small_patch16_224)")
-    timm, model = _timm(), name[len(TIMM_PREFIX):]
+        raise ValueError(
+            f"unknown backbone '{name}'; known: {', '.join(BACKBONES)}, or timm/<any timm model name> "
+            f"(e.g. timm/resnet50, timm/vit_small_patch16_224)"
+        )
+    timm, model = _timm(), name[len(TIMM_PREFIX) :]
     if not timm.is_model(model):
         closest = difflib.get_close_matches(model, timm.list_models(), n=4, cutoff=0.5)
-        raise ValueError(f"timm has no model '{model}'" + (
-            f"; closest: {', '.join(TIMM_PREFIX + c for c in closest)}" if closest else
-            "; timm.list_models('*pattern*') lists them"))
+        raise ValueError(
+            f"timm has no model '{model}'"
+            + (
+                f"; closest: {', '.join(TIMM_PREFIX + c for c in closest)}"
+                if closest
+                else "; timm.list_models('*pattern*') lists them"
+            )
+        )
 
 
-def timm_arguments(name: str, in_channels: int, image_size: Optional[int],
-                   timm_kwargs: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+def timm_arguments(
+    name: str, in_channels: int, image_size: Optional[int], timm_kwargs: Optional[dict[str, Any]] = None
+) -> dict[str, Any]:
     """``timm.create_model(**these)`` builds the feature extractor ``timm/<name>`` is (``name`` without the prefix):
     no classifier, ``in_channels`` inputs and, for a model with a fixed input size (ViTs, Swin), ``image_size``;
     ``timm_kwargs`` are passed on (e.g. ``patch_size``, ``drop_path_rate``). Loading an export needs the same."""
@@ -126,9 +136,13 @@ def timm_arguments(name: str, in_channels: int, image_size: Optional[int],
     return {**args, **(timm_kwargs or {})}
 
 
-def timm_backbone(name: str, in_channels: int, image_size: Optional[int] = None,
-                  timm_kwargs: Optional[dict[str, Any]] = None,
-                  pretrained_file: Optional[str] = None) -> tuple[nn.Module, int]:
+def timm_backbone(
+    name: str,
+    in_channels: int,
+    image_size: Optional[int] = None,
+    timm_kwargs: Optional[dict[str, Any]] = None,
+    pretrained_file: Optional[str] = None,
+) -> tuple[nn.Module, int]:
     """``(model, feature_dim)``: timm's ``name`` (without ``timm/``) as a feature extractor, randomly initialised
     unless ``pretrained_file`` names a local weights file (nothing is ever downloaded; timm adapts the first
     conv to ``in_channels`` and drops the classifier). One forward of a blank batch at ``image_size`` checks the
@@ -153,19 +167,26 @@ def timm_backbone(name: str, in_channels: int, image_size: Optional[int] = None,
         closest = [c for c in difflib.get_close_matches(name, timm.list_models(), n=4, cutoff=0.6) if c != name]
         hint = f"; similar models: {', '.join(closest)}" if closest else ""
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"timm cannot build '{name}' with {in_channels} channel(s) at {size} "
-                         f"({type(exc).__name__}: {reason[:300]}){hint}") from None
+        raise ValueError(
+            f"timm cannot build '{name}' with {in_channels} channel(s) at {size} "
+            f"({type(exc).__name__}: {reason[:300]}){hint}"
+        ) from None
     return model.train(), features.shape[-1]
 
 
-def build_backbone(name: str, in_channels: int, cifar_stem: bool = False, width: int = 64, *,
-                   image_size: Optional[int] = None, timm_kwargs: Optional[dict[str, Any]] = None,
-                   pretrained_file: Optional[str] = None) -> tuple[nn.Module, int]:
+def build_backbone(
+    name: str,
+    in_channels: int,
+    cifar_stem: bool = False,
+    width: int = 64,
+    *,
+    image_size: Optional[int] = None,
+    timm_kwargs: Optional[dict[str, Any]] = None,
+    pretrained_file: Optional[str] = None,
+) -> tuple[nn.Module, int]:
     """Returns ``(backbone, feature_dim)``. ``image_size``, ``timm_kwargs`` and ``pretrained_file`` are read by
     ``timm/<name>`` backbones only (see :func:`timm_backbone`)."""
     if name.startswith(TIMM_PREFIX):
-        return timm_backbone(name[len(TIMM_PREFIX):], in_channels, image_size, timm_kwargs, pretrained_file)
+        return timm_backbone(name[len(TIMM_PREFIX) :], in_channels, image_size, timm_kwargs, pretrained_file)
     check_backbone_name(name)
     return BACKBONES[name](in_channels=in_channels, cifar_stem=cifar_stem, width=width)
-
-

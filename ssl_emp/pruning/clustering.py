@@ -108,13 +108,14 @@ def _compute(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.device.type == "cpu" else t
 
 
-def best_centroid(x: torch.Tensor, centroids: torch.Tensor, chunk_rows: int = CHUNK_ROWS,
-                  rows: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+def best_centroid(
+    x: torch.Tensor, centroids: torch.Tensor, chunk_rows: int = CHUNK_ROWS, rows: Optional[torch.Tensor] = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(index, cosine)`` of each row's most similar centroid (of ``x[rows]`` where given), a block of
     ``chunk_rows`` rows at a time: no more than a block of ``x`` is ever copied."""
     best, similarity = [], []
     c = _compute(centroids).T
-    for block in (x.split(chunk_rows) if rows is None else rows.split(chunk_rows)):
+    for block in x.split(chunk_rows) if rows is None else rows.split(chunk_rows):
         values, index = (_compute(block if rows is None else x[block]) @ c).max(dim=1)
         best.append(index)
         similarity.append(values.float())
@@ -123,8 +124,14 @@ def best_centroid(x: torch.Tensor, centroids: torch.Tensor, chunk_rows: int = CH
     return torch.cat(best), torch.cat(similarity)
 
 
-def spherical_kmeans(x: torch.Tensor, clusters: int, generator: torch.Generator, iterations: int = ITERATIONS,
-                     chunk_rows: int = CHUNK_ROWS, shard: Optional[Shard] = None) -> tuple[torch.Tensor, torch.Tensor]:
+def spherical_kmeans(
+    x: torch.Tensor,
+    clusters: int,
+    generator: torch.Generator,
+    iterations: int = ITERATIONS,
+    chunk_rows: int = CHUNK_ROWS,
+    shard: Optional[Shard] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(assignment [n], centroids [C, d])`` of unit vectors ``x`` by cosine similarity (Lloyd's iterations).
     Starts from ``clusters`` distinct samples drawn from ``generator``; a cluster left empty keeps its centroid.
 
@@ -164,24 +171,32 @@ class Clustering:
         return list(order.split(torch.bincount(self.assignment, minlength=self.count).tolist()))
 
 
-def cluster(shard: Shard, clusters: int, generator: torch.Generator, exact_limit: Optional[int] = None,
-            leaf_size: int = LEAF_SIZE, chunk_rows: int = CHUNK_ROWS) -> Clustering:
+def cluster(
+    shard: Shard,
+    clusters: int,
+    generator: torch.Generator,
+    exact_limit: Optional[int] = None,
+    leaf_size: int = LEAF_SIZE,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Clustering:
     """The memory's clustering: the exact path (flat k-means into ``clusters`` groups, default sqrt(N)) up to
     ``exact_limit`` samples, the hierarchical one above (leaves of at most ``leaf_size``, or N / ``clusters``
     where clusters are asked for)."""
     n = shard.num_samples
     if n <= (EXACT_LIMIT if exact_limit is None else exact_limit):
         count = clusters or max(1, round(math.sqrt(n)))
-        local, centroids = spherical_kmeans(shard.x, count, generator, chunk_rows=chunk_rows,
-                                            shard=None if shard.whole else shard)
+        local, centroids = spherical_kmeans(
+            shard.x, count, generator, chunk_rows=chunk_rows, shard=None if shard.whole else shard
+        )
         similarity = (_compute(shard.x) * _compute(centroids[local])).sum(dim=1).float()  # as v3's central read it
         return Clustering(shard.everyone(local), shard.everyone(similarity), min(count, n), exact=True)
     leaf = math.ceil(n / clusters) if clusters else leaf_size
     return hierarchical_kmeans(shard, max(2, leaf), generator, chunk_rows=chunk_rows)
 
 
-def hierarchical_kmeans(shard: Shard, leaf_size: int, generator: torch.Generator, branching: int = BRANCHING,
-                        chunk_rows: int = CHUNK_ROWS) -> Clustering:
+def hierarchical_kmeans(
+    shard: Shard, leaf_size: int, generator: torch.Generator, branching: int = BRANCHING, chunk_rows: int = CHUNK_ROWS
+) -> Clustering:
     """Split every node larger than ``leaf_size`` into at most ``branching`` children, level by level, until
     every node is a leaf: small enough, or one mode that k-means cannot split (its children merged back). A
     level's children are fitted in batches and broadcast once, so the cost per node is a few tensor operations."""
@@ -207,11 +222,16 @@ def hierarchical_kmeans(shard: Shard, leaf_size: int, generator: torch.Generator
         moved = shard.everyone(moved)
         node = torch.where(moved > 0, moved, node)
         sizes = torch.bincount(node, minlength=next_id).tolist()
-        frontier = [first + c for first, count, parent_size in split for c in range(count)
-                    if leaf_size < sizes[first + c] < parent_size]
+        frontier = [
+            first + c
+            for first, count, parent_size in split
+            for c in range(count)
+            if leaf_size < sizes[first + c] < parent_size
+        ]
     labels, assignment = torch.unique(node, return_inverse=True)
-    return Clustering(assignment, _to_mean_direction(shard, assignment, labels.numel(), chunk_rows),
-                      labels.numel(), exact=False)
+    return Clustering(
+        assignment, _to_mean_direction(shard, assignment, labels.numel(), chunk_rows), labels.numel(), exact=False
+    )
 
 
 def _to_mean_direction(shard: Shard, assignment: torch.Tensor, count: int, chunk_rows: int) -> torch.Tensor:
@@ -223,8 +243,12 @@ def _to_mean_direction(shard: Shard, assignment: torch.Tensor, count: int, chunk
     for rows, cluster_of in zip(shard.x.split(chunk_rows), local.split(chunk_rows)):
         sums.index_add_(0, cluster_of, rows.float())
     centres = F.normalize(shard.ranks.sum_(sums), dim=1)
-    cosine = torch.cat([(rows.float() * centres[cluster_of]).sum(dim=1)
-                        for rows, cluster_of in zip(shard.x.split(chunk_rows), local.split(chunk_rows))])
+    cosine = torch.cat(
+        [
+            (rows.float() * centres[cluster_of]).sum(dim=1)
+            for rows, cluster_of in zip(shard.x.split(chunk_rows), local.split(chunk_rows))
+        ]
+    )
     return shard.everyone(cosine)
 
 
@@ -236,14 +260,17 @@ def _members_of(node: torch.Tensor, ids: list[int]) -> dict[int, torch.Tensor]:
     return {i: groups[i] for i in ids}
 
 
-def _fit_children(shard: Shard, members: list[torch.Tensor], leaf_size: int, branching: int,
-                  generator: torch.Generator) -> tuple[torch.Tensor, list[int]]:
+def _fit_children(
+    shard: Shard, members: list[torch.Tensor], leaf_size: int, branching: int, generator: torch.Generator
+) -> tuple[torch.Tensor, list[int]]:
     """``(centroids [P, K, d], children per node)``: each node's child centroids, fitted by batched spherical
     k-means on a sample of its members. Every rank draws the samples and starts alike; rank 0 fits and
     broadcasts, so ranks split alike whatever their arithmetic."""
     children = [min(branching, math.ceil(m.numel() / leaf_size)) for m in members]
-    samples = [m[torch.randperm(m.numel(), generator=generator)[: k * POINTS_PER_CENTROID].to(m.device)]
-               for m, k in zip(members, children)]
+    samples = [
+        m[torch.randperm(m.numel(), generator=generator)[: k * POINTS_PER_CENTROID].to(m.device)]
+        for m, k in zip(members, children)
+    ]
     starts = [torch.randperm(s.numel(), generator=generator)[:k] for s, k in zip(samples, children)]
     d = shard.x.shape[1]
     centroids = torch.zeros(len(members), max(children), d, device=shard.x.device)
@@ -264,15 +291,17 @@ def _fit_children(shard: Shard, members: list[torch.Tensor], leaf_size: int, bra
     return shard.ranks.broadcast_(centroids), children
 
 
-def _batched_kmeans(points: list[torch.Tensor], starts: list[torch.Tensor],
-                    iterations: int = ITERATIONS) -> torch.Tensor:
+def _batched_kmeans(
+    points: list[torch.Tensor], starts: list[torch.Tensor], iterations: int = ITERATIONS
+) -> torch.Tensor:
     """Spherical k-means of several small sets at once: ``points[b]`` [s_b, d] from centroids
     ``points[b][starts[b]]``; returns [B, K, d] (K the most centroids asked, zero past a set's own)."""
     b, d = len(points), points[0].shape[1]
     width = max(s.numel() for s in starts)
     x = torch.nn.utils.rnn.pad_sequence(points, batch_first=True)  # [B, S, d], zero rows past each set's end
-    real = torch.nn.utils.rnn.pad_sequence([torch.ones(p.shape[0], dtype=torch.bool, device=x.device)
-                                            for p in points], batch_first=True)
+    real = torch.nn.utils.rnn.pad_sequence(
+        [torch.ones(p.shape[0], dtype=torch.bool, device=x.device) for p in points], batch_first=True
+    )
     k = torch.tensor([s.numel() for s in starts], device=x.device)
     live = torch.arange(width, device=x.device).unsqueeze(0) < k.unsqueeze(1)  # [B, K]
     centroids = torch.zeros(b, width, d, device=x.device)
@@ -312,8 +341,14 @@ def _merged(centroids: torch.Tensor, children: list[int]) -> tuple[torch.Tensor,
     return label, root.sum(dim=1)
 
 
-def neighbour_counts(shard: Shard, clustering: Clustering, threshold: float, generator: torch.Generator,
-                     exact_leaf: Optional[int] = EXACT_LEAF, chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
+def neighbour_counts(
+    shard: Shard,
+    clustering: Clustering,
+    threshold: float,
+    generator: torch.Generator,
+    exact_leaf: Optional[int] = EXACT_LEAF,
+    chunk_rows: int = CHUNK_ROWS,
+) -> torch.Tensor:
     """For each sample, how many members of its cluster (itself included) have cosine similarity at least
     ``threshold`` with it: 1 for a sample with no near-copy, about m for one of a burst of m near-copies. Returns
     the global [N] counts (int64) on every rank.
@@ -340,28 +375,38 @@ def neighbour_counts(shard: Shard, clustering: Clustering, threshold: float, gen
         core = core_of[members]
         rest, in_core = members[~core], core_of[shard.indices[rows]]
         if rest.numel() < members.numel():  # the same on every rank: decided from global values
-            counts[rows[in_core]] = int(core.sum()) + _near(shard, rows[in_core], rest, threshold, generator,
-                                                            exact_leaf, chunk_rows)
+            counts[rows[in_core]] = int(core.sum()) + _near(
+                shard, rows[in_core], rest, threshold, generator, exact_leaf, chunk_rows
+            )
         counts[rows[~in_core]] = _near(shard, rows[~in_core], members, threshold, generator, exact_leaf, chunk_rows)
     return shard.everyone(counts)
 
 
-def _near(shard: Shard, rows: torch.Tensor, pool: torch.Tensor, threshold: float, generator: torch.Generator,
-          exact_leaf: Optional[int], chunk_rows: int) -> torch.Tensor:
+def _near(
+    shard: Shard,
+    rows: torch.Tensor,
+    pool: torch.Tensor,
+    threshold: float,
+    generator: torch.Generator,
+    exact_leaf: Optional[int],
+    chunk_rows: int,
+) -> torch.Tensor:
     """How many of ``pool`` (global indices, ascending) each of this rank's ``rows`` is near (a row in the pool
     counts itself): against every member of the pool, or against a uniform sample of ``exact_leaf`` and scaled.
     Collective where sharded: every rank calls it for the same pools, with or without rows of its own."""
     if pool.numel() == 0:
         return torch.zeros(rows.numel(), dtype=torch.long, device=rows.device)
     sampled = exact_leaf is not None and pool.numel() > exact_leaf
-    reference = pool[torch.randperm(pool.numel(), generator=generator)[:exact_leaf].to(pool.device)] \
-        if sampled else pool
+    reference = (
+        pool[torch.randperm(pool.numel(), generator=generator)[:exact_leaf].to(pool.device)] if sampled else pool
+    )
     ref = _compute(shard.rows(reference)).T
     if rows.numel() == 0:
         return torch.zeros(0, dtype=torch.long, device=rows.device)
     step = min(chunk_rows, max(64, BLOCK_ENTRIES.get(ref.device.type, 1 << 24) // ref.shape[1]))
-    hits = torch.cat([(_compute(shard.x[block]) @ ref >= threshold).sum(dim=1, dtype=torch.int32)
-                      for block in rows.split(step)]).long()
+    hits = torch.cat(
+        [(_compute(shard.x[block]) @ ref >= threshold).sum(dim=1, dtype=torch.int32) for block in rows.split(step)]
+    ).long()
     if not sampled:
         return hits
     member = torch.zeros(shard.num_samples, dtype=torch.bool, device=pool.device)

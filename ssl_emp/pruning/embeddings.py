@@ -36,8 +36,14 @@ class EmbeddingMemory:
     per sample, the same on every rank), not the table, so resuming plans exactly as the first run did without any
     rank's rows."""
 
-    def __init__(self, num_samples: int, seed: int = 0, device: Union[torch.device, str] = "cpu",
-                 dtype: Optional[torch.dtype] = None, exact_limit: Optional[int] = None):
+    def __init__(
+        self,
+        num_samples: int,
+        seed: int = 0,
+        device: Union[torch.device, str] = "cpu",
+        dtype: Optional[torch.dtype] = None,
+        exact_limit: Optional[int] = None,
+    ):
         self.num_samples = num_samples
         self.seed = seed
         self.device = torch.device(device)
@@ -94,8 +100,10 @@ class EmbeddingMemory:
 
     def _normalise(self) -> Shard:
         if self.vectors is None:
-            raise ValueError("the embedding memory was restored from a checkpoint without its vectors and asked for "
-                             "a clustering it did not save: refresh it (set_embeddings) first")
+            raise ValueError(
+                "the embedding memory was restored from a checkpoint without its vectors and asked for "
+                "a clustering it did not save: refresh it (set_embeddings) first"
+            )
         ranks = Ranks(self.sharded)
         indices = self.owned if self.sharded else torch.arange(self.num_samples, device=self.device)
         if not self.sharded and self.dtype == torch.float32 and self.num_samples <= self.exact_limit:
@@ -135,12 +143,20 @@ class EmbeddingMemory:
         return torch.Generator().manual_seed(self.seed * 100_003 + 7919 * (self.epoch + 1))
 
     def state_dict(self) -> dict:
-        state = {"epoch": self.epoch, "forwards": self.forwards,
-                 "counts": {k: v.cpu() for k, v in self._counts.items()}}
+        state = {
+            "epoch": self.epoch,
+            "forwards": self.forwards,
+            "counts": {k: v.cpu() for k, v in self._counts.items()},
+        }
         if self._clustering is not None:
             asked, c = self._clustering
-            state["clustering"] = {"asked": asked, "assignment": c.assignment.cpu(), "similarity": c.similarity.cpu(),
-                                   "count": c.count, "exact": c.exact}
+            state["clustering"] = {
+                "asked": asked,
+                "assignment": c.assignment.cpu(),
+                "similarity": c.similarity.cpu(),
+                "count": c.count,
+                "exact": c.exact,
+            }
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -152,8 +168,9 @@ class EmbeddingMemory:
             self.filled = state.get("filled", torch.ones(self.num_samples, dtype=torch.bool)).cpu()
         if "clustering" in state:
             c = state["clustering"]
-            clustering = Clustering(c["assignment"].to(self.device), c["similarity"].to(self.device), c["count"],
-                                    c["exact"])
+            clustering = Clustering(
+                c["assignment"].to(self.device), c["similarity"].to(self.device), c["count"], c["exact"]
+            )
             self._clustering = (c["asked"], clustering)
             self._counts = {k: v.to(self.device) for k, v in state.get("counts", {}).items()}
 

@@ -44,9 +44,18 @@ class Pruner:
     does: it shards global batches unevenly).
     """
 
-    def __init__(self, num_samples: int, epochs: int, *, rate: float = 0.0, scorer: Optional[str] = None,
-                 selector: Optional[str] = None, seed: int = 0, device: Union[torch.device, str] = "cpu",
-                 **settings):
+    def __init__(
+        self,
+        num_samples: int,
+        epochs: int,
+        *,
+        rate: float = 0.0,
+        scorer: Optional[str] = None,
+        selector: Optional[str] = None,
+        seed: int = 0,
+        device: Union[torch.device, str] = "cpu",
+        **settings,
+    ):
         if num_samples < 1 or epochs < 1:
             raise ValueError(f"Pruner needs num_samples >= 1 and epochs >= 1 (got {num_samples}, {epochs}).")
         self.cfg = PruningSettings.from_kwargs(rate, scorer, selector, **settings)
@@ -68,9 +77,14 @@ class Pruner:
         self.pruned_epochs = max(0, self.first_annealed_epoch - min(cfg.warmup_epochs, epochs))
         self.epoch_rate = self._epoch_rate()
         # Said where it happens: the settings asked for more full-data epochs at the end than the run gets.
-        self.schedule_note = None if annealed == asked else (
-            f"the full-data annealing epochs are shortened from {asked} to {annealed} "
-            f"(anneal={cfg.anneal}) so that rate={cfg.rate} can be reached in {epochs} epochs")
+        self.schedule_note = (
+            None
+            if annealed == asked
+            else (
+                f"the full-data annealing epochs are shortened from {asked} to {annealed} "
+                f"(anneal={cfg.anneal}) so that rate={cfg.rate} can be reached in {epochs} epochs"
+            )
+        )
         if self.schedule_note:
             warnings.warn(self.schedule_note, stacklevel=2)
         self.epoch = 0  # the epoch of the latest plan: step() records into it and weights by it
@@ -127,9 +141,11 @@ class Pruner:
         benchmark's); a run built from settings shrinks it instead."""
         kept = self.largest_batch()
         if kept is not None and batch_size > kept:
-            raise ValueError(f"a batch of {batch_size} is larger than the {kept} samples left per epoch at rate "
-                             f"{self.cfg.rate} ({self.num_samples} samples); lower the batch size, or the rate to at "
-                             f"most {self.max_rate_for_batch(self.num_samples, batch_size)} for this batch.")
+            raise ValueError(
+                f"a batch of {batch_size} is larger than the {kept} samples left per epoch at rate "
+                f"{self.cfg.rate} ({self.num_samples} samples); lower the batch size, or the rate to at "
+                f"most {self.max_rate_for_batch(self.num_samples, batch_size)} for this batch."
+            )
 
     def is_pruned_epoch(self, epoch: int) -> bool:
         return self.active and self.cfg.warmup_epochs <= epoch < self.first_annealed_epoch
@@ -183,9 +199,11 @@ class Pruner:
         is a function of (seed, epoch, table) only, so a resumed run rebuilds it."""
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         if self.is_pruned_epoch(epoch) and self.embeddings is not None and not self.embeddings.ready:
-            raise ValueError(f"selector {self.cfg.selector} plans from every sample's embedding, and epoch {epoch} "
-                             f"has none: call pruner.set_embeddings(indices, features, epoch) for all "
-                             f"{self.num_samples} samples when pruner.needs_embeddings(epoch) says so")
+            raise ValueError(
+                f"selector {self.cfg.selector} plans from every sample's embedding, and epoch {epoch} "
+                f"has none: call pruner.set_embeddings(indices, features, epoch) for all "
+                f"{self.num_samples} samples when pruner.needs_embeddings(epoch) says so"
+            )
         if self.is_pruned_epoch(epoch):
             table = self.table.to_cpu()
             keep = None if self.published_rule else 1.0 - self.skip_fraction(epoch)
@@ -265,8 +283,7 @@ class Pruner:
         loss = self.table.last_loss(torch.arange(self.num_samples, device=memory.device))
         return spearman(loss[visited].cpu(), memory[visited].cpu())
 
-    def epoch_metrics(self, plan: EpochPlan, epochs_done: int, sample_forwards: int,
-                      unreadable_skips: int = 0) -> dict:
+    def epoch_metrics(self, plan: EpochPlan, epochs_done: int, sample_forwards: int, unreadable_skips: int = 0) -> dict:
         """Rate requested vs achieved, visit evenness and score spread; one host sync per epoch. The achieved rate
         is what the plans skipped: ``unreadable_skips``, planned samples whose files could not be read, are not
         pruning."""
@@ -295,8 +312,12 @@ class Pruner:
         return metrics
 
     def state_dict(self) -> dict:
-        state = {"table": self.table.state_dict(), "scorer": self.scorer.state_dict(),
-                 "selector": self.selector.state_dict(), "sample_forwards": self.sample_forwards}
+        state = {
+            "table": self.table.state_dict(),
+            "scorer": self.scorer.state_dict(),
+            "selector": self.selector.state_dict(),
+            "sample_forwards": self.sample_forwards,
+        }
         if self.embeddings is not None:
             state["embeddings"] = self.embeddings.state_dict()
         return state
@@ -326,10 +347,12 @@ def _check_ranks_agree(plan: EpochPlan, epoch: int) -> None:
     dist.all_gather(every, mine)
     differ = [rank for rank, digest in enumerate(every) if int(digest) != int(every[0])]
     if differ:
-        raise PlanMismatchError(f"rank {differ[0]}'s plan for epoch {epoch} differs from rank 0's (digest "
-                                f"{int(every[differ[0]])} against {int(every[0])}): the ranks' score tables or "
-                                "embedding statistics diverged; rerun with the same settings on every rank, or "
-                                "report it with this line")
+        raise PlanMismatchError(
+            f"rank {differ[0]}'s plan for epoch {epoch} differs from rank 0's (digest "
+            f"{int(every[differ[0]])} against {int(every[0])}): the ranks' score tables or "
+            "embedding statistics diverged; rerun with the same settings on every rank, or "
+            "report it with this line"
+        )
 
 
 def _gather_ranks(indices: torch.Tensor, stats: SampleStats) -> tuple[torch.Tensor, SampleStats]:

@@ -56,8 +56,10 @@ class SampleStats:
         """Detached float32 ``[B, 5 + d]``: loss, agreement, entropy, positive_prob, chance_loss (NaN where
         absent), then the embedding: one tensor, so a gather across processes is one collective."""
         missing = torch.full_like(self.loss, float("nan"), dtype=torch.float32)
-        columns = [(t if t is not None else missing).detach().float()[:, None]
-                   for t in (self.loss, self.agreement, self.entropy, self.positive_prob, self.chance_loss)]
+        columns = [
+            (t if t is not None else missing).detach().float()[:, None]
+            for t in (self.loss, self.agreement, self.entropy, self.positive_prob, self.chance_loss)
+        ]
         if self.embedding is not None:
             columns.append(self.embedding.detach().float())
         return torch.cat(columns, dim=1)
@@ -67,6 +69,8 @@ class SampleStats:
         one has."""
         fields = (self.loss, self.agreement, self.entropy, self.positive_prob)
         columns = block[:, :5].unbind(dim=1)
-        return SampleStats(*(None if f is None else c for f, c in zip(fields, columns)),
-                           embedding=block[:, 5:] if self.embedding is not None else None,
-                           chance_loss=None if self.chance_loss is None else columns[4])
+        return SampleStats(
+            *(None if f is None else c for f, c in zip(fields, columns)),
+            embedding=block[:, 5:] if self.embedding is not None else None,
+            chance_loss=None if self.chance_loss is None else columns[4],
+        )

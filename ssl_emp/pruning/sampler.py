@@ -39,7 +39,7 @@ class PrunedSampler(Sampler[int]):
         if self._planned is None or self._planned[0] != self.epoch:
             indices = self.pruner.plan(self.epoch).indices
             usable = len(indices) - len(indices) % self.num_replicas
-            self._planned = (self.epoch, indices[:usable][self.rank::self.num_replicas].tolist())
+            self._planned = (self.epoch, indices[:usable][self.rank :: self.num_replicas].tolist())
         return self._planned[1]
 
     def __iter__(self) -> Iterator[int]:

@@ -66,8 +66,12 @@ def unreachable(rate: float, epochs: int, warmup_epochs: int) -> str:
     if pruned <= 0:
         why = f"warmup_epochs={warmup_epochs} trains all of them on all the data"
     else:
-        why = (f"after {_count(warmup_epochs, 'warm-up epoch')} on all the data, the other {pruned} would each have "
-               f"to skip {rate * epochs / pruned:.2f} of it")
-    return (f"rate={rate} cannot be reached in {_count(epochs, 'epoch')}: {why}. The highest rate reachable in "
-            f"{_count(epochs, 'epoch')} is {max_rate(epochs, warmup_epochs)}; rate {rate} needs at least "
-            f"{_count(min_epochs(rate, warmup_epochs), 'epoch')} (or fewer warmup_epochs).")
+        why = (
+            f"after {_count(warmup_epochs, 'warm-up epoch')} on all the data, the other {pruned} would each have "
+            f"to skip {rate * epochs / pruned:.2f} of it"
+        )
+    return (
+        f"rate={rate} cannot be reached in {_count(epochs, 'epoch')}: {why}. The highest rate reachable in "
+        f"{_count(epochs, 'epoch')} is {max_rate(epochs, warmup_epochs)}; rate {rate} needs at least "
+        f"{_count(min_epochs(rate, warmup_epochs), 'epoch')} (or fewer warmup_epochs)."
+    )

@@ -13,10 +13,10 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal, Optional
 
-# What a rate given alone prunes with, by the pruning benchmark's rule (README, "Which method to use"): no
-# method beat ``random`` at rate 0.7 on both datasets, so a rate alone prunes at random. A scorer named
-# without a selector gets the selector EMP measured best with (eps_greedy; matched InfoBatch's 1/(1-r)
-# weights cost 0.04 to 0.06 top-1 at 0.7).
+# What a rate given alone prunes with, by the pruning benchmark's rule (docs/pruning.md, "Advice"): on curated
+# data no selector, not even an oracle, beat ``random`` at equal compute (benchmark v3, rate 0.9), so a rate alone
+# prunes at random. A scorer named without a selector gets the selector EMP measured best with (eps_greedy;
+# benchmark v2, archive-8204556: matched InfoBatch's 1/(1-r) weights cost 0.04 to 0.06 top-1 at rate 0.7).
 RECOMMENDED = {"scorer": "loss", "selector": "random"}
 SCORE_SELECTOR = "eps_greedy"
 
@@ -46,55 +46,99 @@ def _setting(default, doc: str, **bounds):
 class PruningSettings:
     rate: float = _setting(0.0, "fraction of sample-forwards skipped over the whole run", ge=0, lt=1)
     scorer: str = _setting("loss", "loss | emp | ucb")
-    selector: str = _setting("full", "full | random | rs2 | infobatch | topk | eps_greedy | coverage | stratified | "
-                             "central | prior; a rate given without one uses the recommended selector (README)")
+    selector: str = _setting(
+        "full",
+        "full | random | rs2 | infobatch | topk | eps_greedy | coverage | stratified | "
+        "central | prior; a rate given without one uses the recommended selector (README)",
+    )
     beta: float = _setting(1.0, "emp: weight of the memory term", ge=0, allow_inf_nan=False)
-    memory: str = _setting("spaced", "emp memory form: loss_change | drift | recency | spaced | agreement | "
-                           "disagreement | entropy | forgetting (default chosen on validation by "
-                           "benchmark v2: benchmarks/results/archive-8204556)")
+    memory: str = _setting(
+        "spaced",
+        "emp memory form: loss_change | drift | recency | spaced | agreement | "
+        "disagreement | entropy | forgetting (default chosen on validation by "
+        "benchmark v2: benchmarks/results/archive-8204556)",
+    )
     normalize: Literal["zscore", "none"] = _setting(
-        "zscore", "emp: put loss and memory on one scale before combining (z-scores over the whole table), or "
-        "none: raw loss + beta * memory (the paper's supervised form)")
+        "zscore",
+        "emp: put loss and memory on one scale before combining (z-scores over the whole table), or "
+        "none: raw loss + beta * memory (the paper's supervised form)",
+    )
     warmup_epochs: int = _setting(1, "full-data epochs at the start (fill the score table)", ge=0)
-    anneal: float = _setting(0.125, "the last ceil(anneal * epochs) epochs train on full data (InfoBatch's "
-                             "1 - delta)", ge=0, lt=1)
+    anneal: float = _setting(
+        0.125, "the last ceil(anneal * epochs) epochs train on full data (InfoBatch's 1 - delta)", ge=0, lt=1
+    )
     eps: float = _setting(0.1, "eps_greedy: random share of the kept budget", ge=0, le=1)
-    ucb_c: float = _setting(1.0, "ucb: weight of the exploration bonus sqrt(log t / n_i)", ge=0,
-                            allow_inf_nan=False)
+    ucb_c: float = _setting(1.0, "ucb: weight of the exploration bonus sqrt(log t / n_i)", ge=0, allow_inf_nan=False)
     history: int = _setting(5, "losses remembered per sample (ucb)", ge=1)
     infobatch_r: Optional[float] = _setting(
-        None, "infobatch: run the published rule with this drop probability (no rate needed; the achieved "
-        "rate is reported); unset: matched to the rate", ge=0, le=1)
+        None,
+        "infobatch: run the published rule with this drop probability (no rate needed; the achieved "
+        "rate is reported); unset: matched to the rate",
+        ge=0,
+        le=1,
+    )
     infobatch_rescale: bool = _setting(True, "InfoBatch: weight kept below-threshold samples 1/(1-r)")
     coverage_density: Literal["threshold", "cluster"] = _setting(
-        "threshold", "coverage: threshold (v3: rate falls as near neighbours at cosine coverage_threshold ** "
-        "-coverage_power) | cluster (each k-means cluster's share grows as size ** coverage_balance; no cosine)")
-    coverage_balance: float = _setting(0.0, "coverage, cluster density: a cluster's share of the budget grows as "
-                                       "size ** balance (1: random's expectation, 0: equal shares)", ge=0, le=1)
-    coverage_power: float = _setting(1.0, "coverage, threshold density: a sample's target rate falls as (near "
-                                     "neighbours) ** -power; 0: random's expectation", ge=0, allow_inf_nan=False)
-    coverage_threshold: float = _setting(0.9, "coverage, threshold density: cosine similarity of clean-image "
-                                         "embeddings (centred) at which two samples are near neighbours", gt=-1, le=1)
-    coverage_guard: bool = _setting(False, "coverage: cap a cluster of one, or one whose members are loose, at "
-                                    "random's rate (an outlier is not a rare mode)")
-    floor: float = _setting(0.0, "coverage: every sample keeps at least this fraction of random's rate (0: none, "
-                            "1: random)", ge=0, le=1)
+        "threshold",
+        "coverage: threshold (v3: rate falls as near neighbours at cosine coverage_threshold ** "
+        "-coverage_power) | cluster (each k-means cluster's share grows as size ** coverage_balance; no cosine)",
+    )
+    coverage_balance: float = _setting(
+        0.0,
+        "coverage, cluster density: a cluster's share of the budget grows as "
+        "size ** balance (1: random's expectation, 0: equal shares)",
+        ge=0,
+        le=1,
+    )
+    coverage_power: float = _setting(
+        1.0,
+        "coverage, threshold density: a sample's target rate falls as (near "
+        "neighbours) ** -power; 0: random's expectation",
+        ge=0,
+        allow_inf_nan=False,
+    )
+    coverage_threshold: float = _setting(
+        0.9,
+        "coverage, threshold density: cosine similarity of clean-image "
+        "embeddings (centred) at which two samples are near neighbours",
+        gt=-1,
+        le=1,
+    )
+    coverage_guard: bool = _setting(
+        False,
+        "coverage: cap a cluster of one, or one whose members are loose, at "
+        "random's rate (an outlier is not a rare mode)",
+    )
+    floor: float = _setting(
+        0.0, "coverage: every sample keeps at least this fraction of random's rate (0: none, 1: random)", ge=0, le=1
+    )
     clusters: int = _setting(0, "coverage, central: k-means clusters of the embedding memory (0: sqrt(N))", ge=0)
-    embed_every: int = _setting(0, "coverage, central: epochs between refreshes of the embedding memory (a forward "
-                                "of every clean image each; 0: once, after the warm-up)", ge=0)
-    balance: float = _setting(1.0, "central: a cluster's share of the budget grows as size ** balance (1: as "
-                              "random, 0: equal shares)", ge=0, le=1)
+    embed_every: int = _setting(
+        0,
+        "coverage, central: epochs between refreshes of the embedding memory (a forward "
+        "of every clean image each; 0: once, after the warm-up)",
+        ge=0,
+    )
+    balance: float = _setting(
+        1.0,
+        "central: a cluster's share of the budget grows as size ** balance (1: as random, 0: equal shares)",
+        ge=0,
+        le=1,
+    )
     strata: int = _setting(10, "stratified: equal-width score strata the budget is spread over", ge=1)
     prior_file: Optional[str] = _setting(None, "prior: file of per-sample weights (.pt tensor or one number a line)")
 
     @classmethod
-    def from_kwargs(cls, rate: float = 0.0, scorer: Optional[str] = None, selector: Optional[str] = None,
-                    **settings) -> "PruningSettings":
+    def from_kwargs(
+        cls, rate: float = 0.0, scorer: Optional[str] = None, selector: Optional[str] = None, **settings
+    ) -> "PruningSettings":
         """Settings from keyword arguments, the method resolved as :func:`resolve_method` says."""
         unknown = set(settings) - {f.name for f in fields(cls)}
         if unknown:
-            raise TypeError(f"unknown pruning setting(s) {', '.join(sorted(unknown))}; known: "
-                            f"rate, scorer, selector, {', '.join(f.name for f in fields(cls)[3:])}")
+            raise TypeError(
+                f"unknown pruning setting(s) {', '.join(sorted(unknown))}; known: "
+                f"rate, scorer, selector, {', '.join(f.name for f in fields(cls)[3:])}"
+            )
         scorer, selector = resolve_method(rate, scorer, selector)
         return cls(rate=rate, scorer=scorer, selector=selector, **settings)
 
@@ -105,8 +149,12 @@ class PruningSettings:
         return asdict(self)
 
 
-_BOUNDS = {"ge": (lambda v, b: v >= b, "at least"), "gt": (lambda v, b: v > b, "greater than"),
-           "le": (lambda v, b: v <= b, "at most"), "lt": (lambda v, b: v < b, "less than")}
+_BOUNDS = {
+    "ge": (lambda v, b: v >= b, "at least"),
+    "gt": (lambda v, b: v > b, "greater than"),
+    "le": (lambda v, b: v <= b, "at most"),
+    "lt": (lambda v, b: v < b, "less than"),
+}
 
 
 def _out_of_bounds(value, metadata) -> str:
@@ -139,15 +187,25 @@ def check_settings(settings, prefix: str = "") -> None:
     if settings.coverage_density not in ("threshold", "cluster"):
         raise ValueError(f"{p}coverage_density='{settings.coverage_density}'; known: threshold, cluster")
     if settings.selector == "full" and settings.rate > 0:
-        raise ValueError(f"{p}selector=full trains on every sample, so {p}rate={settings.rate} would prune "
-                         f"nothing. Name a selector (recommended: {RECOMMENDED['selector']}) or set {p}rate=0")
+        raise ValueError(
+            f"{p}selector=full trains on every sample, so {p}rate={settings.rate} would prune "
+            f"nothing. Name a selector (recommended: {RECOMMENDED['selector']}) or set {p}rate=0"
+        )
     if settings.infobatch_r is not None and settings.rate > 0:
-        raise ValueError(f"{p}infobatch_r runs InfoBatch's published rule, whose drop probability sets the "
-                         f"rate; {p}rate would be ignored. Give one: infobatch_r (published rule) or rate (r "
-                         "matched to that rate each epoch)")
+        raise ValueError(
+            f"{p}infobatch_r runs InfoBatch's published rule, whose drop probability sets the "
+            f"rate; {p}rate would be ignored. Give one: infobatch_r (published rule) or rate (r "
+            "matched to that rate each epoch)"
+        )
     # With no warm-up every score is still 'unseen' in the first epoch; matched InfoBatch then cannot
     # drop anything, and the run would silently fall short of the requested rate.
-    if (settings.rate > 0 and settings.selector == "infobatch" and settings.infobatch_r is None
-            and settings.warmup_epochs == 0):
-        raise ValueError(f"the matched-budget infobatch selector needs {p}warmup_epochs >= 1 (a full epoch "
-                         "that scores every sample); with 0 the first epoch cannot prune and the rate is missed")
+    if (
+        settings.rate > 0
+        and settings.selector == "infobatch"
+        and settings.infobatch_r is None
+        and settings.warmup_epochs == 0
+    ):
+        raise ValueError(
+            f"the matched-budget infobatch selector needs {p}warmup_epochs >= 1 (a full epoch "
+            "that scores every sample); with 0 the first epoch cannot prune and the rate is missed"
+        )

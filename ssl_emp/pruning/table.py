@@ -33,14 +33,20 @@ class ScoreTable:
         self.scores[indices] = scores.detach().float()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"scores": self.scores, "visits": self.visits, "last_epoch": self.last_epoch,
-                "loss_history": self.loss_history}
+        return {
+            "scores": self.scores,
+            "visits": self.visits,
+            "last_epoch": self.last_epoch,
+            "loss_history": self.loss_history,
+        }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if state["scores"].shape != self.scores.shape or state["loss_history"].shape != self.loss_history.shape:
-            raise ValueError(f"Pruning state is for {state['scores'].shape[0]} samples and a history of "
-                             f"{state['loss_history'].shape[1]}; this run has {self.num_samples} and "
-                             f"{self.loss_history.shape[1]}.")
+            raise ValueError(
+                f"Pruning state is for {state['scores'].shape[0]} samples and a history of "
+                f"{state['loss_history'].shape[1]}; this run has {self.num_samples} and "
+                f"{self.loss_history.shape[1]}."
+            )
         for name, value in state.items():
             getattr(self, name).copy_(value)
 

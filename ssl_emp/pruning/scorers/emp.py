@@ -65,17 +65,23 @@ class Visit:
     embedding_cos: Optional[torch.Tensor]  # [B] cos(embedding now, at the previous visit), ``drift`` only
 
 
-_DESCRIBED = {"agreement": "view agreements", "entropy": "softmax entropies",
-              "positive_prob": "positive probabilities", "embedding": "embeddings"}
+_DESCRIBED = {
+    "agreement": "view agreements",
+    "entropy": "softmax entropies",
+    "positive_prob": "positive probabilities",
+    "embedding": "embeddings",
+}
 
 
 def _needs(stats: SampleStats, field: str, form: str) -> torch.Tensor:
     """``stats.<field>``, detached, or a one-line error that says what to pass."""
     value = getattr(stats, field)
     if value is None:
-        raise ValueError(f"EMP memory form '{form}' needs per-sample {_DESCRIBED[field]}, and this step gave none: "
-                         f"pass them in a SampleStats (pruner.step(indices, SampleStats(loss, {field}=...))), or "
-                         "choose memory='spaced' (the default), which reads the loss alone.")
+        raise ValueError(
+            f"EMP memory form '{form}' needs per-sample {_DESCRIBED[field]}, and this step gave none: "
+            f"pass them in a SampleStats (pruner.step(indices, SampleStats(loss, {field}=...))), or "
+            "choose memory='spaced' (the default), which reads the loss alone."
+        )
     return value.detach().float()
 
 
@@ -100,10 +106,10 @@ def _rate_times_since(measured: torch.Tensor, since: torch.Tensor) -> torch.Tens
 
 
 MEMORY_FORMS: dict[str, MemoryForm] = {
-    "loss_change": MemoryForm(lambda v: (v.above_chance - v.previous_above_chance) / v.epochs_between,
-                              _rate_times_since),
-    "drift": MemoryForm(lambda v: (1.0 - v.embedding_cos) / v.epochs_between, _rate_times_since,
-                        needs_embedding=True),
+    "loss_change": MemoryForm(
+        lambda v: (v.above_chance - v.previous_above_chance) / v.epochs_between, _rate_times_since
+    ),
+    "drift": MemoryForm(lambda v: (1.0 - v.embedding_cos) / v.epochs_between, _rate_times_since, needs_embedding=True),
     "recency": MemoryForm(lambda v: torch.ones_like(v.above_chance), _rate_times_since),
     "spaced": MemoryForm(_stability, lambda stability, since: 1.0 - torch.exp(-since / stability)),
     "agreement": MemoryForm(lambda v: _needs(v.stats, "agreement", "agreement")),
@@ -163,9 +169,14 @@ class EMPScorer(Scorer):
                 self.embeddings = torch.zeros(table.num_samples, embedding.shape[1], device=indices.device)
             cos = torch.where(seen, (embedding * self.embeddings[indices]).sum(dim=1), nan)
             self.embeddings[indices] = embedding
-        visit = Visit(output, above, torch.where(seen, self.above_chance[indices], nan),
-                      torch.where(seen, (epoch - table.last_epoch[indices]).float().clamp_min(1.0), nan),
-                      self.measured[indices], cos)
+        visit = Visit(
+            output,
+            above,
+            torch.where(seen, self.above_chance[indices], nan),
+            torch.where(seen, (epoch - table.last_epoch[indices]).float().clamp_min(1.0), nan),
+            self.measured[indices],
+            cos,
+        )
         self.measured[indices] = self.form.measure(visit).float()
         self.above_chance[indices] = above
         if self.cfg.normalize == "none":
@@ -203,8 +214,12 @@ class EMPScorer(Scorer):
         return scores
 
     def state_dict(self) -> dict:
-        state = {"above_chance": self.above_chance, "measured": self.measured, "embeddings": self.embeddings,
-                 "last_memory": self.last_memory}
+        state = {
+            "above_chance": self.above_chance,
+            "measured": self.measured,
+            "embeddings": self.embeddings,
+            "last_memory": self.last_memory,
+        }
         return {k: v for k, v in state.items() if v is not None}
 
     def load_state_dict(self, state: dict) -> None:

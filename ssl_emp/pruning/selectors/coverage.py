@@ -32,6 +32,7 @@ import torch
 from ssl_emp.pruning.embeddings import target_rates
 from ssl_emp.pruning.selectors.target_rates import TargetRateSelector
 
+
 def cluster_sizes(assignment: torch.Tensor, count: int) -> torch.Tensor:
     return torch.bincount(assignment, minlength=count)
 
@@ -51,8 +52,16 @@ def guarded(assignment: torch.Tensor, similarity: torch.Tensor, count: int) -> t
 
 
 class CoverageSelector(TargetRateSelector):
-    reads = ("coverage_density", "coverage_balance", "coverage_power", "coverage_threshold", "coverage_guard",
-             "floor", "clusters", "embed_every")
+    reads = (
+        "coverage_density",
+        "coverage_balance",
+        "coverage_power",
+        "coverage_threshold",
+        "coverage_guard",
+        "floor",
+        "clusters",
+        "embed_every",
+    )
     needs_embeddings = True
 
     def neighbours(self) -> torch.Tensor:
@@ -62,8 +71,10 @@ class CoverageSelector(TargetRateSelector):
     def weights(self, table):
         if self.cfg.coverage_density == "threshold":
             counts = self.neighbours()
-            info = {"coverage_with_neighbours": float((counts > 1).float().mean()),
-                    "coverage_mean_neighbours": float(counts.float().mean())}
+            info = {
+                "coverage_with_neighbours": float((counts > 1).float().mean()),
+                "coverage_mean_neighbours": float(counts.float().mean()),
+            }
             return counts.double().pow(-self.cfg.coverage_power), info
         clustering = self.memory.clusters(self.cfg.clusters)
         assignment = clustering.assignment.cpu()

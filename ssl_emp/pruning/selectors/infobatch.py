@@ -57,4 +57,6 @@ class InfoBatchSelector(Selector):
         weights = torch.ones(kept.numel())
         if r < 1.0 and self.cfg.infobatch_rescale:
             weights[candidates[kept]] = 1.0 / (1.0 - r)
-        return EpochPlan(kept, weights, {"infobatch_r": r, "infobatch_candidate_fraction": float(candidates.float().mean())})
+        return EpochPlan(
+            kept, weights, {"infobatch_r": r, "infobatch_candidate_fraction": float(candidates.float().mean())}
+        )

@@ -18,8 +18,10 @@ def read_prior(path: str, num_samples: int) -> torch.Tensor:
     """The weights in ``path``, checked: one finite, non-negative number per sample, not all zero."""
     file = Path(path)
     if not file.is_file():
-        raise ValueError(f"pruning.prior_file={path}: no such file (a .pt tensor or a text file of {num_samples} "
-                         "numbers, one per sample)")
+        raise ValueError(
+            f"pruning.prior_file={path}: no such file (a .pt tensor or a text file of {num_samples} "
+            "numbers, one per sample)"
+        )
     try:
         if file.suffix == ".pt":
             weights = torch.as_tensor(torch.load(file, map_location="cpu", weights_only=True))
@@ -29,8 +31,9 @@ def read_prior(path: str, num_samples: int) -> torch.Tensor:
         raise ValueError(f"pruning.prior_file={path} cannot be read as weights: {exc}") from None
     weights = weights.double().flatten()
     if weights.numel() != num_samples:
-        raise ValueError(f"pruning.prior_file={path} holds {weights.numel()} weights; the data has {num_samples} "
-                         "samples")
+        raise ValueError(
+            f"pruning.prior_file={path} holds {weights.numel()} weights; the data has {num_samples} samples"
+        )
     if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()) or not bool((weights > 0).any()):
         raise ValueError(f"pruning.prior_file={path}: weights must be finite, non-negative and not all zero")
     return weights
