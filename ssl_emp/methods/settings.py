@@ -86,6 +86,13 @@ class DINOSettings:
     inputs = ("local_crops",)
 
 
+@dataclass
+class SimSiamSettings:
+    prediction_hidden_dim: int = _setting(
+        0, "width of the predictor's hidden layer (0: a quarter of the projection, the paper's bottleneck)", ge=0
+    )
+
+
 @dataclass(frozen=True)
 class Method:
     settings: type  # the settings dataclass
@@ -97,6 +104,7 @@ METHODS: dict[str, Method] = {
     "moco": Method(MoCoSettings, "ssl_emp.methods.moco:MoCo"),
     "byol": Method(BYOLSettings, "ssl_emp.methods.byol:BYOL"),
     "dino": Method(DINOSettings, "ssl_emp.methods.dino:DINO"),
+    "simsiam": Method(SimSiamSettings, "ssl_emp.methods.simsiam:SimSiam"),
 }
 
 
