@@ -23,8 +23,19 @@ def test_the_per_sample_loss_has_lightlys_symmetrised_negative_cosine_as_its_mea
     expected = 0.5 * (criterion(p0, z1.detach()) + criterion(p1, z0.detach()))
     assert out.loss.shape == (12,)
     assert out.loss.mean().item() == pytest.approx(expected.item(), abs=1e-5)
-    out.loss.mean().backward()  # the stop-gradient: the targets' branch gets gradient only through the predictor
-    assert all(p.grad is not None for p in model.prediction_head.parameters())
+    # The stop-gradient: the projection head's gradient is that of the loss with the targets detached, not that
+    # of the same cosine with gradient through both sides.
+    out.loss.mean().backward()
+    stopped = [p.grad.clone() for p in model.projection_head.parameters()]
+    model.zero_grad()
+    through = -0.5 * (
+        torch.nn.functional.cosine_similarity(p0, z1, dim=1) + torch.nn.functional.cosine_similarity(p1, z0, dim=1)
+    )
+    through.mean().backward(retain_graph=True)
+    assert not all(torch.allclose(a, p.grad) for a, p in zip(stopped, model.projection_head.parameters()))
+    model.zero_grad()
+    expected.backward()
+    assert all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(stopped, model.projection_head.parameters()))
 
 
 @pytest.mark.slow

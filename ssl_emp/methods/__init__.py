@@ -15,9 +15,11 @@ from ssl_emp.methods.settings import method_class
 
 
 def __getattr__(name: str):
-    # METHODS ({name: class}), SelfSupervisedMethod and each method's class, imported when first asked for.
+    # METHODS ({name: class}), SelfSupervisedMethod and each method's class, imported when first asked for;
+    # METHODS is built once and kept, so an entry added to it at run time stays.
     if name == "METHODS":
-        return {key: method_class(key) for key in REGISTERED}
+        globals()["METHODS"] = {key: method_class(key) for key in REGISTERED}
+        return globals()["METHODS"]
     if name in ("SelfSupervisedMethod", "ContrastiveMethod"):  # ContrastiveMethod: its name before BYOL and DINO
         from ssl_emp.methods.base import SelfSupervisedMethod
 
@@ -28,4 +30,14 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'ssl_emp.methods' has no attribute '{name}'")
 
 
-__all__ = ["BYOL", "DINO", "METHODS", "REGISTERED", "MoCo", "SelfSupervisedMethod", "SimCLR"]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+__all__ = [
+    "METHODS",
+    "REGISTERED",
+    "ContrastiveMethod",
+    "SelfSupervisedMethod",
+    *(method.implementation.split(":")[1] for method in REGISTERED.values()),
+]
