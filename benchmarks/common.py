@@ -57,18 +57,20 @@ def timed(run: Callable[[], object], device: torch.device) -> float:
 
 def timed_epoch(trainer, build_plan: Callable[[], EpochPlan]) -> tuple[float, int]:
     """(seconds, samples) of one epoch: building its plan (inside the timed span) and training on it."""
-    sync(trainer.device)
+    sync(trainer.settings.device)
     start = time.perf_counter()
     plan = build_plan()
     trainer.train_epoch(plan)
-    sync(trainer.device)
+    sync(trainer.settings.device)
     return time.perf_counter() - start, len(plan)
 
 
 def train_steps(trainer, batches: Iterable[torch.Tensor], lr: float = 0.01) -> None:
     """Single-process training steps on the given index batches, images gathered from the trainer's source."""
-    for indices, images in trainer.source.batches(list(batches)):
-        trainer.train_step(indices, images, None, indices, lr)
+    for group in trainer.parts.optimizer.param_groups:
+        group["lr"] = lr
+    for indices, images in trainer.parts.source.batches(list(batches)):
+        trainer.train_step(indices, images, None, indices)
 
 
 def phase_seconds(trainer, batches: list[torch.Tensor], lr: float = 0.01) -> dict[str, dict[str, float]]:
@@ -78,13 +80,13 @@ def phase_seconds(trainer, batches: list[torch.Tensor], lr: float = 0.01) -> dic
     Returns ``{"host": {...}, "device": {...}}``: host is the CPU time inside each range (on the CPU, the
     phase's time; on CUDA, the time to issue its work); device, on CUDA only, the GPU time of the kernels and
     copies each range launched, summed (idle gaps excluded)."""
-    cuda = trainer.device.type == "cuda"
+    cuda = trainer.settings.device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     train_steps(trainer, batches[:1], lr)
-    sync(trainer.device)
+    sync(trainer.settings.device)
     with profile(activities=activities) as prof:
         train_steps(trainer, batches[1:], lr)
-        sync(trainer.device)
+        sync(trainer.settings.device)
     host: dict[str, float] = {}
     device: dict[str, float] = {}
     span: dict[str, float] = {}

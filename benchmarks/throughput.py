@@ -151,20 +151,21 @@ def make_trainer(setting: Setting, bank: ImageBank, args, workdir: str) -> tuple
         overrides.append(f"method.queue_size={min(65536, len(bank))}")
     cfg = bench_config(setting.method, setting.backbone, bank.image_size, args, workdir, overrides)
     trainer = build_trainer(cfg, Path(workdir), train_bank=bank)
-    trainer.model.train()
+    trainer.parts.method.train()
     return trainer, cfg
 
 
 def random_batches(trainer: Pretrainer, batch_size: int, count: int, seed: int) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     return [
-        torch.randperm(len(trainer.source), generator=generator)[:batch_size].to(trainer.device) for _ in range(count)
+        torch.randperm(len(trainer.parts.source), generator=generator)[:batch_size].to(trainer.settings.device)
+        for _ in range(count)
     ]
 
 
 def samples_per_second(trainer: Pretrainer, batch_size: int, steps: int, repeats: int) -> list[float]:
     return [
-        steps * batch_size / timed(lambda batches=batches: train_steps(trainer, batches), trainer.device)
+        steps * batch_size / timed(lambda batches=batches: train_steps(trainer, batches), trainer.settings.device)
         for batches in (random_batches(trainer, batch_size, steps, seed=r) for r in range(repeats))
     ]
 
@@ -175,29 +176,34 @@ def step_split(trainer: Pretrainer, batch_size: int, steps: int) -> dict[str, di
 
 def observe_seconds(trainer: Pretrainer, batch_size: int, calls: int, repeats: int) -> float:
     """Seconds of one ``Pruner.observe`` (the engine's work per step) on a real step's statistics."""
-    indices, images = next(trainer.source.batches(random_batches(trainer, batch_size, 1, seed=11)))
-    stats = trainer.train_step(indices, images, None, indices, lr=0.01)
+    indices, images = next(trainer.parts.source.batches(random_batches(trainer, batch_size, 1, seed=11)))
+    stats = trainer.train_step(indices, images, None, indices)
     return median_seconds_per_call(
-        lambda: trainer.pruner.observe(indices, stats, trainer.epoch), trainer.device, calls, repeats
+        lambda: trainer.parts.pruner.observe(indices, stats, trainer.counts.epoch),
+        trainer.settings.device,
+        calls,
+        repeats,
     )
 
 
 def model_flops_per_step(trainer: Pretrainer, batch_size: int) -> int:
     """FLOPs of the model's forward and backward on one batch (augmentation excluded)."""
     indices = random_batches(trainer, batch_size, 1, seed=7)[0]
-    view0, view1 = trainer.views(trainer.source.batch(indices.to(trainer.source.device)).to(trainer.device))
+    view0, view1 = trainer.parts.views(
+        trainer.parts.source.batch(indices.to(trainer.parts.source.device)).to(trainer.settings.device)
+    )
     counter = FlopCounterMode(display=False)
     with counter:
-        with autocast(trainer.device, trainer.amp):
-            stats = trainer.model(view0, view1)
+        with autocast(trainer.settings.device, trainer.settings.amp):
+            stats = trainer.parts.method(view0, view1)
         stats.training_loss().backward()
-    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.parts.optimizer.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
 
 def planned(trainer: Pretrainer, epoch: int) -> EpochPlan:
-    trainer.epoch = epoch
-    return trainer.pruner.plan(epoch)
+    trainer.counts.epoch = epoch
+    return trainer.parts.pruner.plan(epoch)
 
 
 def pruned_over_full(trainer: Pretrainer, repeats: int) -> dict:
@@ -207,7 +213,9 @@ def pruned_over_full(trainer: Pretrainer, repeats: int) -> dict:
         full.append(timed_epoch(trainer, lambda: planned(trainer, FULL_EPOCH))[0])
         seconds, kept = timed_epoch(trainer, lambda: planned(trainer, PRUNED_EPOCH))
         pruned.append(seconds)
-        control.append(timed_epoch(trainer, lambda kept=kept: EpochPlan(torch.randperm(len(trainer.source))[:kept]))[0])
+        control.append(
+            timed_epoch(trainer, lambda kept=kept: EpochPlan(torch.randperm(len(trainer.parts.source))[:kept]))[0]
+        )
     full, pruned, control = full[1:], pruned[1:], control[1:]
     return {
         "pruned_over_full_epoch": statistics.median(p / f for p, f in zip(pruned, full)),
@@ -222,11 +230,11 @@ def pruned_over_full(trainer: Pretrainer, repeats: int) -> dict:
 def host_syncs(trainer: Pretrainer, batch_size: int, steps: int):
     """On CUDA: the first ``steps`` steps of a pruned epoch under sync debug mode "error" (0, or the first
     synchronising call). Building the plan (once per epoch, on the host) is outside the pass."""
-    if trainer.device.type != "cuda":
+    if trainer.settings.device.type != "cuda":
         return "skipped: no CUDA"
     plan = planned(trainer, PRUNED_EPOCH)
-    batches = list(plan.indices[: steps * batch_size].to(trainer.device).split(batch_size))
-    sync(trainer.device)
+    batches = list(plan.indices[: steps * batch_size].to(trainer.settings.device).split(batch_size))
+    sync(trainer.settings.device)
     return sync_debug_pass(lambda: train_steps(trainer, batches))
 
 
@@ -259,7 +267,13 @@ def lightly_reference(method: str, trainer: Pretrainer, cfg: PretrainConfig, ban
     from ssl_emp.engine.optim import build_optimizer
     from ssl_emp.models import build_backbone
 
-    device, memory_format, a, m, o = trainer.device, trainer.memory_format, cfg.augment, cfg.model, cfg.optim
+    device, memory_format, a, m, o = (
+        trainer.settings.device,
+        trainer.settings.memory_format,
+        cfg.augment,
+        cfg.model,
+        cfg.optim,
+    )
     transform = SimCLRTransform(
         input_size=bank.image_size,
         cj_prob=a.jitter_p,
@@ -268,7 +282,7 @@ def lightly_reference(method: str, trainer: Pretrainer, cfg: PretrainConfig, ban
         random_gray_scale=a.grayscale_p,
         hf_prob=a.hflip_p,
         gaussian_blur=a.blur_p if a.blur_p is not None else (0.5 if bank.image_size >= 64 else 0.0),
-        normalize={"mean": trainer.data_info["mean"], "std": trainer.data_info["std"]},
+        normalize={"mean": trainer.settings.data_info["mean"], "std": trainer.settings.data_info["std"]},
     )
     dataset = ArrayImages(bank.images.cpu().permute(0, 2, 3, 1).contiguous().numpy(), transform)
     loader = DataLoader(
@@ -309,11 +323,11 @@ def lightly_reference(method: str, trainer: Pretrainer, cfg: PretrainConfig, ban
         x0 = x0.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         x1 = x1.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         if momentum_model is None:
-            with autocast(device, trainer.amp):
+            with autocast(device, trainer.settings.amp):
                 loss = criterion(model(x0), model(x1))
         else:
             update_momentum(model, momentum_model, cfg.method.momentum)
-            with autocast(device, trainer.amp):
+            with autocast(device, trainer.settings.amp):
                 q0, q1 = model(x0), model(x1)
                 with torch.no_grad():
                     k0, k1 = momentum_model(x0), momentum_model(x1)
@@ -333,7 +347,7 @@ def lightly_reference(method: str, trainer: Pretrainer, cfg: PretrainConfig, ban
 def measure(setting: Setting, bank: ImageBank, args) -> dict:
     with tempfile.TemporaryDirectory() as workdir:
         trainer, cfg = make_trainer(setting, bank, args, workdir)
-        device, batch = trainer.device, args.batch_size
+        device, batch = trainer.settings.device, args.batch_size
         samples_per_second(trainer, batch, args.warmup, 1)  # warm-up (and compilation)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -400,8 +414,8 @@ def data_paths(args, workdir: str) -> dict:
             ["data.name=imagefolder", f"data.root={root}", f"data.image_size={side}", f"run.name={path}", *extra],
         )
         trainer = build_trainer(cfg, Path(workdir) / path)
-        trainer.model.train()
-        full_plan = lambda trainer=trainer: trainer.pruner.plan(0)  # noqa: E731
+        trainer.parts.method.train()
+        full_plan = lambda trainer=trainer: trainer.parts.pruner.plan(0)  # noqa: E731
         timed_epoch(trainer, full_plan)  # warm-up
         rates[path] = count / statistics.median(timed_epoch(trainer, full_plan)[0] for _ in range(args.epoch_repeats))
     return {

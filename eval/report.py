@@ -98,6 +98,13 @@ def headline(command: str, result: dict) -> str:
         line += f", top-5 {result['top5']:.4f}"
     if "random_init_top1" in result:
         line += f"  |  random-init backbone: top-1 {result['random_init_top1']:.4f}"
+        if result["top1"] <= result["random_init_top1"]:  # pretraining made the features worse for this task
+            line += (
+                "\n  warning: the pretrained backbone scores no better than the same network untrained: its "
+                "features do not serve this data"
+                + (f" (it was pretrained on {result['pretrained_on']})" if transfer else "")
+                + "; the number says nothing in pretraining's favour"
+            )
     return line
 
 

@@ -37,8 +37,9 @@ from ssl_emp.device import resolve_device
 from ssl_emp.distributed import DistContext, init_distributed
 from ssl_emp.engine.monitor import KNNMonitor
 from ssl_emp.engine.optim import CosineRamp, WarmupCosine, build_optimizer
+from ssl_emp.engine.parts import RunSettings, Schedules, TrainParts
 from ssl_emp.engine.run_dir import check_resume_compatible, check_resume_epochs, prepare_run_dir
-from ssl_emp.engine.run_report import PretrainResult
+from ssl_emp.engine.run_report import PretrainResult, last_epoch_loss, run_result
 from ssl_emp.engine.trainer import Pretrainer
 from ssl_emp.evaluation import load_eval_banks
 from ssl_emp.methods import settings as method_settings
@@ -62,7 +63,22 @@ def build_source(cfg: PretrainConfig, device: torch.device) -> Source:
             workers=data.workers,
             pin_memory=device.type == "cuda",
         )
-    return load_bank(data.name, data.root, "train", data.image_size, data.subset)
+    return load_bank(data.name, data.root, "train", data.image_size, data.subset, data.skip_unreadable)
+
+
+UNREADABLE_LIST = "unreadable_files.txt"
+
+
+def list_unreadable(source: Source, run_dir: Path) -> int:
+    """Write the image files the run left out as unreadable (one ``'path': reason`` a line; a streamed folder's
+    as found so far) to ``run_dir/unreadable_files.txt``; returns how many."""
+    if isinstance(source, ImageFolderStream):
+        listed = [f"'{source.paths[i]}'" for i in sorted(source.unreadable)]
+    else:
+        listed = list(getattr(source, "unreadable", []))
+    if listed:
+        (run_dir / UNREADABLE_LIST).write_text("\n".join(listed) + "\n")
+    return len(listed)
 
 
 def build_method(cfg: PretrainConfig, in_channels: int, image_size: Optional[int] = None) -> SelfSupervisedMethod:
@@ -280,6 +296,12 @@ def build_trainer(
 
     cfg = fit_image_size(cfg, say) if train_bank is None else cfg
     source = train_bank if train_bank is not None else build_source(cfg, device)
+    if ctx.is_main and list_unreadable(source, run_dir):
+        say(
+            f"note: {len(source.unreadable)} image files could not be read and are left out, listed in "
+            f"{run_dir / UNREADABLE_LIST} (the first: {source.unreadable[0]}); data.skip_unreadable=false stops "
+            "at the first instead"
+        )
     cfg = fit_monitor(cfg, source.num_classes, say)
     batch_size, note = fit_batch_size(cfg.train.batch_size, len(source), "train.batch_size")
     pruner = build_pruner(cfg, len(source), device)
@@ -311,33 +333,34 @@ def build_trainer(
         "std": std,
     }
     t = cfg.train
-    return Pretrainer(
-        source,
-        views,
-        model,
-        optimizer,
-        pruner,
-        build_schedule(cfg),
-        run_dir=run_dir,
-        epochs=t.epochs,
-        batch_size=batch_size,
-        device=device,
-        forward=forward,
-        ctx=ctx,
+    parts = TrainParts(source, views, model, optimizer, pruner, forward, Normalize(mean, std).to(device), monitor)
+    schedules = Schedules(build_schedule(cfg), build_weight_decay_schedule(cfg), o.clip_grad)
+    settings = RunSettings(
+        run_dir,
+        t.epochs,
+        batch_size,
+        device,
+        ctx,
         seed=t.seed,
         amp=t.amp,
         channels_last=t.channels_last,
         nonfinite=t.nonfinite,
         checkpoint_every=t.checkpoint_every,
         log_every=t.log_every,
-        monitor=monitor,
         max_forwards=t.max_forwards,
-        weight_decay_schedule=build_weight_decay_schedule(cfg),
-        clip_grad=o.clip_grad,
         run_config=cfg.model_dump(),
         data_info=data_info,
-        normalize=Normalize(mean, std).to(device),
     )
+    return Pretrainer(parts, schedules, settings)
+
+
+def finished_result(trainer: Pretrainer) -> PretrainResult:
+    """What a run resumed at its end returns: its result as it stood, marked ``already_finished``."""
+    parts, counts, settings = trainer.parts, trainer.counts, trainer.settings
+    checkpoint = settings.run_dir / "checkpoints" / "last.pt"
+    result = run_result(parts, counts, settings, checkpoint, last_epoch_loss(settings.run_dir), 0.0, 0, [])
+    result.already_finished = True
+    return result
 
 
 def pretrain(
@@ -362,21 +385,23 @@ def pretrain(
 def _pretrain(cfg, recipe, show_progress, train_bank, ctx: DistContext) -> PretrainResult:
     run_dir, resuming = prepare_run_dir(cfg.run.out_dir, cfg.run.name, cfg.run.resume, recipe, ctx)
     trainer = build_trainer(cfg, run_dir, ctx, train_bank)
-    cfg = PretrainConfig.model_validate(trainer.run_config)  # as fitted to the data: what is saved and checked
+    cfg = PretrainConfig.model_validate(trainer.settings.run_config)  # as fitted to the data: what is saved and checked
     if resuming:
-        ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=trainer.device)
+        ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=trainer.settings.device)
         check_resume_compatible(ckpt["config"], cfg.model_dump(), run_dir)
         shifts = check_resume_epochs(
             ckpt["config"],
             cfg.model_dump(),
             run_dir,
             ckpt["epoch"],
-            len(trainer.source),
+            len(trainer.parts.source),
             ckpt["samples_seen"] + ckpt.get("unreadable_skips", 0),
         )
         trainer.load_state_dict(ckpt)
+        if trainer.settings.finished(trainer.counts):  # nothing left: no new W&B run, no new epoch
+            return finished_result(trainer)
         if ctx.is_main:
-            print(f"Resuming {run_dir} at epoch {trainer.epoch} (step {trainer.global_step}).")
+            print(f"Resuming {run_dir} at epoch {trainer.counts.epoch} (step {trainer.counts.global_step}).")
             for shift in shifts:
                 print(f"  run.extend=true: {shift}")
     elif cfg.run.resume == "auto" and ctx.is_main:
@@ -386,12 +411,13 @@ def _pretrain(cfg, recipe, show_progress, train_bank, ctx: DistContext) -> Pretr
     run_id_file = run_dir / "wandb_run_id"
     run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-    tracker = build_tracker(cfg, run_dir, run_id, rewind_to_step=trainer.global_step if resuming else None)
+    tracker = build_tracker(cfg, run_dir, run_id, rewind_to_step=trainer.counts.global_step if resuming else None)
     print(tracker.describe())
     if tracker.wandb_run is not None and run_id is None:
         run_id_file.write_text(tracker.wandb_run.id)
     try:
         result = trainer.run(tracker, show_progress)
+        result.unreadable_files = list_unreadable(trainer.parts.source, run_dir)
         if cfg.tracking.checkpoint_artifact:
             tracker.log_checkpoint(
                 result.checkpoint, {"epoch": result.epochs_done, "achieved_rate": result.achieved_rate}

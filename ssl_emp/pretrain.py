@@ -16,7 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ssl_emp.pretrain",
         description="Contrastive self-supervised pretraining. Options are set in a YAML recipe and/or as "
         "key=value overrides (values parsed as YAML).",
-        epilog="options (key = default [type]; the default recipe sets some of them otherwise):\n"
+        epilog="options (key = what a plain run uses, from configs/default.yaml or the schema [a run on --data "
+        "FOLDER, from configs/folder.yaml, where it differs] [type]):\n"
         + OPTIONS_HELP.read_text().rstrip()
         + "\n\nexamples:\n  python -m ssl_emp.pretrain train.epochs=5 pruning.rate=0.5"
         "\n  python -m ssl_emp.pretrain --data path/to/images run.name=mine pruning.rate=0.5"
@@ -66,7 +67,14 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from ssl_emp.build import pretrain
     from ssl_emp.checkpoint import CheckpointError
-    from ssl_emp.config import ConfigError, data_overrides, load_pretrain_config, load_run_config
+    from ssl_emp.config import (
+        ConfigError,
+        data_overrides,
+        describe_recipe,
+        load_pretrain_config,
+        load_run_config,
+        recipe_for,
+    )
     from ssl_emp.data import DatasetNotFoundError, UnreadableImageError
     from ssl_emp.engine import PlanMismatchError, RunDirError, RunInterrupted
 
@@ -75,8 +83,10 @@ def _run(args: argparse.Namespace) -> int:
         if args.resume and args.resume != "auto":
             cfg = load_run_config(args.resume, given)
         else:
-            cfg = load_pretrain_config(args.config, [*given, *(["run.resume=auto"] if args.resume else [])])
-        recipe = Path(args.config).stem if args.config else "default"
+            path = args.config or recipe_for(given)
+            cfg = load_pretrain_config(path, [*given, *(["run.resume=auto"] if args.resume else [])])
+            print(describe_recipe(cfg, path if args.config else f"{Path(path).name} (no --config given)"))
+        recipe = Path(args.config).stem if args.config else recipe_for(given).stem
         result = pretrain(cfg, recipe=recipe)
     except (
         ConfigError,
@@ -95,15 +105,30 @@ def _run(args: argparse.Namespace) -> int:
         return stopped.exit_code
     if not result.is_main:
         return 0
+    if result.already_finished:
+        print(
+            f"Already finished: {result.run_dir} ran its {result.epochs_done} epochs ({result.global_step} steps, "
+            f"final loss {result.final_loss:.4f}); nothing was trained. To train longer, resume with a larger "
+            f"train.epochs and run.extend=true.\n"
+            f"  checkpoint:    {result.checkpoint}\n"
+            f"  next:          {next_step(result.run_dir, result.num_classes)}"
+        )
+        return 0
     print(
         f"\nDone: {result.epochs_done} epochs, {result.global_step} steps in {result.seconds:.1f} s "
         f"({result.images_per_second:.0f} images/s), final loss {result.final_loss:.4f}.\n"
         f"  pruning:       {describe_request(cfg.pruning)}, achieved {result.achieved_rate:.3f} "
         f"({result.sample_forwards} of {result.full_data_forwards} sample-forwards)\n"
         + (
-            f"  unreadable:    {result.unreadable_skips} planned sample-forwards skipped (unreadable files, "
-            "data/unreadable_files in the metrics); not counted as pruning\n"
-            if result.unreadable_skips
+            f"  unreadable:    {result.unreadable_files} image files left out, listed in "
+            f"{result.run_dir / 'unreadable_files.txt'}"
+            + (
+                f"; {result.unreadable_skips} planned sample-forwards skipped (not counted as pruning)"
+                if result.unreadable_skips
+                else ""
+            )
+            + "\n"
+            if result.unreadable_files
             else ""
         )
         + f"  run directory: {result.run_dir}\n"
@@ -117,14 +142,16 @@ def _run(args: argparse.Namespace) -> int:
 def next_step(run_dir: Path, num_classes: int) -> str:
     """What to run after pretraining: a probe on the pretraining data, or, where its images have no labels (an
     unlabelled folder: ``num_classes`` 0), a probe on a labelled dataset or an export; one command per line."""
-    probe = f"python -m eval.linear_probe --checkpoint {run_dir}"
+    from ssl_emp import commands
+
+    probe = commands.module("eval.linear_probe", "--checkpoint", run_dir)
     if num_classes > 0:
         return probe
     indent = " " * 17
     return (
         f"the pretraining images have no labels; probe on a labelled folder, or export the backbone:\n"
         f"{indent}{probe} --dataset imagefolder --data-root LABELLED_FOLDER\n"
-        f"{indent}python -m ssl_emp.export --checkpoint {run_dir} --output backbone.safetensors"
+        f"{indent}{commands.module('ssl_emp.export', '--checkpoint', run_dir, '--output', 'backbone.safetensors')}"
     )
 
 

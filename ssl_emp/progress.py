@@ -5,7 +5,7 @@ one per epoch and one every ``every_seconds`` within a long epoch, each with ela
     progress.start(epoch, steps)          # each epoch
     progress.step(step, images, loss)     # each step (loss: a device tensor, read only when a line is due)
     progress.line("epoch 3/20  loss ...", always=True)
-    progress.close()
+    progress.close()                      # or: with Progress(...) as progress:
 
 ``mode`` is "auto" (a bar when the stream is a terminal, else lines), "bar", "lines" or "off". The evaluation
 commands use the same class for their own loops.
@@ -38,8 +38,11 @@ def resolve_mode(mode: str, stream: TextIO) -> str:
     return "bar" if isatty is not None and isatty() else "lines"
 
 
-def mode_for(show_progress: Optional[bool]) -> str:
-    """The mode a ``show_progress`` argument asks for: None decides by the terminal, False prints nothing."""
+def mode_for(show_progress: Optional[bool], visible: bool = True) -> str:
+    """The mode a ``show_progress`` argument asks for: None decides by the terminal, False prints nothing (nor
+    does a process that is not ``visible``: a DDP rank other than 0)."""
+    if not visible:
+        return "off"
     return "auto" if show_progress is None else ("bar" if show_progress else "off")
 
 
@@ -126,3 +129,9 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

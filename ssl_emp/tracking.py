@@ -65,6 +65,15 @@ def rewind_metrics(path: Path, step: int) -> None:
     tmp.replace(path)
 
 
+def sync_command(wandb_dir: Path, run_id: str) -> str:
+    """``python -m wandb sync`` of every offline folder under ``wandb_dir`` that holds run ``run_id``, oldest first
+    (W&B names them ``offline-run-DATE_TIME-ID``)."""
+    from ssl_emp import commands
+
+    folders = sorted(Path(wandb_dir).glob(f"offline-run-*-{run_id}"))
+    return commands.module("wandb", "sync", *folders)
+
+
 class Tracker:
     """Logs dictionaries of scalars; one instance per job (pretraining, probe, ...)."""
 
@@ -151,8 +160,13 @@ class Tracker:
         if self.wandb_run is None:
             return f"W&B: disabled; metrics go to {self.metrics_path}"
         if self.mode == "offline":
-            return f"W&B: offline; to upload this run later: wandb sync {Path(self.wandb_run.dir).parent}"
+            return f"W&B: offline; to upload this run later: {self.sync_command()}"
         return f"W&B: {self.mode}, {self.wandb_run.url}"
+
+    def sync_command(self) -> str:
+        """The command that uploads every offline folder of this run: a resumed run adds one per sitting, all
+        with the run's id."""
+        return sync_command(Path(self.wandb_run.dir).parent.parent, self.wandb_run.id)
 
     def epoch_pictures(self, epoch: int, last: bool, make: Callable[[], Any], step: Optional[int] = None) -> None:
         """Every ``images_every`` epochs and at the last, log ``make()``'s pictures (an

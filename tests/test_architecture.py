@@ -14,9 +14,10 @@ ALLOWED = {
     "ssl_emp.device": set(),
     "ssl_emp.distributed": set(),
     "ssl_emp.checkpoint": set(),
-    "ssl_emp.tracking": set(),
+    "ssl_emp.tracking": {"ssl_emp.commands"},
     "ssl_emp.progress": set(),  # a bar or plain lines, for any loop
-    "ssl_emp.data": set(),
+    "ssl_emp.commands": set(),  # the commands a run prints, spelled to run as printed (standard library only)
+    "ssl_emp.data": {"ssl_emp.progress"},
     "ssl_emp.models": set(),
     "ssl_emp.methods": {"ssl_emp.distributed", "ssl_emp.device", "ssl_emp.pruning"},
     "ssl_emp.evaluation": {
@@ -29,6 +30,7 @@ ALLOWED = {
     },
     "ssl_emp.engine": {
         "ssl_emp.checkpoint",
+        "ssl_emp.commands",
         "ssl_emp.data",
         "ssl_emp.device",
         "ssl_emp.distributed",
@@ -38,6 +40,7 @@ ALLOWED = {
         "ssl_emp.pruning",
     },
     "ssl_emp.export": {"ssl_emp.checkpoint", "ssl_emp.models"},
+    "ssl_emp.curation": {"ssl_emp.pruning"},  # a pool's copies, clusters and outliers: torch and the clustering
     # the build layer and above
     # they declare which names and settings are valid (methods through their torch-free settings module)
     "ssl_emp.config": {"ssl_emp.methods", "ssl_emp.models", "ssl_emp.pruning"},
@@ -54,7 +57,24 @@ ALLOWED = {
         "ssl_emp.pruning",
         "ssl_emp.tracking",
     },
-    "ssl_emp.pretrain": {"ssl_emp.build", "ssl_emp.checkpoint", "ssl_emp.config", "ssl_emp.data", "ssl_emp.engine"},
+    "ssl_emp.pretrain": {
+        "ssl_emp.build",
+        "ssl_emp.checkpoint",
+        "ssl_emp.commands",
+        "ssl_emp.config",
+        "ssl_emp.data",
+        "ssl_emp.engine",
+    },
+    # the audit command: a short pretraining through the one-call API, the embeddings, the curation, its report
+    "ssl_emp.audit": {
+        "ssl_emp",
+        "ssl_emp.checkpoint",
+        "ssl_emp.config",
+        "ssl_emp.curation",
+        "ssl_emp.data",
+        "ssl_emp.device",
+        "ssl_emp.evaluation",
+    },
     "ssl_emp.api": {"ssl_emp.build", "ssl_emp.config", "ssl_emp.engine", "ssl_emp.export"},
     "ssl_emp.plot": set(),  # reads metrics.jsonl only
     "ssl_emp": {"ssl_emp.api", "ssl_emp.export"},  # the package's load_backbone and (lazily) train
@@ -70,7 +90,7 @@ ALLOWED = {
     },
 }
 # The parts that read settings; every other part takes plain keyword arguments and imports no pydantic.
-SETTINGS_LAYER = {"ssl_emp.config", "ssl_emp.build", "ssl_emp.pretrain", "ssl_emp.api", "eval"}
+SETTINGS_LAYER = {"ssl_emp.config", "ssl_emp.build", "ssl_emp.pretrain", "ssl_emp.api", "ssl_emp.audit", "eval"}
 
 
 def _part(module: str) -> str:

@@ -6,7 +6,7 @@ import torch
 
 from ssl_emp.data import ImageBank
 from ssl_emp.data.augment import TwoViews
-from ssl_emp.engine import Pretrainer
+from ssl_emp.engine import Pretrainer, RunSettings, Schedules, TrainParts
 from ssl_emp.engine.optim import WarmupCosine, build_optimizer
 from ssl_emp.methods import BYOL, DINO, MoCo, SimCLR
 from ssl_emp.models import build_backbone
@@ -74,17 +74,9 @@ def test_the_trainer_runs_on_parts_made_by_hand(tmp_path):
     epochs = 4
     pruner = Pruner(len(bank), epochs, rate=0.5, selector="random", anneal=0.0)
     trainer = Pretrainer(
-        bank,
-        views,
-        model,
-        optimizer,
-        pruner,
-        WarmupCosine(0.1, epochs, warmup_epochs=1),
-        run_dir=tmp_path,
-        epochs=epochs,
-        batch_size=24,
-        device=torch.device("cpu"),
-        checkpoint_every=2,
+        TrainParts(bank, views, model, optimizer, pruner),
+        Schedules(WarmupCosine(0.1, epochs, warmup_epochs=1)),
+        RunSettings(tmp_path, epochs, batch_size=24, checkpoint_every=2),
     )
     result = trainer.run(NullTracker(), show_progress=False)
 

@@ -3,6 +3,7 @@
 ``METHODS``. What a part needs to run at all (a selector's file of weights, a method's small queue) is the only
 per-entry knowledge here, and an entry that needs none needs no line."""
 
+import dataclasses
 import io
 
 import pytest
@@ -103,10 +104,11 @@ def test_every_scorer_steps_without_reading_back_to_the_host(scorer, memory, no_
 
 
 # What a method needs to run on 16 tiny images at all; a method not named needs nothing.
-_TINY_METHOD = {"moco": ["method.queue_size=32"], "dino": ["method.bottleneck_dim=16"]}
+_TINY_METHOD_VALUES = {"moco": {"queue_size": 32}, "dino": {"bottleneck_dim": 16}}
+_TINY_METHOD = {name: [f"method.{k}={v}" for k, v in values.items()] for name, values in _TINY_METHOD_VALUES.items()}
 
 
-def _method(name):
+def _method(name, *overrides):
     cfg = load_pretrain_config(
         None,
         [
@@ -115,6 +117,7 @@ def _method(name):
             "model.proj_hidden_dim=32",
             "model.proj_output_dim=16",
             *_TINY_METHOD.get(name, []),
+            *overrides,
         ],
     )
     torch.manual_seed(0)
@@ -139,3 +142,30 @@ def test_every_method_gives_one_loss_per_sample_whose_mean_is_the_loss_it_trains
     order = torch.randperm(16, generator=torch.Generator().manual_seed(3))
     permuted = reference(views[0][order], views[1][order])
     assert torch.allclose(permuted.loss, stats.loss.detach()[order], atol=1e-5)
+
+
+def _changed(value):
+    """Another value of a setting, of its type (floats never set a shape)."""
+    return (not value) if isinstance(value, bool) else (value * 2 if value else 8) if isinstance(value, int) else None
+
+
+def _shapes(model) -> dict:
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_setting_that_shapes_saved_state_is_declared_so_and_fixed_on_resume(name):
+    """A setting whose change changes the method's saved shapes is declared ``shape=True``, so a resumed run
+    cannot change it (``RESUME_FIXED`` is derived from the declarations); one that does not, is not."""
+    from ssl_emp.engine.run_dir import RESUME_FIXED
+    from ssl_emp.methods.settings import METHODS as REGISTRY
+
+    base = _shapes(_method(name))
+    for setting in dataclasses.fields(REGISTRY[name].settings):
+        current = dict(_TINY_METHOD_VALUES.get(name, {})).get(setting.name, setting.default)
+        other = _changed(current)
+        if other is None:
+            continue
+        changed = _shapes(_method(name, f"method.{setting.name}={other}")) != base
+        assert setting.metadata["shape"] == changed, f"{name}: method.{setting.name} (shapes change: {changed})"
+        assert (f"method.{setting.name}" in RESUME_FIXED) == changed

@@ -65,7 +65,11 @@ def test_offline_run_logs_pictures_console_and_checkpoint_and_says_how_to_sync(o
     run_dir, printed = offline_run
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
-    assert f"W&B: offline; to upload this run later: wandb sync {runs[0]}" in printed.splitlines()
+    from ssl_emp import commands
+
+    assert (
+        f"W&B: offline; to upload this run later: {commands.module('wandb', 'sync', runs[0])}" in printed.splitlines()
+    )
     media = runs[0] / "files" / "media"
     assert len(list((media / "images" / "views").glob("pairs_*.png"))) == 3  # one grid per epoch
     for group in ("highest_score", "lowest_score", "never_kept"):

@@ -60,12 +60,12 @@ def _worker(rank, world_size, port, overrides, out_dir):
 
     def recording_run(self, tracker, show_progress=None):
         result = original_run(self, tracker, show_progress)
-        final["table"] = self.pruner.table.state_dict()
-        if hasattr(self.model, "queue"):
-            final["queue"] = self.model.queue.keys.clone()
-        if hasattr(self.model, "criterion"):
-            final["center"] = self.model.criterion.center.clone()
-        final["ddp_ignores"] = sorted(getattr(self.forward, "parameters_to_ignore", []))  # one process: no DDP
+        final["table"] = self.parts.pruner.table.state_dict()
+        if hasattr(self.parts.method, "queue"):
+            final["queue"] = self.parts.method.queue.keys.clone()
+        if hasattr(self.parts.method, "criterion"):
+            final["center"] = self.parts.method.criterion.center.clone()
+        final["ddp_ignores"] = sorted(getattr(self.parts.forward, "parameters_to_ignore", []))  # one process: no DDP
         return result
 
     ImageBank.batches, Pruner.plan, Pretrainer.run = recording_batches, recording_plan, recording_run

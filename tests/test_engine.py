@@ -232,7 +232,7 @@ def _lr_by_compute(tmp_path, name: str, epochs: int = 8, max_forwards=None, **pr
     the optimizer stepped with)``, read from the optimizer and the pruner's count, and the forwards spent."""
     from ssl_emp.data import ImageBank
     from ssl_emp.data.augment import TwoViews
-    from ssl_emp.engine import Pretrainer
+    from ssl_emp.engine import Pretrainer, RunSettings, Schedules, TrainParts
     from ssl_emp.engine.optim import build_optimizer
     from ssl_emp.methods import SimCLR
     from ssl_emp.models import build_backbone
@@ -253,18 +253,9 @@ def _lr_by_compute(tmp_path, name: str, epochs: int = 8, max_forwards=None, **pr
     steps = []
     optimizer.register_step_pre_hook(lambda opt, *_: steps.append((pruner.sample_forwards, opt.param_groups[0]["lr"])))
     trainer = Pretrainer(
-        bank,
-        TwoViews(8, 1, [0.5], [0.25]),
-        model,
-        optimizer,
-        pruner,
-        WarmupCosine(1.0, epochs, warmup_epochs=1),
-        run_dir=tmp_path / name,
-        epochs=epochs,
-        batch_size=20,
-        device=torch.device("cpu"),
-        checkpoint_every=100,
-        max_forwards=max_forwards,
+        TrainParts(bank, TwoViews(8, 1, [0.5], [0.25]), model, optimizer, pruner),
+        Schedules(WarmupCosine(1.0, epochs, warmup_epochs=1)),
+        RunSettings(tmp_path / name, epochs, batch_size=20, checkpoint_every=100, max_forwards=max_forwards),
     )
     result = trainer.run(NullTracker(), show_progress=False)
     return [(done / result.sample_forwards, lr) for done, lr in steps], result
@@ -298,7 +289,7 @@ def test_weight_decay_follows_its_cosine_gradients_are_clipped_and_the_method_se
     gradient norm capped before each step, and the run's progress handed to the method before each step."""
     from ssl_emp.data import ImageBank
     from ssl_emp.data.augment import TwoViews
-    from ssl_emp.engine import Pretrainer
+    from ssl_emp.engine import Pretrainer, RunSettings, Schedules, TrainParts
     from ssl_emp.engine.optim import CosineRamp, build_optimizer
     from ssl_emp.methods import SimCLR
     from ssl_emp.models import build_backbone
@@ -326,19 +317,9 @@ def test_weight_decay_follows_its_cosine_gradients_are_clipped_and_the_method_se
     optimizer.register_step_pre_hook(record)
     epochs = 4
     trainer = Pretrainer(
-        bank,
-        TwoViews(8, 1, [0.5], [0.25]),
-        model,
-        optimizer,
-        Pruner(len(bank), epochs),
-        WarmupCosine(1e-3, epochs),
-        run_dir=tmp_path,
-        epochs=epochs,
-        batch_size=20,
-        device=torch.device("cpu"),
-        checkpoint_every=100,
-        weight_decay_schedule=CosineRamp(0.04, 0.4, epochs),
-        clip_grad=1e-3,
+        TrainParts(bank, TwoViews(8, 1, [0.5], [0.25]), model, optimizer, Pruner(len(bank), epochs)),
+        Schedules(WarmupCosine(1e-3, epochs), weight_decay=CosineRamp(0.04, 0.4, epochs), clip_grad=1e-3),
+        RunSettings(tmp_path, epochs, batch_size=20, checkpoint_every=100),
     )
     trainer.run(NullTracker(), show_progress=False)
     assert progress == pytest.approx([step / 12 for step in range(12)])  # 3 steps an epoch, before each step

@@ -73,7 +73,7 @@ def test_on_images_without_labels_the_online_monitor_is_off_with_a_note(my_image
     cfg = load_pretrain_config(None, ["data.name=imagefolder", f"data.root={my_images}", "data.image_size=32"])
     assert cfg.monitor.every == 25  # the default recipe's
     trainer = build_trainer(cfg, tmp_path / "built")
-    assert trainer.monitor is None and trainer.run_config["monitor"]["every"] == 0
+    assert trainer.parts.monitor is None and trainer.settings.run_config["monitor"]["every"] == 0
     err = capfd.readouterr().err
     assert err.count("monitor.every=25 is off") == 1 and "Traceback" not in err
 
@@ -154,7 +154,7 @@ def test_a_batch_that_would_shrink_below_a_workable_size_is_refused_naming_the_r
     assert "pruning.rate=0.9 leaves 20 of the 200 samples per epoch, fewer than 32" in err
     rate = re.search(r"pruning.rate at most ([0-9.]*[0-9])", err).group(1)
     built = build_trainer(load_pretrain_config(None, [*small, f"pruning.rate={rate}"]), tmp_path / "fixed")
-    assert built.batch_size == SMALLEST_FITTED_BATCH == 32  # the highest rate it names leaves exactly enough
+    assert built.settings.batch_size == SMALLEST_FITTED_BATCH == 32  # the highest rate it names leaves exactly enough
     # A batch that small, asked for, is the user's choice.
     asked = load_pretrain_config(None, [*small, "train.batch_size=20"])
-    assert build_trainer(asked, tmp_path / "asked").batch_size == 20
+    assert build_trainer(asked, tmp_path / "asked").settings.batch_size == 20

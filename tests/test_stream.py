@@ -86,13 +86,13 @@ def test_an_unreadable_file_stops_the_run_naming_it_and_the_checkpoint_survives(
 
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
-    overrides = ("data.in_memory=false", "data.workers=1", "train.epochs=2")
+    overrides = ("data.in_memory=false", "data.workers=1", "data.skip_unreadable=false", "train.epochs=2")
     pretrain(_cfg(copy, tmp_path, "run", *overrides), show_progress=False)
     broken = next((copy / "train" / "3").glob("*.jpg"))
     broken.write_bytes(b"this is not a JPEG")  # the same files, one of them now unreadable
     with pytest.raises(UnreadableImageError) as error:
         pretrain(
-            _cfg(copy, tmp_path, "run", *overrides[:2], "train.epochs=4", "run.resume=true", "run.extend=true"),
+            _cfg(copy, tmp_path, "run", *overrides[:3], "train.epochs=4", "run.resume=true", "run.extend=true"),
             show_progress=False,
         )
     message = str(error.value)
@@ -171,7 +171,7 @@ def _ddp_stream_worker(rank, world_size, port, folder, out_dir):
     def recording_run(self, tracker, show_progress=None):
         read.clear()  # leave out the channel statistics' sample, read before training
         result = original_run(self, tracker, show_progress)
-        final["table"] = self.pruner.table.state_dict()
+        final["table"] = self.parts.pruner.table.state_dict()
         return result
 
     ImageFolderStream.__getitem__, Pretrainer.run = recording_getitem, recording_run
@@ -242,13 +242,15 @@ def test_an_unlabelled_folder_loads_in_memory_and_streamed(layout, tmp_path):
 
 
 def test_after_pretraining_on_an_unlabelled_folder_the_next_step_is_a_labelled_probe_or_an_export(tmp_path):
+    from ssl_emp import commands
     from ssl_emp.pretrain import next_step
 
-    assert next_step(tmp_path / "l", 10) == f"python -m eval.linear_probe --checkpoint {tmp_path / 'l'}"
+    python = commands.python()  # this interpreter, as the shell can run it (.venv/bin/python after make setup)
+    assert next_step(tmp_path / "l", 10) == f"{python} -m eval.linear_probe --checkpoint {tmp_path / 'l'}"
     lines = next_step(tmp_path / "u", 0).splitlines()  # the reason, then one command a line, to paste as it is
     assert "no labels" in lines[0] and len(lines) == 3
     assert lines[1].split() == [
-        "python",
+        python,
         "-m",
         "eval.linear_probe",
         "--checkpoint",
@@ -258,7 +260,7 @@ def test_after_pretraining_on_an_unlabelled_folder_the_next_step_is_a_labelled_p
         "--data-root",
         "LABELLED_FOLDER",
     ]
-    assert lines[2].split()[:3] == ["python", "-m", "ssl_emp.export"]
+    assert lines[2].split()[:3] == [python, "-m", "ssl_emp.export"]
 
 
 @pytest.mark.slow

@@ -3,12 +3,16 @@ setting given can affect the run. Pydantic lives here and in the command lines o
 build step (``ssl_emp.build``) takes plain keyword arguments."""
 
 from ssl_emp.config.load import (
+    DEFAULT_RECIPE,
+    FOLDER_RECIPE,
     build_config,
     data_overrides,
+    describe_recipe,
     load_pretrain_config,
     load_run_config,
     parse_overrides,
     read_yaml,
+    recipe_for,
 )
 from ssl_emp.config.schema import (
     AugmentConfig,
@@ -33,6 +37,10 @@ from ssl_emp.config.unused import (
 )
 
 __all__ = [
+    "DEFAULT_RECIPE",
+    "FOLDER_RECIPE",
+    "describe_recipe",
+    "recipe_for",
     "AugmentConfig",
     "ConfigError",
     "DataConfig",

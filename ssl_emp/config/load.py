@@ -19,6 +19,25 @@ from ssl_emp.config.unused import check_settings_used
 # The recipe a run without --config uses (configs/default.yaml, shipped in the package through a link): the one
 # source of a plain run's settings; the schema's defaults fill the keys it leaves out, as for any recipe.
 DEFAULT_RECIPE = Path(__file__).with_name("default.yaml")
+# ... and a run on an image folder (configs/folder.yaml): natural-image augmentations, not the digits' ones.
+FOLDER_RECIPE = Path(__file__).with_name("folder.yaml")
+
+
+def recipe_for(overrides: list[str] = ()) -> Path:
+    """The recipe a run without ``--config`` uses: the folder recipe where the overrides name an image folder
+    (``data.name=imagefolder``, as ``--data FOLDER`` gives), else the default (digits)."""
+    data = parse_overrides(list(overrides)).get("data", {})
+    return FOLDER_RECIPE if isinstance(data, dict) and data.get("name") == "imagefolder" else DEFAULT_RECIPE
+
+
+def describe_recipe(cfg: PretrainConfig, path: Union[str, Path]) -> str:
+    """One line naming the recipe a run read and the choices that shape it most."""
+    a, m = cfg.augment, cfg.model
+    model = m.backbone + (f" width {m.width}" if m.backbone == "small_cnn" else "")
+    return (
+        f"recipe {path}: {cfg.method.name}, {model}, {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
+        f"crops down to {a.crop_scale_min:g}, flip {a.hflip_p:g}"
+    )
 
 
 def _section_at(model: type[BaseModel], path: tuple[Union[str, int], ...]) -> Optional[type[BaseModel]]:
@@ -155,7 +174,7 @@ def load_run_config(run_dir: Union[str, Path], overrides: list[str] = ()) -> Pre
 def load_pretrain_config(path: Optional[Union[str, Path]] = None, overrides: list[str] = ()) -> PretrainConfig:
     """A recipe (default: :data:`DEFAULT_RECIPE`) plus command-line overrides; a setting that cannot affect the
     run is refused when the command line gives it, and warned about (one line on stderr) when the recipe does."""
-    path = path or DEFAULT_RECIPE
+    path = path or recipe_for(overrides)
     tree = read_yaml(path)
     cfg = build_config(PretrainConfig, tree, overrides, source=str(path))
     check_settings_used(cfg, parse_overrides(list(overrides)), tree, recipe=str(path))

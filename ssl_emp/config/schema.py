@@ -45,8 +45,9 @@ class DataConfig(_Section):
     )
     workers: int = Field(4, ge=0, description="DataLoader workers decoding images when streaming")
     skip_unreadable: bool = Field(
-        False,
-        description="streaming: skip (count and log) image files that cannot be decoded, instead of stopping the run",
+        True,
+        description="an image folder's files that cannot be decoded are left out, counted and listed in the run "
+        "folder's unreadable_files.txt; false: the first one stops the run, named",
     )
 
     @model_validator(mode="after")
@@ -132,7 +133,7 @@ def _method_fields() -> dict:
             docs.setdefault(setting.name, {}).setdefault(setting.metadata["doc"], []).append(method)
             hints[setting.name] = types[setting.name]
     for name, setting in method_settings.shared_fields().items():
-        meta = {k: v for k, v in setting.metadata.items() if k not in ("doc", "unit")}
+        meta = {k: v for k, v in setting.metadata.items() if k not in ("doc", "unit", "shape")}
         doc = "; ".join(f"{', '.join(methods)}: {text}" for text, methods in docs[name].items())
         out[name] = (hints[name], Field(setting.default, description=doc, **meta))
     return out

@@ -35,7 +35,6 @@ READ_ONLY_WHEN = {
     "model.pretrained_file": ("model.backbone", ("timm/*",)),
     "run.extend": ("run.resume", (True, "auto")),
     "data.workers": ("data.in_memory", (False,)),
-    "data.skip_unreadable": ("data.in_memory", (False,)),
     "tracking.images_every": ("tracking.wandb", ("auto", "online", "offline")),
     "tracking.checkpoint_artifact": ("tracking.wandb", ("auto", "online", "offline")),
 }
@@ -135,8 +134,21 @@ def write_options_help() -> Path:
     return OPTIONS_HELP
 
 
+def _recipe_value(recipe: str, key: str):
+    """The value the shipped recipe ``recipe`` (default.yaml, folder.yaml) sets at ``section.name``, or ``_UNSET``."""
+    import yaml
+
+    tree = yaml.safe_load(Path(__file__).with_name(recipe).read_text()) or {}
+    section, name = key.split(".", 1)
+    return (tree.get(section) or {}).get(name, _UNSET)
+
+
+_UNSET = object()
+
+
 def describe_options(model: type[BaseModel] = PretrainConfig) -> str:
-    """One line per option, for --help, with what reads the settings that are not always read."""
+    """One line per option, for --help: the value a plain run uses (the default recipe's, else the schema's), the
+    folder recipe's where it differs (a run on ``--data FOLDER``), and what reads the settings not always read."""
     readers = pruning_readers()
     rows = []
     for section_name, section_field in model.model_fields.items():
@@ -159,5 +171,10 @@ def describe_options(model: type[BaseModel] = PretrainConfig) -> str:
                 doc += f"  (read when {decider} is {' | '.join(map(str, values))})"
             elif section_name == "pruning" and readers.get(name):
                 doc += f"  (read by: {', '.join(readers[name])})"
-            rows.append(f"  {key} = {field.get_default(call_default_factory=True)!r}   [{annotation}]{doc}")
+            plain = _recipe_value("default.yaml", key)
+            plain = field.get_default(call_default_factory=True) if plain is _UNSET else plain
+            folder = _recipe_value("folder.yaml", key)
+            folder = field.get_default(call_default_factory=True) if folder is _UNSET else folder
+            on_folder = f"  [--data FOLDER: {folder!r}]" if folder != plain else ""
+            rows.append(f"  {key} = {plain!r}{on_folder}   [{annotation}]{doc}")
     return "\n".join(rows)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import torch
@@ -24,6 +24,7 @@ class ImageBank:
     labels: torch.Tensor
     num_classes: int
     name: str
+    unreadable: list[str] = field(default_factory=list)  # files left out at load, unreadable: "path: reason"
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -49,7 +50,7 @@ class ImageBank:
         return self.images.device
 
     def to(self, device: torch.device | str) -> "ImageBank":
-        return ImageBank(self.images.to(device), self.labels.to(device), self.num_classes, self.name)
+        return ImageBank(self.images.to(device), self.labels.to(device), self.num_classes, self.name, self.unreadable)
 
     def subset(self, indices: torch.Tensor) -> "ImageBank":
         return ImageBank(self.images[indices], self.labels[indices], self.num_classes, self.name)

@@ -12,6 +12,7 @@ import os
 import pickle
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -204,13 +205,22 @@ def subset_indices(total: int, subset: Optional[int]) -> torch.Tensor:
     return torch.randperm(total, generator=torch.Generator().manual_seed(0))[:subset].sort().values
 
 
+def decode_reason(exc: Exception, limit: int = 240) -> str:
+    """Why a decoder refused a file, in its own words: its first line, without the C++ source location torchvision
+    puts first (``operator(), /path/decode_png.cpp:79, ...``), shortened at a word if it is long."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    reason = re.sub(r"^[^,]*, \S+\.\w+:\d+, ", "", lines[0])
+    if len(reason) <= limit:
+        return reason
+    return reason[:limit].rsplit(" ", 1)[0] + " ..."
+
+
 def decode_square(path: str, image_size: int) -> torch.Tensor:
     """One image file as uint8 [3, S, S]: decoded as RGB, shorter side resized to S, centre-cropped."""
     try:
         img = torchvision.io.decode_image(path, mode=torchvision.io.ImageReadMode.RGB)
     except (RuntimeError, OSError, ValueError) as exc:
-        reason = re.sub(r"^\w+, \S+:\d+, ", "", str(exc).splitlines()[0])[:160]  # drop torchvision's source location
-        raise UnreadableImageError(f"Cannot read image '{path}': {reason}") from None
+        raise UnreadableImageError(f"Cannot read image '{path}': {decode_reason(exc)}") from None
     img = TF.resize(img, [image_size], antialias=True)
     return TF.center_crop(img, [image_size, image_size])
 
@@ -310,22 +320,39 @@ def default_image_size(listing: FolderListing, sample: int = 2048) -> tuple[int,
 
 
 def load_imagefolder(
-    root: Optional[str], split: str, image_size: Optional[int] = None, subset: Optional[int] = None
+    root: Optional[str],
+    split: str,
+    image_size: Optional[int] = None,
+    subset: Optional[int] = None,
+    skip_unreadable: bool = False,
 ) -> ImageBank:
     """``root/train/<class>/*`` (and ``root/val`` or ``root/test``), or an unlabelled folder of images (labels -1;
     see :func:`image_folder`), resized (shorter side) and centre-cropped at load, to ``image_size`` or by default
-    to :func:`default_image_size`. Only the ``subset`` is decoded. For folders that do not fit in memory:
-    ``data.in_memory=false``."""
-    from tqdm import tqdm
+    to :func:`default_image_size`. Only the ``subset`` is decoded. A file that cannot be decoded stops the load,
+    naming it, or with ``skip_unreadable`` is left out and listed in the bank's ``unreadable``. For folders that
+    do not fit in memory: ``data.in_memory=false``."""
+    from ssl_emp.progress import Progress
 
     ds = image_folder(root, split)
     image_size = image_size or default_image_size(ds)[0]
-    keep = subset_indices(len(ds.paths), subset)
+    keep = subset_indices(len(ds.paths), subset).tolist()
     images = torch.empty(len(keep), 3, image_size, image_size, dtype=torch.uint8)
-    for row, i in enumerate(tqdm(keep.tolist(), desc=f"loading {ds.root}", unit="img", leave=False)):
-        images[row] = decode_square(ds.paths[i], image_size)
-    labels = torch.as_tensor(ds.targets, dtype=torch.long)[keep]
-    return ImageBank(images, labels, len(ds.classes), "imagefolder")
+    read, unreadable = [], []
+    # A bar in a terminal; in a log file, a plain line a minute (tqdm's carriage returns would pile up there).
+    loading = Progress(f"loading {ds.root}", 1, len(keep), stream=sys.stderr, item="img", unit_lines=False)
+    with loading as progress:
+        progress.start(1, len(keep))
+        for step, i in enumerate(keep):
+            try:
+                images[len(read)] = decode_square(ds.paths[i], image_size)
+                read.append(i)
+            except UnreadableImageError as exc:
+                if not skip_unreadable:
+                    raise
+                unreadable.append(str(exc).removeprefix("Cannot read image "))
+            progress.step(step + 1, 1, None)
+    labels = torch.as_tensor(ds.targets, dtype=torch.long)[torch.as_tensor(read, dtype=torch.long)]
+    return ImageBank(images[: len(read)], labels, len(ds.classes), "imagefolder", unreadable)
 
 
 LOADERS: dict[str, Callable[..., ImageBank]] = {
@@ -339,16 +366,22 @@ LOADERS: dict[str, Callable[..., ImageBank]] = {
 
 
 def load_bank(
-    name: str, root: Optional[str], split: str, image_size: Optional[int] = None, subset: Optional[int] = None
+    name: str,
+    root: Optional[str],
+    split: str,
+    image_size: Optional[int] = None,
+    subset: Optional[int] = None,
+    skip_unreadable: bool = False,
 ) -> ImageBank:
-    """Load one split as an image bank, optionally resized and cut to a fixed random subset."""
+    """Load one split as an image bank, optionally resized and cut to a fixed random subset; ``skip_unreadable``:
+    an image folder's undecodable files are left out (listed in the bank's ``unreadable``)."""
     if name not in LOADERS:
         raise ValueError(f"Unknown dataset '{name}'. Known: {', '.join(LOADERS)}.")
     if split not in ("train", "test"):
         raise ValueError(f"Unknown split '{split}': use 'train' or 'test'.")
     root = default_root(name, root)
     if name == "imagefolder":  # decodes only the subset it keeps
-        return load_imagefolder(root, split, image_size, subset)
+        return load_imagefolder(root, split, image_size, subset, skip_unreadable)
     bank = LOADERS[name](root, split, image_size)
     if image_size is not None and bank.image_size != image_size:
         images = TF.resize(bank.images, [image_size, image_size], antialias=True)

@@ -97,9 +97,10 @@ def pruner_samples(source, table, per_group: int = 8) -> list[dict]:
     return rows
 
 
-def epoch_pictures(trainer) -> EpochPictures:
-    """The dashboard's pictures for the trainer's current state."""
-    channels = trainer.source.channels
-    mean, std = trainer.data_info.get("mean", [0.0] * channels), trainer.data_info.get("std", [1.0] * channels)
-    grid, caption = view_pairs(trainer.source, trainer.views, mean, std, trainer.device)
-    return EpochPictures(grid, caption, pruner_samples(trainer.source, trainer.pruner.table))
+def epoch_pictures(parts, data_info: dict, device: torch.device) -> EpochPictures:
+    """The dashboard's pictures for a run's parts (:class:`~ssl_emp.engine.parts.TrainParts`) as they stand:
+    ``data_info`` gives the normalisation to undo."""
+    channels = parts.source.channels
+    mean, std = data_info.get("mean", [0.0] * channels), data_info.get("std", [1.0] * channels)
+    grid, caption = view_pairs(parts.source, parts.views, mean, std, device)
+    return EpochPictures(grid, caption, pruner_samples(parts.source, parts.pruner.table))

@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
+from ssl_emp import commands
 from ssl_emp.distributed import DistContext
 from ssl_emp.pruning import EpochPlan
 
@@ -40,7 +41,7 @@ class RunInterrupted(Exception):
         )
         super().__init__(
             f"interrupted at epoch {epoch}, step {step}; resume with: "
-            f"python -m ssl_emp.pretrain --resume {run_dir}{requeue}"
+            f"{commands.module('ssl_emp.pretrain', '--resume', run_dir)}{requeue}"
         )
 
 
@@ -96,6 +97,11 @@ class EpochPosition:
     trained: int
     steps: int = 0  # the epoch's steps in all
     signum: int = 0  # the signal every rank agreed to stop on at steps_done (0: none)
+
+    @property
+    def resumed(self) -> tuple[int, torch.Tensor, int]:
+        """What the epoch goes on from: the steps done, the loss summed so far, and the samples it sums."""
+        return self.steps_done, self.loss_sum, self.trained
 
     @property
     def inside(self) -> bool:

@@ -11,6 +11,7 @@ from typing import Optional, Union
 
 from ssl_emp.distributed import DistContext
 from ssl_emp.engine.optim import WarmupCosine, compute_progress
+from ssl_emp.methods.settings import shape_settings
 from ssl_emp.pruning import Pruner
 
 
@@ -50,15 +51,14 @@ def prepare_run_dir(
 
 
 # Settings a run cannot change when it resumes: they fix the shapes of the saved state or the dataset it indexes.
+# A method's own are those its settings declare with shape=True (ssl_emp.methods.settings).
 RESUME_FIXED = (
     "data.name",
     "data.subset",
     "data.image_size",
     "model",
     "method.name",
-    "method.queue_size",
-    "method.bottleneck_dim",
-    "method.head_batchnorm",
+    *(f"method.{name}" for name in shape_settings()),
 )
 
 

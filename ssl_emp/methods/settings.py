@@ -15,8 +15,10 @@ from dataclasses import dataclass, field, fields
 from typing import Optional
 
 
-def _setting(default, doc: str, unit: Optional[str] = None, **bounds):
-    return field(default=default, metadata={"doc": doc, "unit": unit, **bounds})
+def _setting(default, doc: str, unit: Optional[str] = None, shape: bool = False, **bounds):
+    """A setting's declaration. ``shape``: it sets the shape of saved state (a layer's width, a queue's length),
+    so a run cannot change it when it resumes."""
+    return field(default=default, metadata={"doc": doc, "unit": unit, "shape": shape, **bounds})
 
 
 @dataclass
@@ -29,7 +31,7 @@ class SimCLRSettings:
 class MoCoSettings:
     temperature: float = _setting(0.5, "softmax temperature of the contrastive loss", gt=0)
     momentum: float = _setting(0.99, "EMA weight of the key encoder (constant over the run)", ge=0, le=1)
-    queue_size: int = _setting(4096, "negatives kept in the queue", ge=1)
+    queue_size: int = _setting(4096, "negatives kept in the queue", shape=True, ge=1)
     shuffle_bn: bool = _setting(
         True, "under DDP: encode keys on a random draw of the global batch per rank (shuffled BatchNorm)"
     )
@@ -71,9 +73,9 @@ class DINOSettings:
         0.9, "EMA weight of the center of the teacher's outputs (subtracted to prevent collapse)", ge=0, lt=1
     )
     bottleneck_dim: int = _setting(
-        256, "width of the head's normalised bottleneck (also the embedding the pruner reads)", ge=1
+        256, "width of the head's normalised bottleneck (also the embedding the pruner reads)", shape=True, ge=1
     )
-    head_batchnorm: bool = _setting(False, "BatchNorm in the head's hidden layers (for CNNs; off for ViTs)")
+    head_batchnorm: bool = _setting(False, "BatchNorm in the head's hidden layers (for CNNs; off for ViTs)", shape=True)
     freeze_last_layer_epochs: float = _setting(
         0.0,
         "epochs at the start during which the head's last layer is not updated (the DINO ViT recipe: 1; it "
@@ -89,7 +91,10 @@ class DINOSettings:
 @dataclass
 class SimSiamSettings:
     prediction_hidden_dim: int = _setting(
-        0, "width of the predictor's hidden layer (0: a quarter of the projection, the paper's bottleneck)", ge=0
+        0,
+        "width of the predictor's hidden layer (0: a quarter of the projection, the paper's bottleneck)",
+        shape=True,
+        ge=0,
     )
 
 
@@ -120,6 +125,11 @@ def readers() -> dict[str, list[str]]:
         for setting in fields(method.settings):
             found.setdefault(setting.name, []).append(name)
     return found
+
+
+def shape_settings() -> list[str]:
+    """The settings that set the shape of a run's saved state: fixed for the life of a run."""
+    return [name for name, setting in shared_fields().items() if setting.metadata.get("shape")]
 
 
 def inputs_readers(extra: str) -> list[str]:

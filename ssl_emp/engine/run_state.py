@@ -1,0 +1,67 @@
+"""What a run's checkpoint holds, and how a run is put back from one: its counters, the method's and the
+optimizer's state, the pruner's score table, every rank's RNG, and where inside an epoch it stopped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from ssl_emp.checkpoint import FORMAT, CheckpointError, atomic_save
+from ssl_emp.distributed import restore_rng, rng_states
+from ssl_emp.engine.interrupt import EpochPosition
+from ssl_emp.engine.parts import RunCounters, RunSettings, TrainParts
+
+
+def run_state(parts: TrainParts, settings: RunSettings, counts: RunCounters, position: Optional[EpochPosition]) -> dict:
+    """The checkpoint's dict. Every rank calls it: the RNG states are gathered across ranks."""
+    return {
+        "format": FORMAT,
+        **counts.state_dict(),
+        "config": settings.run_config,
+        "model": parts.method.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "pruning": parts.pruner.state_dict(),
+        "rng": rng_states(settings.ctx, settings.device),
+        "world_size": settings.ctx.world_size,
+        "data": settings.data_info,
+        "position": position.state_dict() if position is not None else None,
+    }
+
+
+def restore_run_state(
+    ckpt: dict, parts: TrainParts, settings: RunSettings, counts: RunCounters
+) -> Optional[EpochPosition]:
+    """Load ``ckpt`` into the parts and counters; returns where inside an epoch the run stopped (None: at an
+    epoch's end). A checkpoint of another model or dataset is refused with what does not fit."""
+    method, pruner = parts.method, parts.pruner
+    try:
+        method.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        model = settings.run_config.get("model", {}).get("backbone", type(method).__name__)
+        raise CheckpointError(
+            f"The checkpoint's weights do not fit this run's model "
+            f"({model}, {type(method).__name__.lower()}): {str(exc)[:600]}"
+        ) from None
+    saved_samples = ckpt["pruning"]["table"]["scores"].numel()
+    if saved_samples != pruner.num_samples:
+        raise CheckpointError(
+            f"The checkpoint's score table covers {saved_samples} samples but this run's dataset has "
+            f"{pruner.num_samples}."
+        )
+    parts.optimizer.load_state_dict(ckpt["optimizer"])
+    pruner.load_state_dict(ckpt["pruning"])
+    counts.load_state_dict(ckpt)
+    ctx, device = settings.ctx, settings.device
+    restore_rng(ckpt["rng"], ckpt.get("world_size", 1), ctx, device, reseed=settings.seed + counts.epoch)
+    return EpochPosition.from_state(ckpt.get("position"), device)
+
+
+def save_run_state(state: dict, settings: RunSettings, epoch: int, inside_epoch: bool) -> Path:
+    """Rank 0 writes ``checkpoints/last.pt`` (atomically), and a kept copy every ``checkpoint_every`` epochs."""
+    folder = settings.run_dir / "checkpoints"
+    last = folder / "last.pt"
+    if settings.ctx.is_main:
+        atomic_save(state, last)
+        if epoch % settings.checkpoint_every == 0 and not inside_epoch:
+            atomic_save(state, folder / f"epoch_{epoch:04d}.pt")
+    return last

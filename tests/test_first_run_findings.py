@@ -1,0 +1,158 @@
+"""What a new user met running the README on a folder of their own (issue 31's first-run findings), each with a
+test that failed before it was fixed: bad files stop nothing and are listed, messages keep their useful end, the
+commands a run prints run as printed, a finished run resumed again says so and adds no W&B run, a probe below its
+floor says so, and loading a folder writes no carriage returns into a log."""
+
+import io
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ssl_emp import commands
+from ssl_emp.data import UnreadableImageError, load_bank
+from ssl_emp.data.datasets import decode_square
+from ssl_emp.pretrain import main
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = ["model.width=8", "model.proj_hidden_dim=32", "model.proj_output_dim=16", "train.batch_size=32"]
+
+
+def _folder_with_bad_files(folder: Path, good: int = 40) -> tuple[Path, list[Path]]:
+    """``good`` random 16 px PNGs, and three files that cannot be decoded: empty, truncated, and not an image."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(good):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    png = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(png, "PNG")
+    bad = [folder / "empty.png", folder / "truncated.png", folder / "notes.jpg"]
+    bad[0].write_bytes(b"")
+    bad[1].write_bytes(png.getvalue()[: len(png.getvalue()) // 2])
+    bad[2].write_bytes(b"these are my notes, not a picture " * 8)
+    return folder, bad
+
+
+def _reason(path: Path) -> str:
+    with pytest.raises(UnreadableImageError) as error:
+        decode_square(str(path), 16)
+    return str(error.value)
+
+
+def test_a_decoders_message_keeps_its_useful_end_without_the_source_location(tmp_path):
+    _, (empty, truncated, notes) = _folder_with_bad_files(tmp_path / "bad", good=0)
+    for path in (empty, truncated, notes):
+        message = _reason(path)
+        assert message.startswith(f"Cannot read image '{path}': ")
+        assert ".cpp" not in message and "operator()" not in message and "/__w/" not in message
+    assert _reason(empty).endswith("Expected a non empty file")
+    assert _reason(truncated).endswith("Probably, the input image is corrupted")  # cut at 'cor' before
+    assert _reason(notes).endswith("directly.")  # 180 characters: kept whole
+
+
+def test_a_folder_with_bad_files_trains_in_memory_and_lists_them_in_the_run_folder(tmp_path, capsys):
+    folder, bad = _folder_with_bad_files(tmp_path / "mine")
+    out = tmp_path / "runs"
+    code = main(["--data", str(folder), *FAST, "train.epochs=2", f"run.out_dir={out}", "run.name=mine"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    listed = (out / "mine" / "unreadable_files.txt").read_text().splitlines()
+    assert sorted(line.split("'")[1] for line in listed) == sorted(str(p) for p in bad)
+    assert "3 image files could not be read and are left out" in captured.err
+    assert f"3 image files left out, listed in {out / 'mine' / 'unreadable_files.txt'}" in captured.out
+    assert "40 of 40" in captured.out or "kept 40/40" in captured.out  # the 40 readable images trained
+    # Asked to stop at the first instead, it does, naming it.
+    refused = main(["--data", str(folder), *FAST, "data.skip_unreadable=false", f"run.out_dir={out}", "run.name=x"])
+    assert refused == 2 and "Cannot read image" in capsys.readouterr().err
+
+
+def test_loading_a_folder_writes_no_carriage_returns_into_a_log(tmp_path, capfd):
+    folder, _ = _folder_with_bad_files(tmp_path / "mine")
+    bank = load_bank("imagefolder", str(folder), "train", 16, skip_unreadable=True)
+    assert len(bank) == 40 and len(bank.unreadable) == 3
+    assert "\r" not in capfd.readouterr().err  # stderr is a file here, as under nohup or SLURM
+
+
+def test_the_commands_a_run_prints_run_as_printed_with_this_interpreter(tmp_path):
+    from ssl_emp.engine import RunInterrupted
+
+    hint = str(RunInterrupted(signal.SIGTERM, 3, 30, tmp_path / "run"))
+    printed = hint.split("resume with: ")[1]
+    assert printed.startswith(f"{commands.python()} -m ssl_emp.pretrain --resume ")
+    # The interpreter it names, typed into a shell in the project folder, is this one (with torch), whatever
+    # `python` on the PATH is.
+    done = subprocess.run(
+        f"{commands.python()} -c 'import sys, torch; print(sys.executable)'",
+        shell=True,
+        cwd=os.getcwd(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert os.path.abspath(done.stdout.strip()) == os.path.abspath(sys.executable)
+
+
+def test_the_sync_hint_covers_every_offline_folder_of_the_run(tmp_path):
+    from ssl_emp.tracking import sync_command
+
+    wandb_dir = tmp_path / "wandb"
+    for name in ("offline-run-20261207_100000-abc123", "offline-run-20261206_090000-abc123", "run-x-other9"):
+        (wandb_dir / name).mkdir(parents=True)
+    command = sync_command(wandb_dir, "abc123")
+    first, second = (str(wandb_dir / f"offline-run-2026120{d}-abc123") for d in ("6_090000", "7_100000"))
+    assert command == f"{commands.python()} -m wandb sync {first} {second}"
+
+
+def test_a_finished_run_resumed_with_auto_says_so_and_adds_no_wandb_run(tmp_path, capsys):
+    out = tmp_path / "runs"
+    args = [*FAST, "train.epochs=1", "monitor.every=0", "tracking.wandb=offline", f"run.out_dir={out}", "run.name=r"]
+    assert main([*args, "run.resume=auto"]) == 0
+    capsys.readouterr()
+    folders = sorted((out / "r" / "wandb").glob("offline-run-*"))
+    metrics = (out / "r" / "metrics.jsonl").read_text()
+    assert main([*args, "run.resume=auto"]) == 0
+    printed = capsys.readouterr().out
+    assert "Already finished" in printed and "nothing was trained" in printed and "loss nan" not in printed
+    assert sorted((out / "r" / "wandb").glob("offline-run-*")) == folders and len(folders) == 1
+    assert (out / "r" / "metrics.jsonl").read_text() == metrics
+
+
+def test_a_probe_below_its_random_init_floor_says_so():
+    from eval.report import headline
+
+    result = {"dataset": "digits", "pretrained_on": "imagefolder", "backbone": "pretrained (epoch 3)"}
+    below = headline("linear probe", {**result, "top1": 0.5222, "random_init_top1": 0.8956})
+    above = headline("linear probe", {**result, "top1": 0.95, "random_init_top1": 0.8956})
+    assert "no better than the same network untrained" in below and "pretrained on imagefolder" in below
+    assert "warning" not in above
+
+
+def test_a_folder_run_without_a_recipe_uses_the_folder_recipe_and_says_so(tmp_path, capsys):
+    import yaml
+
+    folder, _ = _folder_with_bad_files(tmp_path / "mine")
+    out = tmp_path / "runs"
+    assert (
+        main(["--data", str(folder), "train.epochs=1", "train.batch_size=32", f"run.out_dir={out}", "run.name=f"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "recipe folder.yaml (no --config given): simclr, small_cnn width 32, 1 epochs" in printed
+    saved = yaml.safe_load((out / "f" / "config.yaml").read_text())
+    # Natural images get natural-image augmentations, not the digits' (no mirroring, crops to 0.4 only).
+    assert (saved["augment"]["hflip_p"], saved["augment"]["crop_scale_min"], saved["model"]["width"]) == (0.5, 0.2, 32)
+
+
+def test_help_shows_what_a_plain_run_uses(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    printed = capsys.readouterr().out
+    assert "train.epochs = 200  [--data FOLDER: 100]" in printed  # the recipe's 200, not the schema's 100
+    assert (
+        "model.width = 16  [--data FOLDER: 32]" in printed and "augment.hflip_p = 0.0  [--data FOLDER: 0.5]" in printed
+    )
