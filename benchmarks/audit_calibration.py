@@ -2,8 +2,9 @@
 and where its recommendation's two thresholds sit: chosen on the Fashion-MNIST family (v4's tuning family) and
 read on the digits family, never looked at while choosing.
 
-Each regime's pool is pretrained on briefly (as ``ssl-emp-audit`` does without ``--checkpoint``: the regime's own
-recipe, ``--epochs`` epochs), embedded by that backbone, and audited. The planted truth is the regime's copy and
+Each regime's pool is pretrained on briefly, as ``ssl-emp-audit`` does without ``--checkpoint``, but with the
+regime's own recipe (the benchmark's small CNN at width 8; the audit uses the folder recipe's width 32) for
+``--epochs`` epochs; it is embedded by that backbone and audited. The planted truth is the regime's copy and
 junk flags and, for long tails, the class imbalance.
 
     python benchmarks/audit_calibration.py --out benchmarks/results/audit_calibration.json

@@ -54,6 +54,19 @@ def _pretrained_for(args, out: Path):
     import ssl_emp
 
     run_dir = Path(args.pretrain_out) if args.pretrain_out else out / "pretrain"
+    saved = run_dir / "config.yaml"
+    if saved.is_file():  # a pretraining made earlier is reused, if it is of this data
+        import yaml
+
+        from ssl_emp.config import data_overrides, parse_overrides
+
+        asked = parse_overrides(data_overrides(args.data))["data"]
+        data = (yaml.safe_load(saved.read_text()) or {}).get("data", {})
+        if (data.get("name"), data.get("root")) != (asked["name"], asked.get("root", data.get("root"))):
+            raise ValueError(
+                f"{run_dir} holds a pretraining on other data ({data.get('name')} at {data.get('root')}); give "
+                "--out (or --pretrain-out) another folder, or --checkpoint RUN"
+            )
     print(
         f"no --checkpoint: pretraining {args.pretrain_epochs} epochs on {args.data} first, into {run_dir} (its "
         "backbone makes the embeddings; give --checkpoint RUN to audit with a run's backbone instead)"
@@ -184,13 +197,14 @@ def run(args: argparse.Namespace) -> int:
     found, parts = audit(features, bank.images, clusters=args.clusters, seed=args.seed)
     print(summary(found))
     if bank.unreadable:
-        print(f"  unreadable:    {len(bank.unreadable)} files left out (the first: {bank.unreadable[0]})")
+        path, reason = bank.unreadable[0]
+        print(f"  unreadable:    {len(bank.unreadable)} files left out (the first: '{path}': {reason})")
     from ssl_emp.data import image_folder
 
     paths = None
     if Path(args.data).is_dir():
-        readable = {line.split("'")[1] for line in bank.unreadable}
-        paths = [p for p in image_folder(args.data, "train").paths if p not in readable]
+        left_out = {path for path, _ in bank.unreadable}
+        paths = [p for p in image_folder(args.data, "train").paths if p not in left_out]
     report = write_report(found, parts, bank.images, paths, out)
     print(f"  report:        {report}")
     if args.write_weights:
@@ -211,10 +225,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     from ssl_emp.checkpoint import CheckpointError
     from ssl_emp.config import ConfigError
     from ssl_emp.data import DatasetNotFoundError, UnreadableImageError
+    from ssl_emp.engine import RunDirError
 
     try:
         return run(args)
-    except (CheckpointError, ConfigError, DatasetNotFoundError, UnreadableImageError, ValueError) as exc:
+    except (CheckpointError, ConfigError, DatasetNotFoundError, RunDirError, UnreadableImageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -33,9 +33,10 @@ from ssl_emp.data import (
     load_bank,
 )
 from ssl_emp.data.augment import Normalize, TwoViews, default_local_size
+from ssl_emp.data.datasets import subset_indices
 from ssl_emp.device import resolve_device
 from ssl_emp.distributed import DistContext, init_distributed
-from ssl_emp.engine.monitor import KNNMonitor
+from ssl_emp.engine.monitor import KNNMonitor, LabelFreeMonitor, Monitors
 from ssl_emp.engine.optim import CosineRamp, WarmupCosine, build_optimizer
 from ssl_emp.engine.parts import RunSettings, Schedules, TrainParts
 from ssl_emp.engine.run_dir import check_resume_compatible, check_resume_epochs, prepare_run_dir
@@ -69,15 +70,23 @@ def build_source(cfg: PretrainConfig, device: torch.device) -> Source:
 UNREADABLE_LIST = "unreadable_files.txt"
 
 
-def list_unreadable(source: Source, run_dir: Path) -> int:
-    """Write the image files the run left out as unreadable (one ``'path': reason`` a line; a streamed folder's
-    as found so far) to ``run_dir/unreadable_files.txt``; returns how many."""
+def unreadable_files(source: Source) -> list[tuple[str, str]]:
+    """``(path, reason)`` of the image files the run left out as unreadable: a bank's, found at load; a streamed
+    folder's, found so far on every rank (collective under DDP: every rank calls it)."""
     if isinstance(source, ImageFolderStream):
-        listed = [f"'{source.paths[i]}'" for i in sorted(source.unreadable)]
-    else:
-        listed = list(getattr(source, "unreadable", []))
+        return source.unreadable_files()
+    return list(getattr(source, "unreadable", []))
+
+
+def list_unreadable(files: list[tuple[str, str]], run_dir: Path) -> int:
+    """Add ``files`` to ``run_dir/unreadable_files.txt`` (one ``path<TAB>reason`` a line, earlier sittings' kept);
+    returns how many the list holds."""
+    path = run_dir / UNREADABLE_LIST
+    lines = path.read_text().splitlines() if path.is_file() else []
+    listed = dict(line.split("\t", 1) for line in lines if "\t" in line)
+    listed.update(files)
     if listed:
-        (run_dir / UNREADABLE_LIST).write_text("\n".join(listed) + "\n")
+        path.write_text("".join(f"{name}\t{reason}\n" for name, reason in sorted(listed.items())))
     return len(listed)
 
 
@@ -141,20 +150,36 @@ def build_pruner(cfg: PretrainConfig, num_samples: int, device: torch.device) ->
 
 
 def build_monitor(
-    cfg: PretrainConfig, image_size: int, mean: list[float], std: list[float], device: torch.device
-) -> Optional[KNNMonitor]:
-    monitor = cfg.monitor
-    if not monitor.every:
-        return None
-    train, test, _ = load_eval_banks(
-        cfg.data.model_dump(),
-        {"image_size": image_size},
-        train_subset=monitor.train_subset,
-        test_subset=monitor.test_subset,
-    )
-    return KNNMonitor(
-        train, test, Normalize(mean, std), device, every=monitor.every, k=monitor.k, temperature=monitor.temperature
-    )
+    cfg: PretrainConfig, source: Source, views: nn.Module, mean: list[float], std: list[float], device: torch.device
+) -> Optional[Monitors]:
+    """The kNN monitor where ``monitor.every`` is set (and the data has labels), beside the label-free one where
+    ``monitor.label_free_every`` (by default the same) is; None where neither is."""
+    monitor, found = cfg.monitor, []
+    if monitor.every:
+        train, test, _ = load_eval_banks(
+            cfg.data.model_dump(),
+            {"image_size": source.image_size},
+            train_subset=monitor.train_subset,
+            test_subset=monitor.test_subset,
+        )
+        found.append(
+            KNNMonitor(
+                train,
+                test,
+                Normalize(mean, std),
+                device,
+                every=monitor.every,
+                k=monitor.k,
+                temperature=monitor.temperature,
+            )
+        )
+    label_free_every = monitor.every if monitor.label_free_every is None else monitor.label_free_every
+    if label_free_every:
+        picked = subset_indices(len(source), monitor.label_free_images)
+        read = [images for _, images in source.batches([picked.to(source.device)])]
+        sample = ImageBank(torch.cat(read).cpu(), torch.full((len(torch.cat(read)),), -1), 0, "monitor sample")
+        found.append(LabelFreeMonitor(sample, views, Normalize(mean, std), device, every=label_free_every))
+    return Monitors(found) if found else None
 
 
 def build_tracker(
@@ -212,6 +237,8 @@ def fit_monitor(cfg: PretrainConfig, num_classes: int, say=print) -> PretrainCon
         "(a labelled folder holds train/<class>/ and val/<class>/)"
     )
     fitted = cfg.model_copy(deep=True)
+    if fitted.monitor.label_free_every is None:  # the label-free checks need no labels: they keep the schedule
+        fitted.monitor.label_free_every = fitted.monitor.every
     fitted.monitor.every = 0
     return fitted
 
@@ -296,11 +323,12 @@ def build_trainer(
 
     cfg = fit_image_size(cfg, say) if train_bank is None else cfg
     source = train_bank if train_bank is not None else build_source(cfg, device)
-    if ctx.is_main and list_unreadable(source, run_dir):
+    left_out = getattr(source, "unreadable", None)
+    if isinstance(source, ImageBank) and left_out:
         say(
-            f"note: {len(source.unreadable)} image files could not be read and are left out, listed in "
-            f"{run_dir / UNREADABLE_LIST} (the first: {source.unreadable[0]}); data.skip_unreadable=false stops "
-            "at the first instead"
+            f"note: {len(left_out)} image files could not be read and are left out, listed in "
+            f"{run_dir / UNREADABLE_LIST} (the first: '{left_out[0][0]}': {left_out[0][1]}); "
+            "data.skip_unreadable=false stops at the first instead"
         )
     cfg = fit_monitor(cfg, source.num_classes, say)
     batch_size, note = fit_batch_size(cfg.train.batch_size, len(source), "train.batch_size")
@@ -323,7 +351,7 @@ def build_trainer(
         torch.manual_seed(cfg.train.seed + 1_000_003 * ctx.rank)
     o = cfg.optim
     optimizer = build_optimizer(model, o.name, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    monitor = build_monitor(cfg, source.image_size, mean, std, device) if ctx.is_main else None
+    monitor = build_monitor(cfg, source, views, mean, std, device) if ctx.is_main else None
     data_info = {
         "name": cfg.data.name,
         "channels": source.channels,
@@ -406,8 +434,12 @@ def _pretrain(cfg, recipe, show_progress, train_bank, ctx: DistContext) -> Pretr
                 print(f"  run.extend=true: {shift}")
     elif cfg.run.resume == "auto" and ctx.is_main:
         print(f"Starting {run_dir} (run.resume=auto: no checkpoint there yet).")
+    if ctx.is_main and isinstance(trainer.parts.source, ImageBank):
+        list_unreadable(unreadable_files(trainer.parts.source), run_dir)
     if not ctx.is_main:
-        return trainer.run(NullTracker(), show_progress=False)
+        result = trainer.run(NullTracker(), show_progress=False)
+        unreadable_files(trainer.parts.source)  # collective under DDP: rank 0 gathers every rank's
+        return result
     run_id_file = run_dir / "wandb_run_id"
     run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
@@ -417,7 +449,7 @@ def _pretrain(cfg, recipe, show_progress, train_bank, ctx: DistContext) -> Pretr
         run_id_file.write_text(tracker.wandb_run.id)
     try:
         result = trainer.run(tracker, show_progress)
-        result.unreadable_files = list_unreadable(trainer.parts.source, run_dir)
+        result.unreadable_files = list_unreadable(unreadable_files(trainer.parts.source), run_dir)
         if cfg.tracking.checkpoint_artifact:
             tracker.log_checkpoint(
                 result.checkpoint, {"epoch": result.epochs_done, "achieved_rate": result.achieved_rate}

@@ -18,7 +18,9 @@ def python() -> str:
     if on_path and os.path.abspath(on_path) == exe:
         return "python"
     relative = os.path.relpath(exe)
-    return shlex.quote(relative if not relative.startswith("..") else exe)
+    if relative.startswith(".."):
+        return shlex.quote(exe)
+    return shlex.quote(relative if os.sep in relative else os.path.join(".", relative))  # never a bare name
 
 
 def module(name: str, *args: object) -> str:

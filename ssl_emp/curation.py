@@ -78,8 +78,7 @@ def near_copy_groups(
     """[N] group ids of samples within cosine distance ``threshold`` of another, chained (a - b - c is one group).
     Pairs are compared inside each cluster only (``assignment`` of ``count``): near-copies share a cluster, and no
     N x N matrix is built."""
-    n = len(features)
-    edges_a, edges_b = [], []
+    labels = torch.arange(len(features), device=features.device)
     order = assignment.argsort(stable=True)
     for members in order.split(torch.bincount(assignment, minlength=count).tolist()):
         if len(members) < 2:
@@ -89,12 +88,9 @@ def near_copy_groups(
             sims = x[start : start + block] @ x.T
             rows, cols = torch.nonzero(sims >= 1 - threshold, as_tuple=True)
             keep = cols > rows + start  # each pair once, never a sample with itself
-            edges_a.append(members[rows[keep] + start])
-            edges_b.append(members[cols[keep]])
-    labels = torch.arange(n, device=features.device)
-    if not edges_a:
-        return labels
-    return _union(labels, torch.cat(edges_a), torch.cat(edges_b))
+            if bool(keep.any()):  # joined block by block: a burst's pairs are never all held at once
+                labels = _union(labels, members[rows[keep] + start], members[cols[keep]])
+    return labels
 
 
 def _coarse(features: torch.Tensor, count: int, generator: torch.Generator, iterations: int = 30) -> torch.Tensor:
@@ -133,9 +129,9 @@ class Audit:
     copy_groups: int  # groups of two or more images that copy each other
     clusters: int  # the fine clustering's (copies, outliers, weights); unevenness is read from a coarse one
     coarse_clusters: int
-    top_cluster_share: float  # of the images, in the largest tenth of the coarse clusters (0.1 if all are equal)
+    top_cluster_share: float  # of the images, in the largest tenth (rounded up) of the coarse clusters
     effective_clusters: float  # exp(entropy of the cluster shares): clusters of equal size that would be as even
-    outlier_share: float  # in clusters the junk guard flags
+    outlier_share: float  # far from their cluster's centre, or in clusters the junk guard flags
     effective_size: int  # distinct images: one per copy group
     typical_distance: float  # the pool's median cosine distance between random pairs
     recommendation: str  # "random" or "deduplicate"
@@ -186,9 +182,15 @@ def audit(
     made = cluster(shard, clusters or 0, generator)
     coarse = _coarse(features, max(2, round(n ** (1 / 3))), generator)
     spread = typical_distance(features, generator)
-    near = near_copy_groups(features, made.assignment, made.count, near_copy_ratio * spread)
-    exact = (exact_copy_groups(images) if images is not None else torch.arange(n)).to(near.device)
-    everyone = torch.arange(n, device=near.device)
+    exact = (exact_copy_groups(images) if images is not None else torch.arange(n)).to(features.device)
+    # Exact copies are searched once, through their group's first image: a folder of a thousand blank frames
+    # holds half a million pairs, none of them worth comparing.
+    firsts = (exact == torch.arange(n, device=features.device)).nonzero().squeeze(1)
+    near_firsts = firsts[
+        near_copy_groups(features[firsts], made.assignment[firsts], made.count, near_copy_ratio * spread)
+    ]
+    near = near_firsts[torch.searchsorted(firsts, exact)]  # each image's group's first, then its near group
+    everyone = torch.arange(n, device=features.device)
     groups = _union(everyone, torch.cat([everyone, everyone]), torch.cat([exact, near]))
     group_sizes = torch.bincount(groups, minlength=n)
     distinct = int((group_sizes > 0).sum())
@@ -223,7 +225,8 @@ def audit(
 def curation_weights(parts: AuditParts, balance: float = 0.5) -> torch.Tensor:
     """[N] weights for ``pruning.selector=prior``: each copy group weighs as one image (its members share it), and
     each cluster's total grows as ``size ** balance`` (1: as many as it holds, random's share; 0: every cluster
-    alike), an outlier's at most its random share. Scaled to a mean of 1."""
+    alike), an outlier's at most its random share. Scaled to a mean of 1 before outliers are capped (so at most
+    1 after)."""
     n = len(parts.copy_group)
     group_sizes = torch.bincount(parts.copy_group, minlength=n).double()
     weights = 1.0 / group_sizes[parts.copy_group]
@@ -231,5 +234,4 @@ def curation_weights(parts: AuditParts, balance: float = 0.5) -> torch.Tensor:
     cluster_total = cluster_mass.clamp_min(1e-12) ** balance
     weights = weights * (cluster_total / cluster_mass.clamp_min(1e-12))[parts.assignment]
     weights = weights / weights.mean()
-    weights = torch.where(parts.outlier, weights.clamp(max=1.0), weights)
-    return weights / weights.mean()
+    return torch.where(parts.outlier, weights.clamp(max=1.0), weights)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -16,8 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ssl_emp.pretrain",
         description="Contrastive self-supervised pretraining. Options are set in a YAML recipe and/or as "
         "key=value overrides (values parsed as YAML).",
-        epilog="options (key = what a plain run uses, from configs/default.yaml or the schema [a run on --data "
-        "FOLDER, from configs/folder.yaml, where it differs] [type]):\n"
+        epilog="options (key = what a plain run uses, from configs/default.yaml or the schema; where they differ, "
+        "[what a run on --data FOLDER uses, from configs/folder.yaml] [what a --config recipe that leaves the key "
+        "out uses, the schema's] [type]):\n"
         + OPTIONS_HELP.read_text().rstrip()
         + "\n\nexamples:\n  python -m ssl_emp.pretrain train.epochs=5 pruning.rate=0.5"
         "\n  python -m ssl_emp.pretrain --data path/to/images run.name=mine pruning.rate=0.5"
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ssl_emp.build import pretrain
+    from ssl_emp.build import UNREADABLE_LIST, pretrain
     from ssl_emp.checkpoint import CheckpointError
     from ssl_emp.config import (
         ConfigError,
@@ -83,9 +85,13 @@ def _run(args: argparse.Namespace) -> int:
         if args.resume and args.resume != "auto":
             cfg = load_run_config(args.resume, given)
         else:
-            path = args.config or recipe_for(given)
-            cfg = load_pretrain_config(path, [*given, *(["run.resume=auto"] if args.resume else [])])
-            print(describe_recipe(cfg, path if args.config else f"{Path(path).name} (no --config given)"))
+            cfg = load_pretrain_config(args.config, [*given, *(["run.resume=auto"] if args.resume else [])])
+            if os.environ.get("RANK", "0") == "0":  # once, not per torchrun process
+                if cfg.run.resume is True:  # run.resume=auto found the run: its own settings, not a recipe's
+                    read = f"{Path(cfg.run.out_dir) / str(cfg.run.name) / 'config.yaml'} (the run's own)"
+                else:
+                    read = args.config or f"{recipe_for(given).name} (no --config given)"
+                print(describe_recipe(cfg, read))
         recipe = Path(args.config).stem if args.config else recipe_for(given).stem
         result = pretrain(cfg, recipe=recipe)
     except (
@@ -106,10 +112,14 @@ def _run(args: argparse.Namespace) -> int:
     if not result.is_main:
         return 0
     if result.already_finished:
+        longer = (
+            "a larger train.max_forwards"
+            if cfg.train.max_forwards is not None and result.epochs_done < cfg.train.epochs
+            else "a larger train.epochs and run.extend=true"
+        )
         print(
-            f"Already finished: {result.run_dir} ran its {result.epochs_done} epochs ({result.global_step} steps, "
-            f"final loss {result.final_loss:.4f}); nothing was trained. To train longer, resume with a larger "
-            f"train.epochs and run.extend=true.\n"
+            f"Already finished: {result.run_dir} ran {result.epochs_done} epochs ({result.global_step} steps, "
+            f"final loss {result.final_loss:.4f}); nothing was trained. To train longer, resume with {longer}.\n"
             f"  checkpoint:    {result.checkpoint}\n"
             f"  next:          {next_step(result.run_dir, result.num_classes)}"
         )
@@ -121,14 +131,14 @@ def _run(args: argparse.Namespace) -> int:
         f"({result.sample_forwards} of {result.full_data_forwards} sample-forwards)\n"
         + (
             f"  unreadable:    {result.unreadable_files} image files left out, listed in "
-            f"{result.run_dir / 'unreadable_files.txt'}"
+            f"{result.run_dir / UNREADABLE_LIST}"
             + (
                 f"; {result.unreadable_skips} planned sample-forwards skipped (not counted as pruning)"
                 if result.unreadable_skips
                 else ""
             )
             + "\n"
-            if result.unreadable_files
+            if result.unreadable_files or result.unreadable_skips
             else ""
         )
         + f"  run directory: {result.run_dir}\n"

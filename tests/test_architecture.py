@@ -73,6 +73,7 @@ ALLOWED = {
         "ssl_emp.curation",
         "ssl_emp.data",
         "ssl_emp.device",
+        "ssl_emp.engine",
         "ssl_emp.evaluation",
     },
     "ssl_emp.api": {"ssl_emp.build", "ssl_emp.config", "ssl_emp.engine", "ssl_emp.export"},

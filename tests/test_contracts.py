@@ -156,8 +156,8 @@ def _shapes(model) -> dict:
 @pytest.mark.parametrize("name", list(METHODS))
 def test_every_setting_that_shapes_saved_state_is_declared_so_and_fixed_on_resume(name):
     """A setting whose change changes the method's saved shapes is declared ``shape=True``, so a resumed run
-    cannot change it (``RESUME_FIXED`` is derived from the declarations); one that does not, is not."""
-    from ssl_emp.engine.run_dir import RESUME_FIXED
+    cannot change it (``resume_fixed()`` is derived from the declarations); one that does not, is not."""
+    from ssl_emp.engine.run_dir import resume_fixed
     from ssl_emp.methods.settings import METHODS as REGISTRY
 
     base = _shapes(_method(name))
@@ -168,4 +168,4 @@ def test_every_setting_that_shapes_saved_state_is_declared_so_and_fixed_on_resum
             continue
         changed = _shapes(_method(name, f"method.{setting.name}={other}")) != base
         assert setting.metadata["shape"] == changed, f"{name}: method.{setting.name} (shapes change: {changed})"
-        assert (f"method.{setting.name}" in RESUME_FIXED) == changed
+        assert (f"method.{setting.name}" in resume_fixed()) == changed

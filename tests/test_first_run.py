@@ -71,9 +71,12 @@ def test_on_images_without_labels_the_online_monitor_is_off_with_a_note(my_image
     from ssl_emp.config import load_pretrain_config
 
     cfg = load_pretrain_config(None, ["data.name=imagefolder", f"data.root={my_images}", "data.image_size=32"])
-    assert cfg.monitor.every == 25  # the default recipe's
+    assert cfg.monitor.every == 25  # the folder recipe's
     trainer = build_trainer(cfg, tmp_path / "built")
-    assert trainer.parts.monitor is None and trainer.settings.run_config["monitor"]["every"] == 0
+    # The kNN is off; the label-free checks, which need no labels, keep its schedule.
+    assert [type(m).__name__ for m in trainer.parts.monitor.monitors] == ["LabelFreeMonitor"]
+    saved = trainer.settings.run_config["monitor"]
+    assert (saved["every"], saved["label_free_every"]) == (0, 25)
     err = capfd.readouterr().err
     assert err.count("monitor.every=25 is off") == 1 and "Traceback" not in err
 

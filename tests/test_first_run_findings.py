@@ -62,7 +62,8 @@ def test_a_folder_with_bad_files_trains_in_memory_and_lists_them_in_the_run_fold
     captured = capsys.readouterr()
     assert code == 0, captured.err
     listed = (out / "mine" / "unreadable_files.txt").read_text().splitlines()
-    assert sorted(line.split("'")[1] for line in listed) == sorted(str(p) for p in bad)
+    assert sorted(line.split("\t")[0] for line in listed) == sorted(str(p) for p in bad)
+    assert all(line.split("\t")[1] for line in listed)  # each with the decoder's reason
     assert "3 image files could not be read and are left out" in captured.err
     assert f"3 image files left out, listed in {out / 'mine' / 'unreadable_files.txt'}" in captured.out
     assert "40 of 40" in captured.out or "kept 40/40" in captured.out  # the 40 readable images trained
@@ -72,9 +73,9 @@ def test_a_folder_with_bad_files_trains_in_memory_and_lists_them_in_the_run_fold
 
 
 def test_loading_a_folder_writes_no_carriage_returns_into_a_log(tmp_path, capfd):
-    folder, _ = _folder_with_bad_files(tmp_path / "mine")
+    folder, bad = _folder_with_bad_files(tmp_path / "mine")
     bank = load_bank("imagefolder", str(folder), "train", 16, skip_unreadable=True)
-    assert len(bank) == 40 and len(bank.unreadable) == 3
+    assert len(bank) == 40 and sorted(path for path, _ in bank.unreadable) == sorted(map(str, bad))
     assert "\r" not in capfd.readouterr().err  # stderr is a file here, as under nohup or SLURM
 
 
@@ -156,3 +157,40 @@ def test_help_shows_what_a_plain_run_uses(capsys):
     assert (
         "model.width = 16  [--data FOLDER: 32]" in printed and "augment.hflip_p = 0.0  [--data FOLDER: 0.5]" in printed
     )
+
+
+def test_a_labelled_folder_with_bad_files_trains_and_its_monitor_reads_past_them(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    root = tmp_path / "labelled"
+    for split, count in (("train", 40), ("val", 10)):
+        for label in ("a", "b"):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+            (folder / "broken.png").write_bytes(b"")
+    args = ["--data", str(root), *FAST, "train.epochs=1", f"run.out_dir={tmp_path / 'runs'}", "run.name=l"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert "kNN top-1" in capsys.readouterr().out  # the monitor read the labelled splits, bad files left out
+
+
+def test_a_folder_run_begun_with_another_recipe_resumes_with_its_own_settings(tmp_path, capsys):
+    """A requeued job (the same command, run.resume=auto, no --config) goes on with what the run began with, not
+    with the recipe a plain run picks today."""
+    folder, _ = _folder_with_bad_files(tmp_path / "mine")
+    small = ["model.proj_hidden_dim=32", "model.proj_output_dim=16", "train.batch_size=32", "train.epochs=1"]
+    common = ["--data", str(folder), *small, f"run.out_dir={tmp_path / 'runs'}", "run.name=old"]
+    assert main(["--config", "configs/default.yaml", *common]) == 0  # width 16, as folder runs were made before
+    capsys.readouterr()
+    assert main([*common, "run.resume=auto"]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "(the run's own)" in printed and "width 16" in printed and "Already finished" in printed
+
+
+def test_a_folder_whose_every_file_is_unreadable_says_so(tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.png").write_bytes(b"")
+    with pytest.raises(UnreadableImageError, match="None of the 3 image files"):
+        load_bank("imagefolder", str(folder), "train", 16, skip_unreadable=True)

@@ -13,7 +13,7 @@ from typing import Any, Optional, Union, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ssl_emp.config.schema import ConfigError, DataConfig, PretrainConfig
+from ssl_emp.config.schema import ConfigError, DataConfig, PretrainConfig, RunConfig
 from ssl_emp.config.unused import check_settings_used
 
 # The recipe a run without --config uses (configs/default.yaml, shipped in the package through a link): the one
@@ -173,7 +173,17 @@ def load_run_config(run_dir: Union[str, Path], overrides: list[str] = ()) -> Pre
 
 def load_pretrain_config(path: Optional[Union[str, Path]] = None, overrides: list[str] = ()) -> PretrainConfig:
     """A recipe (default: :data:`DEFAULT_RECIPE`) plus command-line overrides; a setting that cannot affect the
-    run is refused when the command line gives it, and warned about (one line on stderr) when the recipe does."""
+    run is refused when the command line gives it, and warned about (one line on stderr) when the recipe does.
+
+    Without a recipe, ``run.resume=auto`` on a run that has a checkpoint goes on with the settings the run began
+    with (its ``config.yaml``), as ``--resume RUN`` does: a requeued job must not pick up a default recipe that
+    has changed since, or that another kind of data now chooses."""
+    if path is None:
+        asked = parse_overrides(list(overrides)).get("run", {})
+        if asked.get("resume") == "auto" and asked.get("name"):
+            run_dir = Path(str(asked.get("out_dir", RunConfig.model_fields["out_dir"].default))) / str(asked["name"])
+            if (run_dir / "checkpoints" / "last.pt").is_file() and (run_dir / "config.yaml").is_file():
+                return load_run_config(run_dir, [o for o in overrides if not o.startswith("run.resume=")])
     path = path or recipe_for(overrides)
     tree = read_yaml(path)
     cfg = build_config(PretrainConfig, tree, overrides, source=str(path))

@@ -255,6 +255,13 @@ class MonitorConfig(_Section):
     temperature: float = Field(0.1, gt=0)
     train_subset: Optional[int] = Field(None, ge=1, description="labelled training images in the kNN bank")
     test_subset: Optional[int] = Field(None, ge=1, description="held-out images classified")
+    label_free_every: Optional[int] = Field(
+        None,
+        ge=0,
+        description="epochs between label-free checks (RankMe, alignment, uniformity on a sample of the training "
+        "images); none: with the kNN's every, and where the data has no labels, every's value the kNN could not use",
+    )
+    label_free_images: int = Field(512, ge=16, description="training images the label-free checks read")
 
 
 class TrackingConfig(_Section):

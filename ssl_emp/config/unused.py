@@ -171,10 +171,10 @@ def describe_options(model: type[BaseModel] = PretrainConfig) -> str:
                 doc += f"  (read when {decider} is {' | '.join(map(str, values))})"
             elif section_name == "pruning" and readers.get(name):
                 doc += f"  (read by: {', '.join(readers[name])})"
-            plain = _recipe_value("default.yaml", key)
-            plain = field.get_default(call_default_factory=True) if plain is _UNSET else plain
-            folder = _recipe_value("folder.yaml", key)
-            folder = field.get_default(call_default_factory=True) if folder is _UNSET else folder
+            schema = field.get_default(call_default_factory=True)
+            plain, folder = (_recipe_value(recipe, key) for recipe in ("default.yaml", "folder.yaml"))
+            plain, folder = (schema if value is _UNSET else value for value in (plain, folder))
             on_folder = f"  [--data FOLDER: {folder!r}]" if folder != plain else ""
-            rows.append(f"  {key} = {plain!r}{on_folder}   [{annotation}]{doc}")
+            own = f"  [a --config that leaves it out: {schema!r}]" if schema != plain else ""
+            rows.append(f"  {key} = {plain!r}{on_folder}{own}   [{annotation}]{doc}")
     return "\n".join(rows)

@@ -24,7 +24,7 @@ class ImageBank:
     labels: torch.Tensor
     num_classes: int
     name: str
-    unreadable: list[str] = field(default_factory=list)  # files left out at load, unreadable: "path: reason"
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of files left out at load
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:

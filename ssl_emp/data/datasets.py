@@ -195,7 +195,11 @@ def load_stl10(root: Optional[str], split: str, image_size: Optional[int] = None
 
 
 class UnreadableImageError(RuntimeError):
-    """An image file that cannot be decoded; the message names it."""
+    """An image file that cannot be decoded; the message names it, ``reason`` says why in the decoder's words."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def subset_indices(total: int, subset: Optional[int]) -> torch.Tensor:
@@ -220,7 +224,8 @@ def decode_square(path: str, image_size: int) -> torch.Tensor:
     try:
         img = torchvision.io.decode_image(path, mode=torchvision.io.ImageReadMode.RGB)
     except (RuntimeError, OSError, ValueError) as exc:
-        raise UnreadableImageError(f"Cannot read image '{path}': {decode_reason(exc)}") from None
+        reason = decode_reason(exc)
+        raise UnreadableImageError(f"Cannot read image '{path}': {reason}", reason) from None
     img = TF.resize(img, [image_size], antialias=True)
     return TF.center_crop(img, [image_size, image_size])
 
@@ -349,8 +354,13 @@ def load_imagefolder(
             except UnreadableImageError as exc:
                 if not skip_unreadable:
                     raise
-                unreadable.append(str(exc).removeprefix("Cannot read image "))
+                unreadable.append((ds.paths[i], exc.reason))
             progress.step(step + 1, 1, None)
+    if keep and not read:
+        path, reason = unreadable[0]
+        raise UnreadableImageError(
+            f"None of the {len(keep)} image files under '{ds.root}' could be read; the first, '{path}': {reason}"
+        )
     labels = torch.as_tensor(ds.targets, dtype=torch.long)[torch.as_tensor(read, dtype=torch.long)]
     return ImageBank(images[: len(read)], labels, len(ds.classes), "imagefolder", unreadable)
 

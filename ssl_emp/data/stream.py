@@ -108,6 +108,14 @@ class ImageFolderStream(Dataset):
         dist.all_gather_object(everyone, self.unreadable)
         return len(set().union(*everyone))
 
+    def unreadable_files(self) -> list[tuple[str, str]]:
+        """``(path, reason)`` of the files skipped so far, over all ranks (collective under DDP)."""
+        everyone: list = [self.unreadable]
+        if dist.is_available() and dist.is_initialized():
+            everyone = [None] * dist.get_world_size()
+            dist.all_gather_object(everyone, self.unreadable)
+        return [(self.paths[i], "could not be decoded") for i in sorted(set().union(*everyone))]
+
     def loader(self, batches: Sequence[Sequence[int]], workers: int, pin_memory: bool) -> DataLoader:
         """Each of ``batches`` (lists of indices, in order) as ``(indices, images, unreadable indices)``."""
         # Its own generator: the workers' seeds then come from it, not from the global RNG, which the views draw

@@ -33,7 +33,7 @@ class TrainParts:
     monitor: Optional[Callable[[nn.Module], dict]] = None
 
     def __post_init__(self):
-        self.forward = self.forward or self.method
+        self.forward = self.method if self.forward is None else self.forward
 
 
 @dataclass(frozen=True)

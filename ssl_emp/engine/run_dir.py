@@ -50,16 +50,12 @@ def prepare_run_dir(
     return run_dir, has_checkpoint and bool(resume)
 
 
-# Settings a run cannot change when it resumes: they fix the shapes of the saved state or the dataset it indexes.
-# A method's own are those its settings declare with shape=True (ssl_emp.methods.settings).
-RESUME_FIXED = (
-    "data.name",
-    "data.subset",
-    "data.image_size",
-    "model",
-    "method.name",
-    *(f"method.{name}" for name in shape_settings()),
-)
+def resume_fixed() -> tuple[str, ...]:
+    """Settings a run cannot change when it resumes: they fix the shapes of the saved state or the dataset it
+    indexes. A method's own are those its settings declare with shape=True (ssl_emp.methods.settings), read when
+    asked, so that a method registered at run time is covered too."""
+    methods = tuple(f"method.{name}" for name in shape_settings())
+    return ("data.name", "data.subset", "data.image_size", "model", "method.name", *methods)
 
 
 def _flat(tree: dict, prefix: str = ""):
@@ -75,7 +71,7 @@ def check_resume_compatible(saved: dict, current: dict, run_dir: Path) -> None:
     changed = [
         f"{key}: {before.get(key)!r} -> {now.get(key)!r}"
         for key in sorted(now)
-        if any(key == fixed or key.startswith(fixed + ".") for fixed in RESUME_FIXED)
+        if any(key == fixed or key.startswith(fixed + ".") for fixed in resume_fixed())
         and before.get(key) != now.get(key)
     ]
     if changed:

@@ -80,10 +80,12 @@ def load_eval_banks(
     )
     if not transfer and data_info.get("num_classes") == 0:  # known from the checkpoint: refuse before decoding
         raise ValueError(unlabelled)
-    train = load_bank(name, root, "train", size, train_subset)
+    # An image folder's undecodable files are left out here as the run left them out (its data.skip_unreadable).
+    skip = bool(pretraining_data.get("skip_unreadable", True))
+    train = load_bank(name, root, "train", size, train_subset, skip_unreadable=skip)
     if not bool((train.labels >= 0).any()):
         raise ValueError(unlabelled)
-    test = load_bank(name, root, "test", size, test_subset)
+    test = load_bank(name, root, "test", size, test_subset, skip_unreadable=skip)
     labelled = train.labels >= 0  # STL-10's unlabeled images cannot train a classifier
     if not bool(labelled.all()):
         train = train.subset(labelled.nonzero().squeeze(1))
