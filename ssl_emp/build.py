@@ -264,7 +264,7 @@ def fit_batch_to_pruning(batch_size: int, pruner: Pruner, world_size: int = 1) -
         )
     return left, (
         f"note: train.batch_size {batch_size} is more than the {left} samples pruning.rate={rate} leaves "
-        f"per epoch (of {n}); using {left}"
+        f"per epoch on average (of {n}); using {left} (what each epoch keeps: the pruning note below)"
     )
 
 
@@ -336,7 +336,7 @@ def build_trainer(
     if ctx.is_main and pruner.schedule_note:
         print(f"note: {pruner.schedule_note}.")
     batch_size, pruned_note = fit_batch_to_pruning(batch_size, pruner, ctx.world_size)
-    for line in (note, pruned_note):
+    for line in (note, pruned_note, f"note: {pruner.describe_schedule()}" if pruner.describe_schedule() else ""):
         if line:
             say(line)
     check_fits_the_data(cfg, len(source), ctx.world_size, batch_size)

@@ -194,3 +194,21 @@ def test_a_folder_whose_every_file_is_unreadable_says_so(tmp_path):
         (folder / f"{i}.png").write_bytes(b"")
     with pytest.raises(UnreadableImageError, match="None of the 3 image files"):
         load_bank("imagefolder", str(folder), "train", 16, skip_unreadable=True)
+
+
+def test_a_pruned_run_says_what_each_epoch_keeps():
+    """The run-level rate is not what a pruned epoch keeps: the note gives each epoch's size, and it is the plan's."""
+    import re
+    import warnings
+
+    from ssl_emp.pruning import Pruner
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pruner = Pruner(200, 5, rate=0.5, selector="random")
+    said = pruner.describe_schedule()
+    assert "epoch 1 trains on all 200 samples (warm-up)" in said and "epoch 5 trains on all 200 (annealing)" in said
+    kept = int(re.search(r"epochs 2-4 keep about (\d+) of 200", said).group(1))
+    sizes = [len(pruner.plan(epoch)) for epoch in range(5)]
+    assert sizes[0] == sizes[4] == 200 and all(abs(size - kept) <= 1 for size in sizes[1:4])
+    assert Pruner(200, 5).describe_schedule() is None  # nothing pruned, nothing said

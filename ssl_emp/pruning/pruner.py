@@ -147,6 +147,30 @@ class Pruner:
                 f"most {self.max_rate_for_batch(self.num_samples, batch_size)} for this batch."
             )
 
+    def describe_schedule(self) -> Optional[str]:
+        """What each epoch of the run keeps, in words (None where nothing is pruned, or under InfoBatch's published
+        rule, whose epochs' sizes are a matter of chance): the run-level rate is reached by pruned epochs that skip
+        more than it, around the full-data warm-up and annealing epochs."""
+        if not self.active or self.published_rule:
+            return None
+        n, first, last = self.num_samples, min(self.cfg.warmup_epochs, self.epochs), self.first_annealed_epoch
+        kept = budget(n, self.epoch_rate)
+
+        def span(start: int, end: int) -> tuple[str, str]:  # 1-based epochs, and the verb's ending
+            return (f"epochs {start}-{end}", "") if end > start else (f"epoch {end}", "s")
+
+        parts = []
+        if first:
+            where, s = span(1, first)
+            parts.append(f"{where} train{s} on all {n} samples (warm-up)")
+        if last > first:
+            where, s = span(first + 1, last)
+            parts.append(f"{where} keep{s} about {kept} of {n} each (skipping {self.epoch_rate:.3f})")
+        if self.epochs > last:
+            where, s = span(last + 1, self.epochs)
+            parts.append(f"{where} train{s} on all {n} (annealing)")
+        return f"pruning.rate={self.cfg.rate} over the run: " + "; ".join(parts)
+
     def is_pruned_epoch(self, epoch: int) -> bool:
         return self.active and self.cfg.warmup_epochs <= epoch < self.first_annealed_epoch
 
