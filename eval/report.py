@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import yaml
 
@@ -48,26 +48,38 @@ def common_kwargs(args: argparse.Namespace) -> dict:
     )
 
 
-def log_to_wandb(result: dict, run_dir: Path, job_type: str) -> None:
-    """Log to the pretraining run's W&B project and group, so the dashboard shows them together."""
+def _run_tracker(run_dir: Path, job_type: str, config: Optional[dict] = None):
+    """A tracker in the pretraining run's W&B project and group, so the dashboard shows the two together."""
     from ssl_emp.tracking import Tracker
 
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
     tracking = cfg.get("tracking", {})
-    tracker = Tracker(
+    return Tracker(
         run_dir / "eval",
         mode=tracking.get("wandb", "auto"),
         project=tracking.get("project", "ssl_emp"),
         entity=tracking.get("entity"),
         name=f"{run_dir.name}-{job_type}",
-        config=result,
+        config=config or {},
         job_type=job_type,
         group=run_dir.name,
         metrics_file=f"{job_type}.jsonl",
     )
+
+
+def log_to_wandb(result: dict, run_dir: Path, job_type: str) -> None:
+    """Log an evaluation's scalars beside the pretraining run."""
+    tracker = _run_tracker(run_dir, job_type, config=result)
     scalars = {f"{job_type}/{k}": v for k, v in result.items() if isinstance(v, (int, float))}
     tracker.log(scalars)
     tracker.summary(scalars)
+    tracker.finish()
+
+
+def log_image_to_wandb(path: Path, run_dir: Path, job_type: str, key: str) -> None:
+    """Send the picture at ``path`` beside the pretraining run."""
+    tracker = _run_tracker(run_dir, job_type)
+    tracker.log_image(key, path)
     tracker.finish()
 
 

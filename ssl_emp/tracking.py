@@ -194,6 +194,17 @@ class Tracker:
             out["pruning/samples"] = table
         return {**out, **panels}
 
+    def log_image(self, key: str, path: Path) -> None:
+        """One picture file (a map, a plot) under ``key``; W&B trouble is a warning, as everywhere here."""
+        if self.wandb_run is None:
+            return
+        try:
+            import wandb
+
+            self.wandb_run.log({key: wandb.Image(str(path))})
+        except Exception as exc:  # noqa: BLE001 - W&B trouble must never stop the command
+            warnings.warn(f"W&B picture failed ({type(exc).__name__}: {exc}); continuing.", stacklevel=2)
+
     def log_checkpoint(self, path: Path, metadata: Optional[dict] = None) -> None:
         """Upload ``path`` as this run's model artifact (alias ``last``); offline, it is kept for ``wandb sync``."""
         if self.wandb_run is None:
