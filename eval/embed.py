@@ -70,7 +70,7 @@ def run(
     from safetensors.torch import save_file
 
     from ssl_emp.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint_path
-    from ssl_emp.data import image_folder, load_bank
+    from ssl_emp.data import load_bank
     from ssl_emp.device import resolve_device
     from ssl_emp.evaluation import adapt_bank, extract_features, load_pretrained
     from ssl_emp.pruning.clustering import Ranks, Shard, cluster
@@ -112,10 +112,7 @@ def run(
         columns["final score"] = torch.nan_to_num(table["scores"].cpu().float(), nan=0.0)
         columns["kept in the last epoch"] = (table["last_epoch"].cpu() == last).long()
         last_epoch = table["last_epoch"].cpu()
-    paths = None
-    if name == "imagefolder":
-        left_out = {path for path, _ in bank.unreadable}
-        paths = [p for p in image_folder(root, "train").paths if p not in left_out]
+    paths = bank.paths  # the file of each image the folder loader kept (empty for a named dataset)
     with open(out_dir / "embeddings.csv", "w", newline="") as f:
         writer = csv.writer(f)
         header = ["index", *(["path"] if paths else []), *columns] + (["last_epoch"] if "visits" in columns else [])

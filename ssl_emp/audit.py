@@ -90,7 +90,6 @@ def _bank(args, pretrained):
     image_size = args.image_size or pretrained.data_info["image_size"]
     bank = load_bank(data["name"], data.get("root", args.data_root), "train", image_size, skip_unreadable=True)
     adapted, _ = adapt_bank(bank, pretrained.data_info["channels"], pretrained.data_info["image_size"])
-    adapted.unreadable = bank.unreadable
     return bank, adapted
 
 
@@ -199,13 +198,7 @@ def run(args: argparse.Namespace) -> int:
     if bank.unreadable:
         path, reason = bank.unreadable[0]
         print(f"  unreadable:    {len(bank.unreadable)} files left out (the first: '{path}': {reason})")
-    from ssl_emp.data import image_folder
-
-    paths = None
-    if Path(args.data).is_dir():
-        left_out = {path for path, _ in bank.unreadable}
-        paths = [p for p in image_folder(args.data, "train").paths if p not in left_out]
-    report = write_report(found, parts, bank.images, paths, out)
+    report = write_report(found, parts, bank.images, bank.paths or None, out)
     print(f"  report:        {report}")
     if args.write_weights:
         weights = curation_weights(parts, args.balance)

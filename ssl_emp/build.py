@@ -336,7 +336,8 @@ def build_trainer(
     if ctx.is_main and pruner.schedule_note:
         print(f"note: {pruner.schedule_note}.")
     batch_size, pruned_note = fit_batch_to_pruning(batch_size, pruner, ctx.world_size)
-    for line in (note, pruned_note, f"note: {pruner.describe_schedule()}" if pruner.describe_schedule() else ""):
+    schedule = pruner.describe_schedule()
+    for line in (note, pruned_note, f"note: {schedule}" if schedule else ""):
         if line:
             say(line)
     check_fits_the_data(cfg, len(source), ctx.world_size, batch_size)

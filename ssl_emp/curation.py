@@ -180,7 +180,8 @@ def audit(
     generator = torch.Generator().manual_seed(seed)
     shard = Shard(features, torch.arange(n, device=features.device), n, Ranks())
     made = cluster(shard, clusters or 0, generator)
-    coarse = _coarse(features, max(2, round(n ** (1 / 3))), generator)
+    coarse_count = max(2, round(n ** (1 / 3)))
+    coarse = _coarse(features, coarse_count, generator)
     spread = typical_distance(features, generator)
     exact = (exact_copy_groups(images) if images is not None else torch.arange(n)).to(features.device)
     # Exact copies are searched once, through their group's first image: a folder of a thousand blank frames
@@ -194,7 +195,7 @@ def audit(
     groups = _union(everyone, torch.cat([everyone, everyone]), torch.cat([exact, near]))
     group_sizes = torch.bincount(groups, minlength=n)
     distinct = int((group_sizes > 0).sum())
-    sizes = torch.bincount(coarse, minlength=max(2, round(n ** (1 / 3)))).double()
+    sizes = torch.bincount(coarse, minlength=coarse_count).double()
     shares = sizes[sizes > 0] / n
     top = max(1, math.ceil(0.1 * len(shares)))
     top_share = float(shares.sort(descending=True).values[:top].sum())
@@ -210,7 +211,7 @@ def audit(
         near_copy_share=copy_share,
         copy_groups=int((group_sizes > 1).sum()),
         clusters=made.count,
-        coarse_clusters=int(coarse.max()) + 1,
+        coarse_clusters=coarse_count,
         top_cluster_share=top_share,
         effective_clusters=effective,
         outlier_share=float(outlier.double().mean()),

@@ -21,7 +21,7 @@ def test_a_pruned_folder_run_is_embedded_written_and_mapped_by_what_the_pruner_d
     rng = np.random.default_rng(0)
     for i in range(120):
         Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
-    (folder / "broken.png").write_bytes(b"")
+    (folder / "!broken.png").write_bytes(b"")  # sorts first: the paths must skip it, not shift
     run = tmp_path / "runs" / "r"
     args = [
         "--data",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
 
 import torch
@@ -25,6 +25,7 @@ class ImageBank:
     num_classes: int
     name: str
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of files left out at load
+    paths: list[str] = field(default_factory=list)  # an image folder's file of each image, in order (else empty)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -50,10 +51,11 @@ class ImageBank:
         return self.images.device
 
     def to(self, device: torch.device | str) -> "ImageBank":
-        return ImageBank(self.images.to(device), self.labels.to(device), self.num_classes, self.name, self.unreadable)
+        return replace(self, images=self.images.to(device), labels=self.labels.to(device))
 
     def subset(self, indices: torch.Tensor) -> "ImageBank":
-        return ImageBank(self.images[indices], self.labels[indices], self.num_classes, self.name)
+        paths = [self.paths[i] for i in indices.tolist()] if self.paths else []
+        return ImageBank(self.images[indices], self.labels[indices], self.num_classes, self.name, paths=paths)
 
     drops_unreadable = False  # every image is in memory: a batch holds exactly the samples asked for
 

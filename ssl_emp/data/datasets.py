@@ -362,7 +362,8 @@ def load_imagefolder(
             f"None of the {len(keep)} image files under '{ds.root}' could be read; the first, '{path}': {reason}"
         )
     labels = torch.as_tensor(ds.targets, dtype=torch.long)[torch.as_tensor(read, dtype=torch.long)]
-    return ImageBank(images[: len(read)], labels, len(ds.classes), "imagefolder", unreadable)
+    paths = [ds.paths[i] for i in read]
+    return ImageBank(images[: len(read)], labels, len(ds.classes), "imagefolder", unreadable, paths)
 
 
 LOADERS: dict[str, Callable[..., ImageBank]] = {

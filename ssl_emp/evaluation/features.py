@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 import torch
@@ -53,7 +54,7 @@ def adapt_bank(bank: ImageBank, channels: int, image_size: int) -> tuple[ImageBa
     if bank.image_size != image_size:
         notes["image_size"] = f"{bank.image_size} -> {image_size} (antialiased bilinear resize)"
         images = TF.resize(images, [image_size, image_size], antialias=True)
-    return ImageBank(images, bank.labels, bank.num_classes, bank.name), notes
+    return replace(bank, images=images), notes
 
 
 def load_eval_banks(
