@@ -154,7 +154,7 @@ class AuditParts:
 def recommend(copy_share: float) -> tuple[str, str]:
     """The benchmark's rule, as a choice and its reason in words. It never says ``coverage``: the audit's
     unevenness figure did not tell a long tail from clean data in calibration (docs/auditing.md), and ``coverage``
-    has not beaten ``random`` on data it was not tuned on (benchmark v3's folders)."""
+    has not beaten ``random`` on data it was not tuned on (benchmark v3's folders; benchmark v4, Holm-adjusted)."""
     if copy_share >= COPY_SHARE_FOR_DEDUP:
         return "deduplicate", (
             f"{copy_share:.0%} of the images repeat another (at least {COPY_SHARE_FOR_DEDUP:.0%}): de-duplicate "

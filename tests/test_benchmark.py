@@ -290,6 +290,24 @@ def test_v3_s_committed_records_come_from_one_commit_and_carry_what_their_number
     assert all(r.get("cpu_capability") and r.get("torch") for r in records)
 
 
+def test_v4_s_records_are_complete_and_coverage_s_defaults_are_the_setting_it_tuned():
+    """`pruning.selector=coverage` alone gives the candidate v4 chose on its tuning family; the default selector
+    stays what v4 recommends (`random`: no selector qualified)."""
+    from ssl_emp.pruning.settings import RECOMMENDED, PruningSettings
+
+    records = [json.loads(line) for line in (RESULTS / "v4" / "pruning_quality.jsonl").read_text().splitlines()]
+    summary = json.loads((RESULTS / "v4" / "pruning_quality_summary.json").read_text())
+    assert summary["complete"] and report.one_commit(records) == summary["commit"] and summary["runs"] == len(records)
+    defaults = PruningSettings()
+    for override in summary["tune"]["overrides"]:
+        key, value = override.removeprefix("pruning.").split("=")
+        if key != "selector":
+            assert str(getattr(defaults, key)).lower() in (value, str(float(value)) if value[0].isdigit() else value), (
+                key
+            )
+    assert summary["recommended"] == RECOMMENDED["selector"] == "random"
+
+
 def _same_machine(record: dict) -> bool:
     return all(record.get(k) == v for k, v in bench.machine().items())
 

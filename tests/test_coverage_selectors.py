@@ -28,6 +28,11 @@ def _points(unique=400, bursts=(), dim=32, seed=0, spread=0.05):
     return torch.cat(parts), torch.cat(owner)
 
 
+# v3's bare threshold rule (no floor, no guard, power 1), for the tests of that rule's arithmetic; the defaults are
+# v4's tuned setting (power 3, guard, floor 0.25; tests/test_benchmark.py checks that).
+BARE = {"coverage_power": 1.0, "coverage_guard": False, "floor": 0.0}
+
+
 def _drive(pruner, embeddings, epochs, score=None):
     """Plan and observe every epoch (losses from ``score`` or random); returns each epoch's plan."""
     generator = torch.Generator().manual_seed(1)
@@ -80,7 +85,7 @@ def test_kmeans_separates_clear_clusters_and_counts_near_neighbours_inside_them(
 def test_coverage_keeps_the_budget_and_follows_its_target_rates(rate):
     epochs = 40
     embeddings, _ = _points(unique=300, bursts=(5, 10, 20))
-    pruner = Pruner(len(embeddings), epochs, rate=rate, selector="coverage", anneal=0.0, seed=0)
+    pruner = Pruner(len(embeddings), epochs, rate=rate, selector="coverage", anneal=0.0, seed=0, **BARE)
     plans = _drive(pruner, embeddings, epochs)
     rates = target_rates(
         pruner.selector.neighbours().double().pow(-1.0), budget(len(embeddings), pruner.skip_fraction(1))
@@ -98,7 +103,9 @@ def test_coverage_at_power_0_has_random_s_expectation():
     """Power 0 ignores the neighbourhoods: every sample's target is the budget's share, as under ``random``."""
     epochs, rate = 31, 0.7
     embeddings, _ = _points(unique=200, bursts=(40,))
-    pruner = Pruner(len(embeddings), epochs, rate=rate, selector="coverage", coverage_power=0.0, anneal=0.0)
+    pruner = Pruner(
+        len(embeddings), epochs, rate=rate, selector="coverage", anneal=0.0, **{**BARE, "coverage_power": 0.0}
+    )
     visits = torch.zeros(len(embeddings))
     for plan in _drive(pruner, embeddings, epochs)[1:]:
         visits[plan] += 1
@@ -111,7 +118,7 @@ def test_a_planted_burst_of_near_copies_gets_about_one_sample_s_share():
     embeddings, owner = _points(unique=400, bursts=(40,))
     visits = {}
     for selector in ("coverage", "random"):
-        pruner = Pruner(len(embeddings), epochs, rate=0.8, selector=selector, anneal=0.0, seed=0)
+        pruner = Pruner(len(embeddings), epochs, rate=0.8, selector=selector, anneal=0.0, seed=0, **BARE)
         counts = torch.zeros(len(embeddings))
         for plan in _drive(pruner, embeddings, epochs)[1:]:
             counts[plan] += 1
@@ -137,7 +144,7 @@ def test_coverage_starves_no_sample(rate):
     design, and takes turns. The control, ``central``'s static coreset, leaves samples out for good."""
     epochs = 60
     embeddings, _ = _points(unique=300, bursts=(2, 3, 5, 30), dim=16)
-    pruner = Pruner(len(embeddings), epochs, rate=rate, selector="coverage", anneal=0.0, seed=0)
+    pruner = Pruner(len(embeddings), epochs, rate=rate, selector="coverage", anneal=0.0, seed=0, **BARE)
     waits = _longest_waits(_drive(pruner, embeddings, epochs), len(embeddings), epochs)
     neighbours = pruner.selector.neighbours()
     assert int(waits[neighbours == 1].max()) <= 3 / (1 - rate)
@@ -302,7 +309,8 @@ def test_coverage_in_your_own_loop_as_the_docs_show_it():
 
 
 def _rates(embeddings, rate=0.8, **settings):
-    """The coverage rates of the first pruned epoch, and that epoch's logged info."""
+    """The coverage rates of the first pruned epoch, and that epoch's logged info; no floor or guard unless asked."""
+    settings = {"coverage_guard": False, "floor": 0.0, **settings}
     pruner = Pruner(
         len(embeddings), 10, rate=rate, selector="coverage", coverage_density="cluster", anneal=0.0, seed=0, **settings
     )

@@ -74,7 +74,13 @@ CANDIDATES = {
         "pruning.floor=0.25",
     ],
 }
-V3 = ["pruning.selector=coverage", "pruning.coverage_density=threshold", "pruning.coverage_power=3"]
+V3 = [
+    "pruning.selector=coverage",
+    "pruning.coverage_density=threshold",
+    "pruning.coverage_power=3",
+    "pruning.coverage_guard=false",
+    "pruning.floor=0",
+]
 RANDOM = ["pruning.selector=random"]
 SELECTORS = ("coverage[v4]", "coverage[v3]")  # what the report judges
 

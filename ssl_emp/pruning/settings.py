@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Literal, Optional
 
 # What a rate given alone prunes with, by the pruning benchmark's rule (docs/pruning.md, "Advice"): on curated
-# data no selector, not even an oracle, beat ``random`` at equal compute (benchmark v3, rate 0.9), so a rate alone
-# prunes at random. A scorer named without a selector gets the selector EMP measured best with (eps_greedy;
-# benchmark v2, archive-8204556: matched InfoBatch's 1/(1-r) weights cost 0.04 to 0.06 top-1 at rate 0.7).
+# data no selector, not even an oracle, beat ``random`` at equal compute (benchmark v3, rate 0.9), and on data
+# never tuned on no selector's gain survived Holm's adjustment (benchmark v4), so a rate alone prunes at random.
+# A scorer named without a selector gets the selector EMP measured best with (eps_greedy; benchmark v2,
+# archive-8204556: matched InfoBatch's 1/(1-r) weights cost 0.04 to 0.06 top-1 at rate 0.7).
 RECOMMENDED = {"scorer": "loss", "selector": "random"}
 SCORE_SELECTOR = "eps_greedy"
 
@@ -91,7 +92,7 @@ class PruningSettings:
         le=1,
     )
     coverage_power: float = _setting(
-        1.0,
+        3.0,
         "coverage, threshold density: a sample's target rate falls as (near "
         "neighbours) ** -power; 0: random's expectation",
         ge=0,
@@ -105,12 +106,12 @@ class PruningSettings:
         le=1,
     )
     coverage_guard: bool = _setting(
-        False,
+        True,
         "coverage: cap a cluster of one, or one whose members are loose, at "
         "random's rate (an outlier is not a rare mode)",
     )
     floor: float = _setting(
-        0.0, "coverage: every sample keeps at least this fraction of random's rate (0: none, 1: random)", ge=0, le=1
+        0.25, "coverage: every sample keeps at least this fraction of random's rate (0: none, 1: random)", ge=0, le=1
     )
     clusters: int = _setting(0, "coverage, central: k-means clusters of the embedding memory (0: sqrt(N))", ge=0)
     embed_every: int = _setting(
