@@ -67,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ssl_emp.build import UNREADABLE_LIST, pretrain
-    from ssl_emp.checkpoint import CheckpointError
+    # The settings are checked before torch loads (seconds), so a bad key or value fails at once.
     from ssl_emp.config import (
         ConfigError,
         data_overrides,
@@ -77,8 +76,6 @@ def _run(args: argparse.Namespace) -> int:
         load_run_config,
         recipe_for,
     )
-    from ssl_emp.data import DatasetNotFoundError, UnreadableImageError
-    from ssl_emp.engine import PlanMismatchError, RunDirError, RunInterrupted
 
     try:
         given = [*(data_overrides(args.data) if args.data else []), *args.overrides]
@@ -86,6 +83,17 @@ def _run(args: argparse.Namespace) -> int:
             cfg = load_run_config(args.resume, given)
         else:
             cfg = load_pretrain_config(args.config, [*given, *(["run.resume=auto"] if args.resume else [])])
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    from ssl_emp.build import UNREADABLE_LIST, pretrain
+    from ssl_emp.checkpoint import CheckpointError
+    from ssl_emp.data import DatasetNotFoundError, UnreadableImageError
+    from ssl_emp.engine import PlanMismatchError, RunDirError, RunInterrupted
+
+    try:
+        if not (args.resume and args.resume != "auto"):
             if os.environ.get("RANK", "0") == "0":  # once, not per torchrun process
                 if cfg.run.resume is True:  # run.resume=auto found the run: its own settings, not a recipe's
                     read = f"{Path(cfg.run.out_dir) / str(cfg.run.name) / 'config.yaml'} (the run's own)"

@@ -149,6 +149,35 @@ def test_a_folder_run_without_a_recipe_uses_the_folder_recipe_and_says_so(tmp_pa
     assert (saved["augment"]["hflip_p"], saved["augment"]["crop_scale_min"], saved["model"]["width"]) == (0.5, 0.2, 32)
 
 
+@pytest.mark.parametrize(
+    "override",
+    ["train.bogus=1", "model.backbone=resnet19", "pruning.selector=nope", "pruning.memory=nope", "method.name=x"],
+)
+def test_a_bad_setting_fails_before_torch_loads(override):
+    """The settings are checked before torch (several seconds to import) loads, so a typo fails at once."""
+    script = (
+        "import sys, time; start = time.perf_counter(); from ssl_emp.pretrain import main; "
+        f"code = main([{override!r}]); print(code, 'torch' in sys.modules, time.perf_counter() - start)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    code, torch_loaded, seconds = done.stdout.split()
+    assert code == "2" and "error: Invalid configuration" in done.stderr
+    assert torch_loaded == "False"
+    assert float(seconds) < 2.0  # about 0.2 s here; torch alone takes 2-6 s
+
+
+def test_the_names_the_config_checks_without_torch_are_the_registries():
+    from ssl_emp.models import BACKBONES
+    from ssl_emp.models.names import BUILT_IN
+    from ssl_emp.pruning import MEMORY_FORM_NAMES, MEMORY_FORMS, SCORERS, SELECTORS
+    from ssl_emp.pruning.scorers.base import Scorer
+    from ssl_emp.pruning.selectors.base import Selector
+
+    assert tuple(BACKBONES) == BUILT_IN and tuple(MEMORY_FORMS) == MEMORY_FORM_NAMES
+    assert all(issubclass(SELECTORS[name], Selector) for name in SELECTORS)
+    assert all(issubclass(SCORERS[name], Scorer) for name in SCORERS)
+
+
 def test_help_shows_what_a_plain_run_uses(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

@@ -115,9 +115,13 @@ class ModelConfig(_Section):
     @field_validator("backbone")
     @classmethod
     def _buildable(cls, value: str) -> str:
-        from ssl_emp.models import check_backbone_name
+        from ssl_emp.models.names import TIMM_PREFIX, check_built_in_name
 
-        check_backbone_name(value)
+        check_built_in_name(value)
+        if value.startswith(TIMM_PREFIX):  # only timm knows its models, and it loads torch: only for timm/ names
+            from ssl_emp.models import check_backbone_name
+
+            check_backbone_name(value)
         return value
 
 
@@ -172,7 +176,7 @@ class _PruningRules(_Section):
     @field_validator("scorer", "selector", "memory", check_fields=False)
     @classmethod
     def _registered(cls, value: str, info):
-        known = {"scorer": pruning.SCORERS, "selector": pruning.SELECTORS, "memory": pruning.MEMORY_FORMS}[
+        known = {"scorer": pruning.SCORERS, "selector": pruning.SELECTORS, "memory": pruning.MEMORY_FORM_NAMES}[
             info.field_name
         ]
         if value not in known:

@@ -15,8 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
-TIMM_PREFIX = "timm/"
-
+from ssl_emp.models.names import TIMM_PREFIX, check_built_in_name
 
 RESNETS: dict[str, Callable[..., torchvision.models.ResNet]] = {
     "resnet18": torchvision.models.resnet18,
@@ -101,13 +100,9 @@ def _timm():
 def check_backbone_name(name: str) -> None:
     """Raise ValueError, in one line naming the closest known names, unless ``name`` is a backbone this module
     builds: one of :data:`BACKBONES`, or ``timm/`` and a model timm knows (with or without a pretrained tag)."""
+    check_built_in_name(name)
     if name in BACKBONES:
         return
-    if not name.startswith(TIMM_PREFIX):
-        raise ValueError(
-            f"unknown backbone '{name}'; known: {', '.join(BACKBONES)}, or timm/<any timm model name> "
-            f"(e.g. timm/resnet50, timm/vit_small_patch16_224)"
-        )
     timm, model = _timm(), name[len(TIMM_PREFIX) :]
     if not timm.is_model(model):
         closest = difflib.get_close_matches(model, timm.list_models(), n=4, cutoff=0.5)

@@ -7,13 +7,10 @@ Stands alone on torch: no other part of ssl_emp is imported, so it drops into an
     ...  loss = pruner.step(indices, per_sample_loss)   # in the loop, then loss.backward()
 """
 
-from ssl_emp.pruning.plan import EpochPlan, near_equal_batches
-from ssl_emp.pruning.pruner import PlanMismatchError, Pruner
-from ssl_emp.pruning.sample_stats import SampleStats, prediction_entropy
-from ssl_emp.pruning.sampler import PrunedBatchSampler, PrunedSampler, WithIndex
-from ssl_emp.pruning.scorers import MEMORY_FORMS, SCORERS, supervised_emp_score
+from ssl_emp.pruning.scorers import SCORERS
 from ssl_emp.pruning.selectors import SELECTORS
 from ssl_emp.pruning.settings import (
+    MEMORY_FORM_NAMES,
     RECOMMENDED,
     SCORE_SELECTOR,
     PruningSettings,
@@ -21,8 +18,40 @@ from ssl_emp.pruning.settings import (
     prunes,
     resolve_method,
 )
-from ssl_emp.pruning.stats import achieved_rate, gini
-from ssl_emp.pruning.table import ScoreTable
+
+# The rest imports torch, so it loads when first asked for: the settings and the registries' names above are
+# what the config reads before torch loads.
+_LAZY = {
+    "EpochPlan": "plan",
+    "near_equal_batches": "plan",
+    "PlanMismatchError": "pruner",
+    "Pruner": "pruner",
+    "SampleStats": "sample_stats",
+    "prediction_entropy": "sample_stats",
+    "PrunedBatchSampler": "sampler",
+    "PrunedSampler": "sampler",
+    "WithIndex": "sampler",
+    "MEMORY_FORMS": "scorers.emp",
+    "supervised_emp_score": "scorers.emp",
+    "achieved_rate": "stats",
+    "gini": "stats",
+    "ScoreTable": "table",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"ssl_emp.pruning.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ssl_emp.pruning' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "EpochPlan",
@@ -34,6 +63,7 @@ __all__ = [
     "RECOMMENDED",
     "SCORE_SELECTOR",
     "MEMORY_FORMS",
+    "MEMORY_FORM_NAMES",
     "SCORERS",
     "SELECTORS",
     "SampleStats",

@@ -19,6 +19,9 @@ from typing import Literal, Optional
 # A scorer named without a selector gets the selector EMP measured best with (eps_greedy; benchmark v2,
 # archive-8204556: matched InfoBatch's 1/(1-r) weights cost 0.04 to 0.06 top-1 at rate 0.7).
 RECOMMENDED = {"scorer": "loss", "selector": "random"}
+# EMP's memory forms by name, known without torch (the forms are ssl_emp.pruning.scorers.emp.MEMORY_FORMS, which
+# refuses to load if the two disagree).
+MEMORY_FORM_NAMES = ("loss_change", "drift", "recency", "spaced", "agreement", "disagreement", "entropy", "forgetting")
 SCORE_SELECTOR = "eps_greedy"
 
 
@@ -172,11 +175,11 @@ def check_settings(settings, prefix: str = "") -> None:
     """Raise ValueError on a setting out of range or settings that contradict each other. ``settings`` is
     anything with PruningSettings' attributes; ``prefix`` is how the caller spells their namespace (the
     config says ``pruning.``)."""
-    from ssl_emp.pruning.scorers import MEMORY_FORMS, SCORERS
+    from ssl_emp.pruning.scorers import SCORERS
     from ssl_emp.pruning.selectors import SELECTORS
 
     p = prefix
-    for name, known in (("scorer", SCORERS), ("selector", SELECTORS), ("memory", MEMORY_FORMS)):
+    for name, known in (("scorer", SCORERS), ("selector", SELECTORS), ("memory", MEMORY_FORM_NAMES)):
         if getattr(settings, name) not in known:
             raise ValueError(f"unknown {p}{name} '{getattr(settings, name)}'; known: {', '.join(known)}")
     for setting in fields(PruningSettings):

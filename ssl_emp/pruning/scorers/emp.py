@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 from ssl_emp.pruning.sample_stats import SampleStats, prediction_entropy
 from ssl_emp.pruning.scorers.base import Scorer
+from ssl_emp.pruning.settings import MEMORY_FORM_NAMES
 from ssl_emp.pruning.table import UNSEEN_SCORE
 
 
@@ -117,6 +118,8 @@ MEMORY_FORMS: dict[str, MemoryForm] = {
     "entropy": MemoryForm(lambda v: _needs(v.stats, "entropy", "entropy")),
     "forgetting": MemoryForm(lambda v: 1.0 - _needs(v.stats, "positive_prob", "forgetting")),
 }
+if tuple(MEMORY_FORMS) != MEMORY_FORM_NAMES:
+    raise ImportError(f"MEMORY_FORMS {tuple(MEMORY_FORMS)} and settings.MEMORY_FORM_NAMES {MEMORY_FORM_NAMES} disagree")
 
 
 def supervised_emp_score(logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
