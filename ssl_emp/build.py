@@ -244,14 +244,27 @@ def fit_monitor(cfg: PretrainConfig, num_classes: int, say=print) -> PretrainCon
 
 
 def fit_batch_to_pruning(batch_size: int, pruner: Pruner, world_size: int = 1) -> tuple[int, str]:
-    """``batch_size``, or where it is larger than what the pruning rate leaves per epoch
-    (:meth:`~ssl_emp.pruning.Pruner.largest_batch`), that many, with a one-line note (empty when nothing changed).
-    A batch it would shrink below :data:`SMALLEST_FITTED_BATCH` (or 2 per rank) is refused, naming the rate that
+    """``batch_size`` and a one-line note (empty when there is nothing to say). Where the batch is larger than what
+    the pruning rate leaves per epoch (:meth:`~ssl_emp.pruning.Pruner.largest_batch`), it becomes what the
+    smallest pruned epoch keeps, and every epoch, full-data ones too, trains with batches of that one size, so
+    the loss keeps one scale (a contrastive loss grows with the batch: chance is log(2B - 1) for SimCLR). Where
+    the batch is kept but pruned epochs keep fewer samples than it, the note says the loss will step there. A
+    batch it would shrink below :data:`SMALLEST_FITTED_BATCH` (or 2 per rank) is refused, naming the rate that
     leaves enough."""
     left = pruner.largest_batch()
-    if left is None or batch_size <= left:
+    if left is None:
         return batch_size, ""
     rate, n = pruner.cfg.rate, pruner.num_samples
+    if batch_size <= left:
+        fewest = pruner.smallest_epoch()
+        if fewest is None or batch_size <= fewest:
+            return batch_size, ""
+        return batch_size, (
+            f"note: the pruned epochs keep as few as {fewest} of {n} samples (pruning.rate={rate} over the run), "
+            f"fewer than train.batch_size {batch_size}, so each trains in one batch of that size. A smaller batch has "
+            "fewer negatives and a lower contrastive loss: the epoch loss steps down where pruning starts and up "
+            "where it ends. Compare losses within one kind of epoch, or give a smaller train.batch_size"
+        )
     smallest = max(SMALLEST_FITTED_BATCH, 2 * world_size)
     if left < smallest:
         highest = Pruner.max_rate_for_batch(n, smallest)
@@ -262,9 +275,11 @@ def fit_batch_to_pruning(batch_size: int, pruner: Pruner, world_size: int = 1) -
             f"from a batch's other samples: negatives, BatchNorm statistics). Use {fix}, or give "
             f"train.batch_size={left} or less to train with so small a batch."
         )
-    return left, (
+    fitted = max(pruner.smallest_epoch() or left, smallest)
+    return fitted, (
         f"note: train.batch_size {batch_size} is more than the {left} samples pruning.rate={rate} leaves "
-        f"per epoch on average (of {n}); using {left} (what each epoch keeps: the pruning note below)"
+        f"per epoch on average (of {n}); using {fitted}, what the smallest pruned epoch keeps, in every epoch, "
+        "so that the loss keeps one scale (what each epoch keeps: the pruning note below)"
     )
 
 

@@ -137,6 +137,7 @@ def _run(args: argparse.Namespace) -> int:
         f"({result.images_per_second:.0f} images/s), final loss {result.final_loss:.4f}.\n"
         f"  pruning:       {describe_request(cfg.pruning)}, achieved {result.achieved_rate:.3f} "
         f"({result.sample_forwards} of {result.full_data_forwards} sample-forwards)\n"
+        + (f"  budget:        {result.budget}\n" if result.budget else "")
         + (
             f"  unreadable:    {result.unreadable_files} image files left out, listed in "
             f"{result.run_dir / UNREADABLE_LIST}"

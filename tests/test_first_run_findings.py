@@ -241,3 +241,66 @@ def test_a_pruned_run_says_what_each_epoch_keeps():
     sizes = [len(pruner.plan(epoch)) for epoch in range(5)]
     assert sizes[0] == sizes[4] == 200 and all(abs(size - kept) <= 1 for size in sizes[1:4])
     assert Pruner(200, 5).describe_schedule() is None  # nothing pruned, nothing said
+
+
+def test_a_batch_fitted_to_pruning_keeps_one_size_in_full_and_pruned_epochs():
+    """400 samples at rate 0.5 over 5 epochs: the pruned epochs keep 66 or 67, not the 200 that (1 - rate) suggests. A
+    batch of 200 would train the full epochs on batches of 200 and the pruned one on a batch of 67, and the
+    contrastive loss (which grows with the batch) would jump at the boundary as if it diverged."""
+    import warnings
+
+    import torch
+
+    from ssl_emp.build import fit_batch_to_pruning
+    from ssl_emp.pruning import Pruner, near_equal_batches
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pruner = Pruner(400, 5, rate=0.5, selector="random")
+    batch, note = fit_batch_to_pruning(256, pruner)
+    assert batch == pruner.smallest_epoch() == 66 and "using 66, what the smallest pruned epoch keeps" in note
+    sizes = {len(b) for e in range(5) for b in near_equal_batches(torch.arange(pruner.planned_size(e)), batch)}
+    assert max(sizes) - min(sizes) <= 1, sizes
+    assert fit_batch_to_pruning(64, pruner) == (64, "")  # a batch within what every epoch keeps stays as given
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        short = Pruner(1347, 8, rate=0.7, selector="random")  # pruned epochs keep 89-90, the batch fits (1 - rate)
+    batch, note = fit_batch_to_pruning(256, short)
+    assert batch == 256 and "steps down where pruning starts and up where it ends" in note
+
+
+def _drive(pruner, embeddings=None):
+    import torch
+
+    from ssl_emp.pruning import SampleStats
+
+    for epoch in range(pruner.epochs):
+        if pruner.needs_embeddings(epoch):
+            pruner.set_embeddings(torch.arange(pruner.num_samples), embeddings, epoch)
+        plan = pruner.plan(epoch)
+        pruner.observe(plan.indices, SampleStats(torch.rand(len(plan))), epoch)
+    return pruner
+
+
+def test_the_end_of_a_run_says_who_got_the_budget():
+    """One line: the never-kept share and the most-kept tenth's share of the pruned epochs' forwards, and where
+    the selector embeds the data, the near-copies' and the rarest clusters' shares beside their shares of the
+    pool. Planted: 300 scattered points and a burst of 100 near-copies; coverage gives the burst far less than
+    its 25% of the pool."""
+    import re
+
+    import torch
+
+    from ssl_emp.pruning import Pruner
+
+    said = _drive(Pruner(400, 12, rate=0.8, selector="random", anneal=0.0, seed=0)).describe_budget(12)
+    pruned_visits = _drive(Pruner(400, 12, rate=0.8, selector="random", anneal=0.0, seed=0)).table.visits - 1
+    never = float((pruned_visits == 0).double().mean())
+    assert said.startswith(f"{never:.0%} of the 400 samples never kept in the 11 pruned epochs")
+    assert "near-copy" not in said  # random embeds nothing: it says only what it knows
+    generator = torch.Generator().manual_seed(0)
+    points = torch.cat([torch.randn(300, 32, generator=generator), torch.randn(1, 32).repeat(100, 1)])
+    said = _drive(Pruner(400, 12, rate=0.8, selector="coverage", anneal=0.0, seed=0), points).describe_budget(12)
+    pool, forwards = map(int, re.search(r"near-copy \(cosine 0.9\) (\d+)% of the pool, (\d+)% of", said).groups())
+    assert pool == 25 and forwards < 10, said
+    assert Pruner(400, 12).describe_budget(12) is None  # nothing pruned, nothing said

@@ -32,6 +32,7 @@ class PretrainResult:
     num_classes: int = 0  # of the pretraining data; 0 where its images have no labels (an unlabelled folder)
     already_finished: bool = False  # resumed at its end (run.resume=auto on a finished run): nothing was trained
     history: list[dict] = field(default_factory=list)
+    budget: Optional[str] = None  # who got the pruned epochs' forwards, in one line (Pruner.describe_budget)
 
 
 def epoch_record(
@@ -119,4 +120,5 @@ def run_result(
         is_main=settings.ctx.is_main,
         num_classes=parts.source.num_classes,
         history=history,
+        budget=parts.pruner.describe_budget(counts.epoch),
     )

@@ -127,6 +127,14 @@ class Pruner:
             return budget(self.num_samples, self.cfg.rate)
         return None
 
+    def smallest_epoch(self) -> Optional[int]:
+        """The fewest samples a pruned epoch keeps (None where :meth:`largest_batch` is None, or no epoch is
+        pruned): a batch no larger keeps one size through the full-data and pruned epochs alike."""
+        if self.largest_batch() is None:
+            return None
+        sizes = [self.planned_size(e) for e in range(self.epochs) if self.is_pruned_epoch(e)]
+        return min(sizes) if sizes else None
+
     @staticmethod
     def max_rate_for_batch(num_samples: int, batch_size: int) -> float:
         """The highest rate (to 3 decimals) whose epochs leave at least ``batch_size`` of ``num_samples``; 0 where
@@ -296,6 +304,41 @@ class Pruner:
         """The fraction of sample-forwards skipped so far (over ``epochs_done``, default the epochs planned)."""
         epochs_done = self.epoch + 1 if epochs_done is None else epochs_done
         return achieved_rate(self.sample_forwards, epochs_done * self.num_samples)
+
+    def describe_budget(self, epochs_done: int) -> Optional[str]:
+        """Who got the pruned epochs' forwards, in one line (None where no epoch was pruned): the share of samples
+        never kept, the most-kept tenth's share, and, where the selector embeds the data, the near-copies' and
+        the rarest clusters' shares beside their shares of the pool. Every rank calls it (a sharded memory's
+        clustering is collective)."""
+        pruned = sum(self.is_pruned_epoch(e) for e in range(epochs_done))
+        if not pruned:
+            return None
+        # Full-data epochs visit every sample once; what is left is the pruned epochs' choice.
+        kept = (self.table.visits.cpu() - (epochs_done - pruned)).clamp_min(0).double()
+        total = float(kept.sum())
+        if total == 0:
+            return None
+        n = self.num_samples
+        parts = [
+            f"{float((kept == 0).double().mean()):.0%} of the {n} samples never kept in the {pruned} pruned epochs",
+            f"the most-kept tenth took {float(kept.sort(descending=True).values[: max(1, n // 10)].sum()) / total:.0%}"
+            " of their forwards",
+        ]
+        if self.embeddings is not None and self.embeddings.ready:
+            copies = self.embeddings.neighbour_counts(self.cfg.coverage_threshold, self.cfg.clusters).cpu() > 1
+            parts.append(
+                f"samples with a near-copy (cosine {self.cfg.coverage_threshold}) {float(copies.double().mean()):.0%}"
+                f" of the pool, {float(kept[copies].sum()) / total:.0%} of the forwards"
+            )
+            clustering = self.embeddings.clusters(self.cfg.clusters)
+            sizes = torch.bincount(clustering.assignment.cpu(), minlength=clustering.count)
+            rarest = sizes.argsort()[: max(1, clustering.count // 10)]
+            members = torch.isin(clustering.assignment.cpu(), rarest)
+            parts.append(
+                f"the rarest tenth of {clustering.count} clusters {float(members.double().mean()):.0%} of the pool, "
+                f"{float(kept[members].sum()) / total:.0%} of the forwards"
+            )
+        return "; ".join(parts)
 
     def memory_spearman(self, epoch: int) -> Optional[float]:
         """Spearman rank correlation of the EMP memory term with the loss, over the samples visited in
