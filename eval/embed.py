@@ -7,8 +7,9 @@ run's backbone, and writes to ``--out`` (default ``RUN/embed``):
 - ``embeddings.csv``: per image its index, its file (for a folder), its cluster, and, where the data is the
   run's own, what the pruner did with it (visits, final score, last epoch trained, kept in the last epoch);
 - ``map.png``: a 2-D map of the embeddings (UMAP where the ``umap-learn`` package is installed, else PCA),
-  coloured four ways: by cluster, by visits, by final score and by kept or skipped, so you see what the pruner
-  skipped. The same picture goes to the run's W&B project unless ``--no-wandb``.
+  coloured four ways: by cluster, by visits, by final score and by kept or skipped (in the last epoch where it was
+  pruned; else whether any pruned epoch kept the image), so you see what the pruner skipped. The same picture
+  goes to the run's W&B project unless ``--no-wandb``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,33 @@ def two_d(features: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, str]:
         return centred @ v[:, :2], "PCA"
 
 
+KEPT_LAST = "kept in the last epoch"
+KEPT_ANY = "kept in a pruned epoch"
+
+
+def pruned_epochs(config: dict, epochs_done: int) -> list[int]:
+    """The epochs (0-based, below ``epochs_done``) a run with this saved config pruned: its schedule's, without
+    building its selector (a prior's file, say, may be gone)."""
+    import warnings
+
+    from ssl_emp.pruning import Pruner
+
+    p = config.get("pruning", {})
+    if not p.get("rate") or p.get("selector", "full") == "full":
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the run already said how its schedule was shortened
+        schedule = Pruner(
+            1000,
+            int(config["train"]["epochs"]),
+            rate=p["rate"],
+            selector="random",
+            warmup_epochs=p.get("warmup_epochs", 1),
+            anneal=p.get("anneal", 0.125),
+        )
+    return [e for e in range(epochs_done) if schedule.is_pruned_epoch(e)]
+
+
 def draw_map(points: torch.Tensor, colours: dict[str, torch.Tensor], title: str, path: Path) -> None:
     import matplotlib
 
@@ -45,11 +73,18 @@ def draw_map(points: torch.Tensor, colours: dict[str, torch.Tensor], title: str,
     fig, axes = plt.subplots(1, len(colours), figsize=(4.2 * len(colours), 4.2), squeeze=False)
     size = max(1.0, 20.0 / math.sqrt(max(len(points), 1) / 100))
     for ax, (name, values) in zip(axes[0], colours.items()):
-        cmap = "tab20" if name == "cluster" else ("coolwarm" if name == "kept in the last epoch" else "viridis")
-        shown = ax.scatter(points[:, 0], points[:, 1], c=values.float().numpy(), s=size, cmap=cmap, linewidths=0)
         ax.set_title(name)
         ax.set_xticks([])
         ax.set_yticks([])
+        if name in (KEPT_LAST, KEPT_ANY):  # two kinds, two colours and a legend with their counts
+            for flag, colour, label in ((0, "lightgrey", "skipped"), (1, "tab:red", "kept")):
+                where = values == flag
+                ax.scatter(points[where, 0], points[where, 1], c=colour, s=size, linewidths=0)
+                ax.scatter([], [], c=colour, label=f"{label} ({int(where.sum())})")
+            ax.legend(fontsize="small", loc="best")
+            continue
+        cmap = "tab20" if name == "cluster" else "viridis"
+        shown = ax.scatter(points[:, 0], points[:, 1], c=values.float().numpy(), s=size, cmap=cmap, linewidths=0)
         if name != "cluster":
             fig.colorbar(shown, ax=ax, fraction=0.046)
     fig.suptitle(title)
@@ -107,11 +142,16 @@ def run(
         except CheckpointError:
             table = None
     if own and table is not None and table["visits"].numel() == n:
-        last = int(ckpt["epoch"]) - 1
-        columns["visits"] = table["visits"].cpu()
+        done = int(ckpt["epoch"])
+        pruned = pruned_epochs(pretrained.config, done)
+        visits = table["visits"].cpu()
+        columns["visits"] = visits
         columns["final score"] = torch.nan_to_num(table["scores"].cpu().float(), nan=0.0)
-        columns["kept in the last epoch"] = (table["last_epoch"].cpu() == last).long()
         last_epoch = table["last_epoch"].cpu()
+        if pruned and pruned[-1] == done - 1:
+            columns[KEPT_LAST] = (last_epoch == done - 1).long()
+        elif pruned:  # full-data epochs came after: which samples the pruned epochs ever kept
+            columns[KEPT_ANY] = (visits - (done - len(pruned)) > 0).long()
     paths = bank.paths  # the file of each image the folder loader kept (empty for a named dataset)
     with open(out_dir / "embeddings.csv", "w", newline="") as f:
         writer = csv.writer(f)

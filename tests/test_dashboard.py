@@ -130,6 +130,22 @@ def test_plot_draws_a_png_from_a_real_run(offline_run, tmp_path, capsys):
     assert "No metrics.jsonl" in capsys.readouterr().err
 
 
+def test_the_visits_panel_puts_every_run_on_one_axis_and_names_its_selector_and_rate(offline_run):
+    """A full-data run is a step at 1, a pruned one's mean share is 1 - rate, whatever the run's length; the legend
+    says which selector at which rate (a histogram of raw counts put a full run at the right edge and squashed
+    a pruned one to the left)."""
+    from ssl_emp.plot import epoch_records, run_label, visit_shares
+
+    run_dir, _ = offline_run
+    records = epoch_records(run_dir)
+    assert run_label(run_dir, records) == "offline: random, rate 0.50"
+    x, y = visit_shares(records[-1]["pruning/visit_histogram"], records[-1]["epoch"])
+    assert x[-1] <= 1.0 and y[-1] == pytest.approx(1.0)
+    mean = sum(share * (after - before) for share, before, after in zip(x[1:], y, y[1:]))
+    assert mean == pytest.approx(1 - records[-1]["pruning/achieved_rate"], abs=1e-6)
+    assert visit_shares([0, 0, 0, 40], 3) == ([0.0, 0.0, 1 / 3, 2 / 3, 1.0], [0.0, 0.0, 0.0, 0.0, 1.0])
+
+
 def test_view_pairs_read_a_streamed_folder_and_leave_the_rng_alone(tmp_path):
     """A folder streamed from disk is read file by file (an unreadable one left out), and drawing the views
     consumes none of the training's random numbers."""

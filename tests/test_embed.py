@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_a_pruned_folder_run_is_embedded_written_and_mapped_by_what_the_pruner_did(tmp_path, capsys):
     from safetensors.torch import load_file
 
@@ -44,3 +43,14 @@ def test_a_pruned_folder_run_is_embedded_written_and_mapped_by_what_the_pruner_d
     kept = [int(r["kept in the last epoch"]) for r in rows]
     assert 0 < sum(kept) < 120  # a pruned epoch: some kept, some skipped
     assert (run / "embed" / "map.png").stat().st_size > 1000
+
+
+def test_the_map_knows_which_epochs_were_pruned_from_the_saved_config():
+    """After full-data annealing epochs every image was trained last epoch; the map then shows which images any
+    pruned epoch kept, and needs the pruned epochs for that (from the schedule alone: no selector is built)."""
+    from eval.embed import pruned_epochs
+
+    config = {"pruning": {"rate": 0.7, "selector": "prior", "prior_file": "gone.txt"}, "train": {"epochs": 8}}
+    assert pruned_epochs(config, 8) == [1, 2, 3, 4, 5, 6]  # warm-up epoch 0, annealing epoch 7
+    assert pruned_epochs(config, 4) == [1, 2, 3]  # a run stopped early
+    assert pruned_epochs({"pruning": {"rate": 0.0}, "train": {"epochs": 8}}, 8) == []
