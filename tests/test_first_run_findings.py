@@ -216,6 +216,19 @@ def test_a_folder_run_begun_with_another_recipe_resumes_with_its_own_settings(tm
     assert "(the run's own)" in printed and "width 16" in printed and "Already finished" in printed
 
 
+def test_a_resume_refuses_a_folder_whose_readable_files_changed_though_their_count_did_not(tmp_path, capsys):
+    """One bad file healed and a good one broken between sittings: the same count, but every sample after them
+    sits elsewhere in the score table. The resume says so instead of training on shifted indices."""
+    folder, bad = _folder_with_bad_files(tmp_path / "mine")
+    common = ["--data", str(folder), *FAST, f"run.out_dir={tmp_path / 'runs'}", "run.name=r"]
+    assert main([*common, "train.epochs=1"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(bad[0], "PNG")  # empty.png now reads
+    (folder / "039.png").write_bytes(b"")  # and the last good one does not
+    assert main([*common, "train.epochs=2", "run.extend=true", "run.resume=auto"]) == 2
+    assert "not the same files" in capsys.readouterr().err
+
+
 def test_a_folder_whose_every_file_is_unreadable_says_so(tmp_path):
     folder = tmp_path / "broken"
     folder.mkdir()

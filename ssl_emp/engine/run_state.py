@@ -3,6 +3,8 @@ optimizer's state, the pruner's score table, every rank's RNG, and where inside 
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -10,6 +12,17 @@ from ssl_emp.checkpoint import FORMAT, CheckpointError, atomic_save
 from ssl_emp.distributed import restore_rng, rng_states
 from ssl_emp.engine.interrupt import EpochPosition
 from ssl_emp.engine.parts import RunCounters, RunSettings, TrainParts
+
+
+def files_digest(source) -> Optional[str]:
+    """A digest of the files a folder's data holds, in order, relative to the folder (so a moved folder still
+    matches); None for a named dataset. The score table is indexed by place in this list, so a file that broke,
+    healed or appeared between sittings would shift every index after it, with the count unchanged."""
+    paths = list(getattr(source, "paths", None) or [])
+    if not paths:
+        return None
+    root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    return hashlib.sha1("\n".join(os.path.relpath(p, root) for p in paths).encode()).hexdigest()
 
 
 def run_state(parts: TrainParts, settings: RunSettings, counts: RunCounters, position: Optional[EpochPosition]) -> dict:
@@ -24,6 +37,7 @@ def run_state(parts: TrainParts, settings: RunSettings, counts: RunCounters, pos
         "rng": rng_states(settings.ctx, settings.device),
         "world_size": settings.ctx.world_size,
         "data": settings.data_info,
+        "data_files": files_digest(parts.source),
         "position": position.state_dict() if position is not None else None,
     }
 
@@ -47,6 +61,14 @@ def restore_run_state(
         raise CheckpointError(
             f"The checkpoint's score table covers {saved_samples} samples but this run's dataset has "
             f"{pruner.num_samples}."
+        )
+    saved_files, files = ckpt.get("data_files"), files_digest(parts.source)
+    if saved_files and files and saved_files != files:
+        raise CheckpointError(
+            f"The folder's readable files are not the ones this run began with ({pruner.num_samples} then and now, "
+            "but not the same files: one that broke, healed or was added shifts every sample's place in the "
+            "score table). Restore the folder as it was (the run's unreadable_files.txt lists what was left "
+            "out), or start a new run."
         )
     parts.optimizer.load_state_dict(ckpt["optimizer"])
     pruner.load_state_dict(ckpt["pruning"])

@@ -33,6 +33,12 @@ def read_prior(path: str, num_samples: int) -> torch.Tensor:
     if weights.numel() != num_samples:
         raise ValueError(
             f"pruning.prior_file={path} holds {weights.numel()} weights; the data has {num_samples} samples"
+            + (
+                " (ssl-emp-audit's weights are one per readable image, as a run that loads the folder into memory "
+                "reads it; a streamed run, data.in_memory=false, keeps a place for each unreadable file)"
+                if weights.numel() < num_samples
+                else ""
+            )
         )
     if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()) or not bool((weights > 0).any()):
         raise ValueError(f"pruning.prior_file={path}: weights must be finite, non-negative and not all zero")
