@@ -42,24 +42,27 @@ KEPT_ANY = "kept in a pruned epoch"
 
 
 def pruned_epochs(config: dict, epochs_done: int) -> list[int]:
-    """The epochs (0-based, below ``epochs_done``) a run with this saved config pruned: its schedule's, without
-    building its selector (a prior's file, say, may be gone)."""
+    """The epochs (0-based, below ``epochs_done``) a run with this saved config pruned: its schedule's. A selector
+    that reads a file (``prior``) is stood in for by ``random``, whose schedule is the same."""
     import warnings
 
-    from ssl_emp.pruning import Pruner
+    from ssl_emp.pruning import Pruner, PruningSettings, prunes
 
-    p = config.get("pruning", {})
-    if not p.get("rate") or p.get("selector", "full") == "full":
+    defaults = PruningSettings()
+    p = {**defaults.as_dict(), **config.get("pruning", {})}
+    settings = PruningSettings(**{k: v for k, v in p.items() if hasattr(defaults, k)})
+    if not prunes(settings):
         return []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the run already said how its schedule was shortened
         schedule = Pruner(
             1000,
             int(config["train"]["epochs"]),
-            rate=p["rate"],
-            selector="random",
-            warmup_epochs=p.get("warmup_epochs", 1),
-            anneal=p.get("anneal", 0.125),
+            rate=settings.rate,
+            selector="random" if settings.selector == "prior" else settings.selector,
+            infobatch_r=settings.infobatch_r,
+            warmup_epochs=settings.warmup_epochs,
+            anneal=settings.anneal,
         )
     return [e for e in range(epochs_done) if schedule.is_pruned_epoch(e)]
 

@@ -41,6 +41,7 @@ from ssl_emp.engine.optim import CosineRamp, WarmupCosine, build_optimizer
 from ssl_emp.engine.parts import RunSettings, Schedules, TrainParts
 from ssl_emp.engine.run_dir import check_resume_compatible, check_resume_epochs, prepare_run_dir
 from ssl_emp.engine.run_report import PretrainResult, last_epoch_loss, run_result
+from ssl_emp.engine.run_state import files_digest
 from ssl_emp.engine.trainer import Pretrainer
 from ssl_emp.evaluation import load_eval_banks
 from ssl_emp.methods import settings as method_settings
@@ -273,7 +274,7 @@ def fit_batch_to_pruning(batch_size: int, pruner: Pruner, world_size: int = 1) -
             f"train.batch_size={batch_size}: pruning.rate={rate} leaves {left} of the {n} samples per "
             f"epoch, fewer than {smallest}, the smallest batch a run shrinks to by itself (methods learn "
             f"from a batch's other samples: negatives, BatchNorm statistics). Use {fix}, or give "
-            f"train.batch_size={left} or less to train with so small a batch."
+            f"train.batch_size={pruner.smallest_epoch() or left} or less to train with so small a batch."
         )
     fitted = max(pruner.smallest_epoch() or left, smallest)
     return fitted, (
@@ -394,6 +395,7 @@ def build_trainer(
         max_forwards=t.max_forwards,
         run_config=cfg.model_dump(),
         data_info=data_info,
+        data_files=files_digest(source),
     )
     return Pretrainer(parts, schedules, settings)
 

@@ -28,7 +28,7 @@ def _points(unique=400, bursts=(), dim=32, seed=0, spread=0.05):
     return torch.cat(parts), torch.cat(owner)
 
 
-# v3's bare threshold rule (no floor, no guard, power 1), for the tests of that rule's arithmetic; the defaults are
+# The bare threshold rule at power 1 (no floor, no guard), for the tests of that rule's arithmetic; the defaults are
 # v4's tuned setting (power 3, guard, floor 0.25; tests/test_benchmark.py checks that).
 BARE = {"coverage_power": 1.0, "coverage_guard": False, "floor": 0.0}
 

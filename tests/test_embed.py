@@ -54,3 +54,5 @@ def test_the_map_knows_which_epochs_were_pruned_from_the_saved_config():
     assert pruned_epochs(config, 8) == [1, 2, 3, 4, 5, 6]  # warm-up epoch 0, annealing epoch 7
     assert pruned_epochs(config, 4) == [1, 2, 3]  # a run stopped early
     assert pruned_epochs({"pruning": {"rate": 0.0}, "train": {"epochs": 8}}, 8) == []
+    published = {"pruning": {"rate": 0.0, "selector": "infobatch", "infobatch_r": 0.5}, "train": {"epochs": 8}}
+    assert pruned_epochs(published, 8) == [1, 2, 3, 4, 5, 6]  # InfoBatch's own rule prunes with no rate set

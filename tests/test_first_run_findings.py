@@ -304,7 +304,7 @@ def test_the_end_of_a_run_says_who_got_the_budget():
 
     import torch
 
-    from ssl_emp.pruning import Pruner
+    from ssl_emp.pruning import Pruner, SampleStats
 
     said = _drive(Pruner(400, 12, rate=0.8, selector="random", anneal=0.0, seed=0)).describe_budget(12)
     pruned_visits = _drive(Pruner(400, 12, rate=0.8, selector="random", anneal=0.0, seed=0)).table.visits - 1
@@ -317,3 +317,33 @@ def test_the_end_of_a_run_says_who_got_the_budget():
     pool, forwards = map(int, re.search(r"near-copy \(cosine 0.9\) (\d+)% of the pool, (\d+)% of", said).groups())
     assert pool == 25 and forwards < 10, said
     assert Pruner(400, 12).describe_budget(12) is None  # nothing pruned, nothing said
+    # Resumed (the checkpoint keeps the clustering, not the vectors), it reads what was computed, and never
+    # clusters anew: a cluster-density run has no near-copy counts to give, and says nothing of them.
+    for settings in ({"selector": "central"}, {"selector": "coverage", "coverage_density": "cluster"}):
+        first = Pruner(400, 12, rate=0.8, anneal=0.0, seed=0, embed_every=0, **settings)
+        for epoch in range(6):
+            if first.needs_embeddings(epoch):
+                first.set_embeddings(torch.arange(400), points, epoch)
+            plan = first.plan(epoch)
+            first.observe(plan.indices, SampleStats(torch.rand(len(plan))), epoch)
+        resumed = Pruner(400, 12, rate=0.8, anneal=0.0, seed=0, embed_every=0, **settings)
+        resumed.load_state_dict(first.state_dict())
+        for epoch in range(6, 12):
+            plan = resumed.plan(epoch)
+            resumed.observe(plan.indices, SampleStats(torch.rand(len(plan))), epoch)
+        said = resumed.describe_budget(12)
+        assert "clusters" in said and "near-copy" not in said, said
+
+
+def test_a_resume_that_would_change_the_fitted_batch_says_so_and_how_to_go_on(tmp_path, capsys):
+    """The batch fitted to the smallest pruned epoch depends on the epochs: extending 4 epochs to 6 would re-cut
+    the batches (89 to 215), and a resume inside an epoch counts its steps in batches. It refuses, naming the
+    batch the run began with, and goes on with it when given."""
+    common = [*FAST, "train.batch_size=512", "pruning.rate=0.7", "monitor.every=0"]
+    where = [f"run.out_dir={tmp_path}", "run.name=r"]
+    assert main([*common, "train.epochs=4", *where]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main([*common, "train.epochs=6", "run.extend=true", "run.resume=auto", *where]) == 2
+    assert "Give train.batch_size=89 to go on" in capsys.readouterr().err
+    given = [*common, "train.batch_size=89", "train.epochs=6", "run.extend=true", "run.resume=auto", *where]
+    assert main(given) == 0, capsys.readouterr().err

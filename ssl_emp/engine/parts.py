@@ -68,6 +68,7 @@ class RunSettings:
     max_forwards: Optional[int] = None
     run_config: dict = field(default_factory=dict)
     data_info: dict = field(default_factory=dict)
+    data_files: Optional[str] = None  # a digest of a folder's files, in order (run_state.files_digest)
 
     def finished(self, counts: "RunCounters") -> bool:
         """Whether a run that has got to ``counts`` is done: all its epochs, or its compute budget, spent."""

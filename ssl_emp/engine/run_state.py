@@ -37,7 +37,8 @@ def run_state(parts: TrainParts, settings: RunSettings, counts: RunCounters, pos
         "rng": rng_states(settings.ctx, settings.device),
         "world_size": settings.ctx.world_size,
         "data": settings.data_info,
-        "data_files": files_digest(parts.source),
+        "data_files": settings.data_files,
+        "batch_size": settings.batch_size,
         "position": position.state_dict() if position is not None else None,
     }
 
@@ -62,7 +63,14 @@ def restore_run_state(
             f"The checkpoint's score table covers {saved_samples} samples but this run's dataset has "
             f"{pruner.num_samples}."
         )
-    saved_files, files = ckpt.get("data_files"), files_digest(parts.source)
+    saved_batch = ckpt.get("batch_size")
+    if saved_batch and saved_batch != settings.batch_size:  # the steps inside an epoch are counted in batches
+        raise CheckpointError(
+            f"This run trained with batches of {saved_batch}; resumed as given it would train with "
+            f"{settings.batch_size} (a batch fitted to what the pruned epochs keep changes with train.epochs). "
+            f"Give train.batch_size={saved_batch} to go on as it began."
+        )
+    saved_files, files = ckpt.get("data_files"), settings.data_files
     if saved_files and files and saved_files != files:
         raise CheckpointError(
             f"The folder's readable files are not the ones this run began with ({pruner.num_samples} then and now, "

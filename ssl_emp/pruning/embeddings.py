@@ -130,6 +130,17 @@ class EmbeddingMemory:
             self._counts = {}
         return self._clustering[1]
 
+    def computed(
+        self, threshold: float, count: Optional[int] = None
+    ) -> tuple[Optional[Clustering], Optional[torch.Tensor]]:
+        """The clustering and the neighbour counts this refresh has already computed (None for each not yet):
+        what a report may read without clustering again (a collective, costly at scale, and impossible for a
+        memory restored without its vectors)."""
+        clustering = (
+            self._clustering[1] if self._clustering is not None and self._clustering[0] == (count or 0) else None
+        )
+        return clustering, (self._counts.get(threshold) if clustering is not None else None)
+
     def neighbour_counts(self, threshold: float, count: Optional[int] = None) -> torch.Tensor:
         """Each sample's near neighbours in its cluster at cosine ``threshold``, itself included ([N] int64)."""
         clustering = self.clusters(count)

@@ -307,9 +307,10 @@ class Pruner:
 
     def describe_budget(self, epochs_done: int) -> Optional[str]:
         """Who got the pruned epochs' forwards, in one line (None where no epoch was pruned): the share of samples
-        never kept, the most-kept tenth's share, and, where the selector embeds the data, the near-copies' and
-        the rarest clusters' shares beside their shares of the pool. Every rank calls it (a sharded memory's
-        clustering is collective)."""
+        never kept, the most-kept tenth's share, and, where the selector's last refresh computed them, the
+        near-copies' and the rarest clusters' shares beside their shares of the pool (nothing is clustered
+        anew). It takes every full-data epoch to have visited each sample once; a sample left out as unreadable
+        counts as never kept."""
         pruned = sum(self.is_pruned_epoch(e) for e in range(epochs_done))
         if not pruned:
             return None
@@ -324,13 +325,18 @@ class Pruner:
             f"the most-kept tenth took {float(kept.sort(descending=True).values[: max(1, n // 10)].sum()) / total:.0%}"
             " of their forwards",
         ]
-        if self.embeddings is not None and self.embeddings.ready:
-            copies = self.embeddings.neighbour_counts(self.cfg.coverage_threshold, self.cfg.clusters).cpu() > 1
+        clustering, counts = (
+            self.embeddings.computed(self.cfg.coverage_threshold, self.cfg.clusters)
+            if self.embeddings is not None
+            else (None, None)
+        )
+        if counts is not None:  # the threshold density's near-copy counts, as the plans used them
+            copies = counts.cpu() > 1
             parts.append(
                 f"samples with a near-copy (cosine {self.cfg.coverage_threshold}) {float(copies.double().mean()):.0%}"
                 f" of the pool, {float(kept[copies].sum()) / total:.0%} of the forwards"
             )
-            clustering = self.embeddings.clusters(self.cfg.clusters)
+        if clustering is not None:
             sizes = torch.bincount(clustering.assignment.cpu(), minlength=clustering.count)
             rarest = sizes.argsort()[: max(1, clustering.count // 10)]
             members = torch.isin(clustering.assignment.cpu(), rarest)
